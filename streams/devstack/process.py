@@ -23,6 +23,10 @@ from streams.exceptions import PortInUseError, StackError
 
 __all__ = ["ManagedProcess", "port_in_use"]
 
+# Children started by this interpreter, kept so they are reaped (no zombies, no ResourceWarning when
+# a long-lived process such as the test session starts and stops the stack itself).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def port_in_use(host: str, port: int) -> bool:
     """Whether something is listening on ``host:port`` (a bind with SO_REUSEADDR fails)."""
@@ -90,6 +94,7 @@ class ManagedProcess:
                 )
             except OSError as e:
                 raise StackError(f"{self.name}: cannot start {argv[0]}: {e}") from e
+        _CHILDREN[proc.pid] = proc
         ticks = _start_ticks(proc.pid)
         self.pid_file.write_text(json.dumps({"pid": proc.pid, "start_ticks": ticks}))
         return proc.pid
@@ -128,9 +133,12 @@ class ManagedProcess:
 
     @staticmethod
     def _gone(pid: int) -> bool:
-        # Reap it if it is our child (tests start the stack in-process); else just look.
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
+        child = _CHILDREN.get(pid)
+        if child is not None:  # our own child: reap it
+            if child.poll() is None:
+                return False
+            del _CHILDREN[pid]
+            return True
         return _start_ticks(pid) is None
 
 

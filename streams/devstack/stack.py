@@ -181,6 +181,11 @@ class DevStack:
             StackError: a service did not become healthy in time (the message names its log).
             ServiceUnavailableError: an external service cannot be reached.
         """
+        # Fail fast on an unreachable external service, before starting anything.
+        services: tuple[ServiceName, ...] = ("kafka", "redis")
+        for name in services:
+            if self._is_external(name):
+                self._require_external(name)
         self.install()
         started: list[ManagedProcess] = []
         try:
@@ -191,8 +196,10 @@ class DevStack:
                 self._start_redis()
                 started.append(self._redis)
             deadline = time.monotonic() + self.settings.start_timeout_s
-            for name in ("redis", "kafka"):
-                self._wait_healthy(name, deadline)
+            waiting: tuple[ServiceName, ...] = ("redis", "kafka")
+            for service in waiting:
+                if not self._is_external(service):
+                    self._wait_healthy(service, deadline)
         except BaseException:
             for proc in started:
                 proc.stop(timeout_s=10)
@@ -217,7 +224,7 @@ class DevStack:
     def restart(self, name: ServiceName) -> None:
         """Stop one embedded service and start it again on the same data (for recovery tests)."""
         proc = self._kafka if name == "kafka" else self._redis
-        if (name == "kafka" and self.kafka_external) or (name == "redis" and self.redis_external):
+        if self._is_external(name):
             raise StackError(f"{name} is external: the dev stack cannot restart it")
         proc.stop(timeout_s=60)
         if name == "kafka":
@@ -336,7 +343,7 @@ class DevStack:
         return redact_url(self.redis_url())
 
     def _probe(self, name: ServiceName) -> ServiceStatus:
-        external = self.kafka_external if name == "kafka" else self.redis_external
+        external = self._is_external(name)
         proc = self._kafka if name == "kafka" else self._redis
         pid = None if external else proc.pid()
         if not external and pid is None:
@@ -353,17 +360,20 @@ class DevStack:
             detail=detail,
         )
 
+    def _is_external(self, name: ServiceName) -> bool:
+        return self.kafka_external if name == "kafka" else self.redis_external
+
+    def _require_external(self, name: ServiceName) -> None:
+        probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
+        healthy, detail = probe(5.0)
+        if not healthy:
+            raise ServiceUnavailableError(
+                f"{name}: external service at {self._endpoint(name)} is {detail}"
+            )
+
     def _wait_healthy(self, name: ServiceName, deadline: float) -> None:
-        external = self.kafka_external if name == "kafka" else self.redis_external
         proc = self._kafka if name == "kafka" else self._redis
         probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
-        if external:
-            healthy, detail = probe(5.0)
-            if not healthy:
-                raise ServiceUnavailableError(
-                    f"{name}: external service at {self._endpoint(name)} is {detail}"
-                )
-            return
         self._progress(f"waiting for {name} to become healthy")
         detail = ""
         while time.monotonic() < deadline:

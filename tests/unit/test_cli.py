@@ -1,0 +1,93 @@
+"""The command line as a user meets it: help texts, and one-line errors with non-zero exits."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+COMMANDS = [
+    [],
+    ["stack"],
+    ["stack", "up"],
+    ["stack", "down"],
+    ["stack", "status"],
+    ["stack", "install"],
+    ["schemas", "export"],
+]
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CROSSROUTE_")}
+    base.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    base.pop("REDIS_URL", None)
+    base["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_help(cmd: list[str]) -> None:
+    out = run_cli(*cmd, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "Usage" in out.stdout and len(out.stdout) > 200
+
+
+def _assert_one_line_error(out: subprocess.CompletedProcess[str], code: int, needle: str) -> None:
+    assert out.returncode == code, (out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+def test_java_missing_is_one_line(tmp_path: object) -> None:
+    out = run_cli(
+        "stack",
+        "up",
+        env={
+            "CROSSROUTE_STACK__JAVA": "no-such-java",
+            "CROSSROUTE_STACK__STATE_DIR": str(tmp_path),
+        },
+    )
+    _assert_one_line_error(out, 2, "Java not found")
+
+
+def test_unreachable_external_kafka_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    out = run_cli(
+        "stack", "up",
+        env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port}", "REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"},
+    )  # fmt: skip
+    _assert_one_line_error(out, 1, f"external service at 127.0.0.1:{closed_port} is unreachable")
+
+
+def test_bad_setting_is_one_line() -> None:
+    out = run_cli("stack", "status", env={"CROSSROUTE_STACK__REDIS_PORT": "eighty"})
+    _assert_one_line_error(out, 2, "invalid setting stack.redis_port")
+
+
+def test_status_of_stopped_stack_exits_nonzero(tmp_path: object) -> None:
+    out = run_cli("stack", "status", "--json", env={"CROSSROUTE_STACK__STATE_DIR": str(tmp_path)})
+    assert out.returncode == 1
+    assert '"healthy": false' in out.stdout and "not running" in out.stdout
+
+
+def test_schemas_check_detects_stale(tmp_path: object) -> None:
+    assert run_cli("schemas", "export", "--check").returncode == 0
+    assert run_cli("schemas", "export", "--check", "--out", str(tmp_path)).returncode == 1

@@ -1,0 +1,123 @@
+"""Dev-stack mechanics that need no services: process identity, ports, artifacts, clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from streams.devstack.artifacts import (
+    LIBSSL_DEB_NAME,
+    LIBSSL_DEB_SHA256,
+    check_java,
+    ensure_libssl,
+    kafka_version,
+)
+from streams.devstack.process import ManagedProcess, port_in_use, require_free_port
+from streams.exceptions import ConfigurationError, PortInUseError
+from tests.conftest import SHARED_DATA
+
+
+def _proc(tmp_path: Path) -> ManagedProcess:
+    return ManagedProcess("sleeper", tmp_path / "p.pid", tmp_path / "p.log")
+
+
+def test_start_and_stop_exactly_our_process(tmp_path: Path) -> None:
+    proc = _proc(tmp_path)
+    pid = proc.start(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        env={},
+        cwd=tmp_path,
+    )
+    assert proc.pid() == pid
+    assert proc.stop(timeout_s=10) is True
+    assert proc.pid() is None
+    assert not proc.pid_file.exists()
+    assert proc.stop() is False  # nothing left to stop
+
+
+def test_stale_pid_file_is_not_trusted(tmp_path: Path) -> None:
+    """A PID file naming a live process with another start time (PID reuse) must not be signalled."""
+    proc = _proc(tmp_path)
+    proc.pid_file.write_text(f'{{"pid": {os.getpid()}, "start_ticks": 1}}')
+    assert proc.pid() is None
+    assert proc.stop() is False  # and we are still alive to assert it
+
+
+def test_sigterm_ignored_then_killed(tmp_path: Path) -> None:
+    proc = _proc(tmp_path)
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('x', flush=True); time.sleep(60)"
+    )
+    proc.start([sys.executable, "-c", code], env={}, cwd=tmp_path)
+    time.sleep(0.5)  # let it install the handler
+    assert proc.stop(timeout_s=0.5) is True
+    assert proc.pid() is None
+
+
+def test_crashed_process_is_reported_with_log_tail(tmp_path: Path) -> None:
+    proc = _proc(tmp_path)
+    proc.start(
+        [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"],
+        env={},
+        cwd=tmp_path,
+    )
+    deadline = time.monotonic() + 10
+    while not proc.exited() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.exited()
+    assert "boom: bad config" in proc.log_tail()
+
+
+def test_port_in_use_detected() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use("127.0.0.1", port)
+        with pytest.raises(PortInUseError, match=f"127.0.0.1:{port} is already in use"):
+            require_free_port("kafka", "127.0.0.1", port)
+    assert not port_in_use("127.0.0.1", port)
+
+
+def _fake_java(tmp_path: Path, version: str) -> str:
+    script = tmp_path / "java"
+    script.write_text(f"#!/bin/sh\necho 'openjdk version \"{version}\" 2024-01-01' >&2\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    return str(script)
+
+
+def test_java_checks(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="Java not found"):
+        check_java("definitely-not-java")
+    with pytest.raises(ConfigurationError, match="version 11"):
+        check_java(_fake_java(tmp_path, "11.0.2"))
+    with pytest.raises(ConfigurationError, match="version 8"):
+        check_java(_fake_java(tmp_path, "1.8.0_392"))
+    assert check_java(_fake_java(tmp_path, "17.0.15")).endswith("java")
+
+
+def test_kafka_is_pinned_to_4x() -> None:
+    assert kafka_version().startswith("4.")
+
+
+def test_libssl_from_local_deb_is_verified_and_unpacked(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.deb"
+    bogus.write_bytes(b"!<arch>\nnot really")
+    with pytest.raises(ConfigurationError, match="sha256"):
+        ensure_libssl(tmp_path / "cache", bogus)
+    vendored = SHARED_DATA.parent / "vendor" / LIBSSL_DEB_NAME
+    if not vendored.exists():
+        pytest.skip(f"no vendored {LIBSSL_DEB_NAME} to unpack")
+    assert hashlib.sha256(vendored.read_bytes()).hexdigest() == LIBSSL_DEB_SHA256
+    libdir = ensure_libssl(tmp_path / "cache", vendored)
+    assert (libdir / "libssl.so.1.1").exists()
+    assert (libdir / "libcrypto.so.1.1").exists()
+    assert ensure_libssl(tmp_path / "cache", None) == libdir  # cached: no download

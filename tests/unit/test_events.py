@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from router.schemas import (
+    MAX_INLINE_IMAGE_BYTES,
+    Article,
+    ImageRef,
+    Media,
+    Product,
+    RoutedTarget,
+    RoutingDecision,
+    Ticket,
+    WarrantyPolicy,
+)
+from streams.events import (
+    EVENT_TYPES,
+    ArticleDeleted,
+    ArticleUpserted,
+    MediaUploaded,
+    ProductDeleted,
+    ProductUpserted,
+    RoutingDecided,
+    TicketCreated,
+    WarrantyPolicyDeleted,
+    WarrantyPolicyUpserted,
+    decode_event,
+    encode_event,
+    json_schemas,
+)
+from streams.exceptions import EventDecodeError
+from tests.conftest import REPO
+
+JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256))
+
+EXAMPLES = [
+    ProductUpserted(
+        source_version=3,
+        product=Product(
+            id="sku-1", tenant="acme", title="Black running shoe", category="shoes",
+            price=59.9, currency="EUR", image=ImageRef(data=JPEG, content_type="image/jpeg"),
+        ),
+    ),
+    ProductDeleted(source_version=4, tenant_id="acme", id="sku-1"),
+    ArticleUpserted(
+        source_version=1,
+        article=Article(id="kb-7", tenant="acme", title="Reset your password", body="Go to …"),
+    ),
+    ArticleDeleted(source_version=2, tenant_id="acme", id="kb-7"),
+    WarrantyPolicyUpserted(
+        source_version=1,
+        policy=WarrantyPolicy(
+            id="wp-1", tenant="acme", title="2-year warranty", body="…", product_categories=("shoes",)
+        ),
+    ),
+    WarrantyPolicyDeleted(source_version=2, tenant_id="acme", id="wp-1"),
+    MediaUploaded(
+        source_version=1,
+        media=Media(id="m-1", tenant="acme", media_kind="screenshot", image=ImageRef(uri="s3://b/k.png")),
+    ),
+    TicketCreated(
+        ticket=Ticket(id="t-1", tenant="acme", text="my sole came off", photo=ImageRef(data=JPEG))
+    ),
+    RoutingDecided(
+        decision=RoutingDecision(
+            ticket_id="t-1", tenant="acme", space_id="sp-abc", queue="auto", threshold=0.4,
+            targets=(
+                RoutedTarget(doc_id="wp-1", kind="warranty_policy", score=0.8, evidence=("text", "photo")),
+            ),
+            decided_at=datetime(2026, 11, 26, tzinfo=UTC),
+        )
+    ),
+]  # fmt: skip
+
+
+def test_every_event_type_has_an_example() -> None:
+    assert {type(e) for e in EXAMPLES} == set(EVENT_TYPES)
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.type)
+def test_round_trip(event: object) -> None:
+    raw = encode_event(event)  # type: ignore[arg-type]
+    assert json.loads(raw)["schema_version"] == 1
+    assert decode_event(raw) == event
+
+
+def test_entity_events_are_keyed_by_tenant_and_id() -> None:
+    assert EXAMPLES[0].key == b"acme/sku-1"  # type: ignore[union-attr]
+    assert EXAMPLES[1].key == b"acme/sku-1"  # type: ignore[union-attr]
+    assert EXAMPLES[7].key == b"acme/t-1"  # type: ignore[union-attr]
+
+
+def test_inline_image_is_base64_on_the_wire_and_accepts_both_alphabets() -> None:
+    wire = json.loads(encode_event(EXAMPLES[0]))
+    assert base64.urlsafe_b64decode(wire["product"]["image"]["data"]) == JPEG
+    wire["product"]["image"]["data"] = base64.b64encode(JPEG).decode()
+    decoded = decode_event(json.dumps(wire))
+    assert isinstance(decoded, ProductUpserted) and decoded.product.image is not None
+    assert decoded.product.image.data == JPEG
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needle"),
+    [
+        (lambda d: d.update(type="product.exploded"), "does not match any of the expected tags"),
+        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(surprise=1), "Extra inputs are not permitted"),
+        (lambda d: d.pop("source_version"), "source_version"),
+        (lambda d: d.update(source_version=-1), "source_version"),
+        (lambda d: d["product"].update(tenant="Acme Corp"), "tenant"),
+        (lambda d: d.update(occurred_at="2026-11-26T10:00:00"), "timezone"),
+    ],
+)
+def test_invalid_events_are_refused_with_reason(mutate: object, needle: str) -> None:
+    wire = json.loads(encode_event(EXAMPLES[0]))
+    mutate(wire)  # type: ignore[operator]
+    with pytest.raises(EventDecodeError, match=needle):
+        decode_event(json.dumps(wire))
+
+
+def test_not_json_is_a_decode_error() -> None:
+    with pytest.raises(EventDecodeError, match="Invalid JSON"):
+        decode_event(b"\x00\x01 not json")
+
+
+def test_image_ref_rules() -> None:
+    with pytest.raises(ValidationError, match="exactly one"):
+        ImageRef()
+    with pytest.raises(ValidationError, match="exactly one"):
+        ImageRef(uri="x.png", data=JPEG)
+    with pytest.raises(ValidationError, match="byte cap"):
+        ImageRef(data=b"\0" * (MAX_INLINE_IMAGE_BYTES + 1))
+    with pytest.raises(ValidationError, match="empty"):
+        ImageRef(data=b"")
+    assert len(ImageRef(data=b"\0" * MAX_INLINE_IMAGE_BYTES).data or b"") == MAX_INLINE_IMAGE_BYTES
+
+
+def test_ticket_needs_content() -> None:
+    with pytest.raises(ValidationError, match="needs text"):
+        Ticket(id="t", tenant="acme", text="   ")
+    assert Ticket(id="t", tenant="acme", screenshot=ImageRef(uri="a.png")).text == ""
+
+
+def test_events_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        EXAMPLES[1].id = "other"  # type: ignore[misc]
+
+
+def test_exported_json_schemas_are_current() -> None:
+    """docs/schemas is what producers in other languages read: regenerate with
+    `crossroute schemas export` when an event changes."""
+    out = REPO / "docs" / "schemas"
+    expected = {
+        name: json.dumps(s, indent=2, sort_keys=True) + "\n" for name, s in json_schemas().items()
+    }
+    actual = {p.name: p.read_text() for p in Path(out).glob("*.schema.json")}
+    assert actual == expected

@@ -1,0 +1,60 @@
+"""Package hygiene: every module imports, the dependency direction holds, serving stays torch-free."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGES = ("models", "router", "streams")
+# streams → router → models, never back.
+FORBIDDEN = {"models": {"router", "streams"}, "router": {"streams"}, "streams": set()}
+
+
+def _modules() -> list[str]:
+    names = []
+    for pkg in PACKAGES:
+        module = importlib.import_module(pkg)
+        names.append(pkg)
+        names += [m.name for m in pkgutil.walk_packages(module.__path__, prefix=f"{pkg}.")]
+    return sorted(names)
+
+
+@pytest.mark.parametrize("name", _modules())
+def test_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+@pytest.mark.parametrize("pkg", PACKAGES)
+def test_dependency_direction(pkg: str) -> None:
+    offenders = []
+    for path in sorted((REPO / pkg).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+            offenders += [
+                f"{path.relative_to(REPO)} imports {t}"
+                for t in targets
+                if t.split(".")[0] in FORBIDDEN[pkg]
+            ]
+    assert not offenders
+
+
+def test_serving_packages_do_not_import_torch() -> None:
+    code = (
+        "import sys, models, router, streams, streams.cli; "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr
