@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["ModelSettings", "WellKnownEnvSource"]
+__all__ = ["ENV_PREFIX", "ModelSettings", "ProcessSettings", "WellKnownEnvSource"]
+
+ENV_PREFIX = "CROSSROUTE_"
 
 
 class ModelSettings(BaseModel):
@@ -61,3 +63,29 @@ class WellKnownEnvSource(PydanticBaseSettingsSource):
             if value and section in self.settings_cls.model_fields:
                 out.setdefault(section, {})[field] = value
         return dict(out)
+
+
+class ProcessSettings(BaseSettings):
+    """Base of the one settings class each process reads at its entry point.
+
+    Env names are ``CROSSROUTE_<SECTION>__<FIELD>``; subclasses list the conventional unprefixed names
+    they also honour in ``well_known_env`` (lower priority than the prefixed names).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    well_known_env: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        well_known = WellKnownEnvSource(settings_cls, cls.well_known_env)
+        return init_settings, env_settings, well_known, file_secret_settings

@@ -6,17 +6,14 @@ Env names: ``CROSSROUTE_`` + section + ``__`` + field, e.g. ``CROSSROUTE_REDIS__
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from models.settings import ModelSettings, WellKnownEnvSource
+from models.settings import ModelSettings, ProcessSettings
 
 __all__ = ["ApiSettings", "RedisSettings", "RouterSettings", "redact_url"]
-
-ENV_PREFIX = "CROSSROUTE_"
 
 
 def redact_url(url: str) -> str:
@@ -67,25 +64,11 @@ class ApiSettings(BaseModel):
     max_text_chars: Annotated[int, Field(gt=0)] = 20_000
 
 
-class RouterSettings(BaseSettings):
+class RouterSettings(ProcessSettings):
     """Settings of the HTTP API process (``crossroute api``), read once at its entry point."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
-    )
+    well_known_env: ClassVar[dict[str, tuple[str, str]]] = {"REDIS_URL": ("redis", "url")}
 
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
     api: ApiSettings = ApiSettings()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        well_known = WellKnownEnvSource(settings_cls, {"REDIS_URL": ("redis", "url")})
-        return init_settings, env_settings, well_known, file_secret_settings

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from models.settings import ModelSettings, WellKnownEnvSource
-from router.settings import ENV_PREFIX, RedisSettings
+from models.settings import ModelSettings, ProcessSettings
+from router.settings import RedisSettings
 
 __all__ = ["KafkaSettings", "StackSettings", "WorkerSettings"]
 
@@ -109,32 +108,15 @@ class StackSettings(BaseModel):
         return self
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(ProcessSettings):
     """Settings of the worker process and of ``crossroute stack``, read once at the entry point."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="ignore", frozen=True
-    )
+    well_known_env: ClassVar[dict[str, tuple[str, str]]] = {
+        "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
+        "REDIS_URL": ("redis", "url"),
+    }
 
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
     stack: StackSettings = Field(default_factory=StackSettings)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        well_known = WellKnownEnvSource(
-            settings_cls,
-            {
-                "KAFKA_BOOTSTRAP_SERVERS": ("kafka", "bootstrap_servers"),
-                "REDIS_URL": ("redis", "url"),
-            },
-        )
-        return init_settings, env_settings, well_known, file_secret_settings
