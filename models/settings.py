@@ -10,15 +10,32 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "ModelSettings", "ProcessSettings", "WellKnownEnvSource"]
+__all__ = [
+    "ENV_PREFIX",
+    "ModelSettings",
+    "ProcessSettings",
+    "WellKnownEnvSource",
+    "default_bundle_dir",
+]
 
 ENV_PREFIX = "CROSSROUTE_"
+
+
+def default_bundle_dir() -> Path:
+    """Where ``crossroute models build`` puts the default bundle: ``$XDG_DATA_HOME/crossroute/…``."""
+    base = os.environ.get("XDG_DATA_HOME")
+    return (
+        (Path(base) if base else Path.home() / ".local" / "share")
+        / "crossroute"
+        / "bundles"
+        / "default"
+    )
 
 
 class ModelSettings(BaseModel):
@@ -28,6 +45,14 @@ class ModelSettings(BaseModel):
 
     bundle_dir: Path | None = None
     """Directory of the model bundle (manifest + ONNX files); unset means the built default."""
+    providers: Literal["auto", "cpu", "cuda"] = "auto"
+    """onnxruntime execution providers: ``auto`` uses CUDA when the installed build has it."""
+    threads: Annotated[int, Field(ge=1, le=256)] | None = None
+    """Intra-op threads per encoder session; unset lets onnxruntime use every core."""
+
+    def resolved_bundle_dir(self) -> Path:
+        """``bundle_dir``, or the default bundle's location."""
+        return self.bundle_dir if self.bundle_dir is not None else default_bundle_dir()
 
 
 class WellKnownEnvSource(PydanticBaseSettingsSource):

@@ -49,8 +49,18 @@ stack_app = typer.Typer(
     no_args_is_help=True,
 )
 schemas_app = typer.Typer(help="JSON Schemas of the wire events.", no_args_is_help=True)
+models_app = typer.Typer(
+    help=(
+        "Model bundles: frozen encoders exported to ONNX with a manifest (sha256 of every file, "
+        "preprocessing, library versions) and the embedding space id derived from them."
+    ),
+    no_args_is_help=True,
+)
+bench_app = typer.Typer(help="Benchmarks that write JSON reports.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
 
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
@@ -168,6 +178,151 @@ def schemas_export(
         return
     paths = export_json_schemas(out)
     _out.print(f"wrote {len(paths)} schemas to {out}")
+
+
+BundleOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--bundle",
+        help="Bundle folder (default: CROSSROUTE_MODEL__BUNDLE_DIR or the built default).",
+    ),
+]
+
+
+def _bundle_dir(explicit: Path | None) -> Path:
+    return explicit if explicit is not None else _worker_settings().model.resolved_bundle_dir()
+
+
+@models_app.command("build")
+def models_build(
+    config: Annotated[
+        str, typer.Option(help="Packaged config name (models/configs/NAME.json) or a JSON file.")
+    ] = "default",
+    out: Annotated[
+        Path | None, typer.Option(help="Bundle folder to write (replaced atomically).")
+    ] = None,
+    int8_text: Annotated[
+        bool,
+        typer.Option(
+            "--int8-text",
+            help="Quantise the text encoder to per-channel int8 (fidelity is measured and recorded).",
+        ),
+    ] = False,
+) -> None:
+    """Export the encoders of CONFIG from locally installed pretrained weights to ONNX (dynamic
+    batch; dynamic sequence for text), add tokenizer and OCR models, and write manifest.json with the
+    space id. Two builds from the same inputs are byte-identical. Needs crossroute[train]."""
+    from models.config import load_spec
+    from models.export.build import build_bundle
+
+    spec = load_spec(config)
+    if int8_text:
+        spec = spec.model_copy(update={"text": spec.text.model_copy(update={"int8": True})})
+    target = out if out is not None else _worker_settings().model.resolved_bundle_dir()
+    with _progress(f"building bundle {spec.name}") as progress:
+        manifest = build_bundle(spec, target, progress=progress)
+    _out.print(
+        f"built {target}\nspace id: {manifest.space_id} (dim {manifest.dim}, {manifest.metric})"
+    )
+    if manifest.text.quantization:
+        q = manifest.text.quantization
+        _out.print(
+            f"int8 text encoder: cosine vs fp32 min {q['fidelity_cosine_vs_fp32_min']}, "
+            f"mean {q['fidelity_cosine_vs_fp32_mean']} on {q['fidelity_texts']} texts"
+        )
+
+
+@models_app.command("verify")
+def models_verify(bundle: BundleOpt = None) -> None:
+    """Check every file of a bundle against its manifest (sha256) and the space id against them.
+    Exits 1 on a tampered or partial bundle."""
+    from models.bundle import load_manifest
+
+    target = _bundle_dir(bundle)
+    manifest = load_manifest(target, verify=True)
+    _out.print(f"ok: {target} space {manifest.space_id}, {len(manifest.files)} files verified")
+
+
+@models_app.command("info")
+def models_info(
+    bundle: BundleOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest.")] = False,
+) -> None:
+    """Describe a bundle: space id, encoders, dims, preprocessing, files."""
+    from models.bundle import load_manifest
+
+    manifest = load_manifest(_bundle_dir(bundle), verify=False)
+    if as_json:
+        _out.print_json(manifest.model_dump_json())
+        return
+    spec = manifest.spec
+    _out.print(
+        f"space id  {manifest.space_id}  ({manifest.dim}-d {manifest.dtype}, {manifest.metric})"
+    )
+    text, image = manifest.text, manifest.image
+    max_len = spec.text.preprocess.max_length
+    _out.print(f"text      {spec.text.name} → {text.onnx} ({text.dim}-d, max {max_len} tokens)")
+    size = spec.image.preprocess.size
+    _out.print(f"image     {spec.image.name} → {image.onnx} ({image.dim}-d, {size}px)")
+    _out.print(f"ocr       {spec.ocr.name if spec.ocr else '-'}")
+    _out.print(f"head      {spec.head.method}")
+    _out.print(
+        f"files     {len(manifest.files)}, {sum(f.bytes for f in manifest.files.values()) / 1e6:.1f} MB"
+    )
+
+
+@bench_app.command("encoders")
+def bench_encoders_cmd(
+    bundle: BundleOpt = None,
+    data: Annotated[
+        Path,
+        typer.Option(help="A dataset root in the eval layout (texts and images are read from it)."),
+    ] = Path("../shared/data"),
+    out: Annotated[Path, typer.Option(help="JSON report to write.")] = Path("bench/encoders.json"),
+    seconds: Annotated[float, typer.Option(help="Minimum seconds per measured point.")] = 3.0,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads for onnxruntime and torch (default: all cores).")
+    ] = None,
+    no_torch: Annotated[bool, typer.Option("--no-torch", help="Skip the torch reference.")] = False,
+) -> None:
+    """Texts/s and images/s at batch 1 and 32: ONNX serving path vs the torch reference."""
+    from models.bench import bench_encoders
+    from models.embedder import Embedder
+
+    texts, images = _bench_inputs(data)
+    embedder = Embedder.load(_bundle_dir(bundle), threads=threads)
+    with _progress("benchmarking encoders"):
+        report = bench_encoders(
+            embedder,
+            texts,
+            images,
+            min_seconds=seconds,
+            torch_reference=not no_torch,
+            threads=threads,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    for row in report["results"]:
+        what = f"{row['modality']:5} {row['engine']:11} {row['stage']:26} batch {row['batch']:>2}"
+        _out.print(f"{what}: {row['items_per_s']:>8.1f}/s")
+    _out.print(f"onnx/torch: {report['onnx_over_torch']}  → {out}")
+
+
+def _bench_inputs(data: Path) -> tuple[list[str], list[Path]]:
+    if not data.is_dir():
+        raise ConfigurationError(f"--data {data} is not a folder")
+    texts: list[str] = []
+    images: list[Path] = []
+    for queries in sorted(data.glob("*/queries.jsonl")):
+        for line in queries.read_text().splitlines()[:64]:
+            row = json.loads(line)
+            if row.get("text"):
+                texts.append(row["text"])
+            if row.get("image"):
+                images.append(queries.parent / row["image"])
+    if not texts or not images:
+        raise ConfigurationError(f"--data {data} holds no queries with texts and images")
+    return texts[:256], images[:64]
 
 
 def main() -> None:

@@ -1,0 +1,167 @@
+"""``crossroute bench encoders``: ONNX serving path vs the torch reference, texts/s and images/s.
+
+Throughput is measured at batch 1 and batch 32 on real inputs, with warm-up, in one process, so the
+ONNX/torch *ratios* are comparable; absolute numbers depend on the machine (and are only quoted for a
+GPU). Both sides get the same preprocessed tensors for the encoder-only numbers; the serving numbers
+add decoding/preprocessing (images) and tokenization (texts).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from models.embedder import Embedder
+from models.preprocess import decode_image, image_to_array, normalize_text
+
+__all__ = ["bench_encoders"]
+
+_T = TypeVar("_T")
+
+
+def _take(items: Sequence[_T], n: int) -> list[_T]:
+    """The first ``n`` items, cycling when there are fewer."""
+    return [items[i % len(items)] for i in range(n)]
+
+
+def _take_rows(arr: np.ndarray, n: int) -> np.ndarray:
+    return np.ascontiguousarray(arr[np.arange(n) % len(arr)])
+
+
+def _rate(fn: Callable[[], object], items: int, min_seconds: float) -> float:
+    fn()  # warm-up
+    done, start = 0, time.perf_counter()
+    while True:
+        fn()
+        done += items
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return done / elapsed
+
+
+def bench_encoders(
+    embedder: Embedder,
+    texts: Sequence[str],
+    image_paths: Sequence[Path],
+    *,
+    batch_sizes: Sequence[int] = (1, 32),
+    min_seconds: float = 3.0,
+    torch_reference: bool = True,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Measure items/s for every (modality, batch size, engine) and return a JSON-ready report."""
+    spec = embedder.manifest.spec
+    clean = [normalize_text(t, spec.text.preprocess) for t in texts if t.strip()]
+    images = [decode_image(p, spec.image.preprocess, str(p)) for p in image_paths]
+    arrays = np.stack([image_to_array(im, spec.image.preprocess) for im in images])
+    results: list[dict[str, Any]] = []
+
+    def record(modality: str, engine: str, stage: str, batch: int, rate: float) -> None:
+        results.append(
+            {
+                "modality": modality,
+                "engine": engine,
+                "stage": stage,
+                "batch": batch,
+                "items_per_s": round(rate, 2),
+            }
+        )
+
+    for b in batch_sizes:
+        tb, ib, pb = _take(clean, b), _take_rows(arrays, b), _take(list(image_paths), b)
+        text_fn = partial(embedder.text_features, tb, batch_size=b)
+        record("text", "onnxruntime", "encoder+tokenizer", b, _rate(text_fn, b, min_seconds))
+        image_fn = partial(embedder.image_features, ib, batch_size=b)
+        record("image", "onnxruntime", "encoder", b, _rate(image_fn, b, min_seconds))
+        serve_fn = partial(embedder.embed_images, pb, batch_size=b)
+        stage = "decode+preprocess+encoder"
+        record("image", "onnxruntime", stage, b, _rate(serve_fn, b, min_seconds))
+
+    torch_info: dict[str, Any] = {"available": False}
+    if torch_reference:
+        try:
+            import torch
+
+            from models.export.towers import load_image_tower, load_text_tower
+            from models.preprocess import TextTokenizer
+        except ImportError:
+            torch_info = {"available": False, "reason": "torch not installed (crossroute[train])"}
+        else:
+            if threads is not None:
+                torch.set_num_threads(threads)
+            text_tower = load_text_tower(spec.text)
+            image_module = load_image_tower(spec.image).module
+            tokenizer = TextTokenizer(
+                embedder.bundle_dir / (embedder.manifest.text.tokenizer or ""), spec.text.preprocess
+            )
+            torch_info = {
+                "available": True,
+                "version": torch.__version__,
+                "threads": torch.get_num_threads(),
+            }
+            for b in batch_sizes:
+                tb = _take(clean, b)
+                tensor = torch.from_numpy(_take_rows(arrays, b))
+
+                def run_text(tb: list[str] = tb) -> object:
+                    feed = tokenizer(tb)
+                    with torch.inference_mode():
+                        return text_tower.module(
+                            *[torch.from_numpy(feed[n]) for n in text_tower.input_names]
+                        )
+
+                def run_image(x: torch.Tensor = tensor) -> object:
+                    with torch.inference_mode():
+                        return image_module(x)
+
+                record("text", "torch", "encoder+tokenizer", b, _rate(run_text, b, min_seconds))
+                record("image", "torch", "encoder", b, _rate(run_image, b, min_seconds))
+
+    ratios = {}
+    for r in results:
+        if r["engine"] != "onnxruntime":
+            continue
+        match = [
+            t
+            for t in results
+            if t["engine"] == "torch"
+            and t["modality"] == r["modality"]
+            and t["stage"] == r["stage"]
+            and t["batch"] == r["batch"]
+        ]
+        if match:
+            ratios[f"{r['modality']}@{r['batch']}"] = round(
+                r["items_per_s"] / match[0]["items_per_s"], 2
+            )
+    import onnxruntime
+
+    return {
+        "bench": "encoders",
+        "space_id": embedder.space_id,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "onnxruntime": {
+            "version": onnxruntime.__version__,
+            "providers": embedder.providers,
+            "threads": threads,
+        },
+        "torch": torch_info,
+        "inputs": {
+            "texts": len(clean),
+            "images": len(images),
+            "min_seconds_per_point": min_seconds,
+        },
+        "int8_text": spec.text.int8,
+        "results": results,
+        "onnx_over_torch": ratios,
+    }

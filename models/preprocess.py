@@ -1,0 +1,174 @@
+"""Torch-free preprocessing: safe image decoding, the encoder's image transform, tokenization.
+
+These functions are the serving half of "preprocessing is part of the model": their parameters come
+from the bundle's spec (hashed into the space id), and a parity test holds them to the torch reference
+(torchvision/timm transform, cosine ≥ 0.9999 after the encoder).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tokenizers import Tokenizer
+
+from models.config import ImageLimits, ImagePreprocess, TextPreprocess
+from models.exceptions import EmptyInputError, ImageDecodeError, ImageTooLargeError
+
+__all__ = [
+    "ImageInput",
+    "TextTokenizer",
+    "decode_image",
+    "image_to_array",
+    "normalize_text",
+    "read_image_bytes",
+]
+
+ImageInput = bytes | Path | Image.Image
+"""What the embedding API accepts as an image: encoded bytes, a file path, or a decoded image."""
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
+_WS = re.compile(r"\s+")
+
+
+def read_image_bytes(source: bytes | Path, limits: ImageLimits, name: str) -> bytes:
+    """Return the encoded bytes of ``source``, refusing empty or oversized input before reading it."""
+    if isinstance(source, Path):
+        try:
+            size = source.stat().st_size
+        except OSError as e:
+            raise ImageDecodeError(name, f"cannot read image file: {e.strerror or e}") from e
+        if size > limits.max_bytes:
+            raise ImageTooLargeError(name, f"{size} bytes, over the {limits.max_bytes} byte limit")
+        source = source.read_bytes()
+    if not source:
+        raise EmptyInputError(name, "image is empty (0 bytes)")
+    if len(source) > limits.max_bytes:
+        raise ImageTooLargeError(
+            name, f"{len(source)} bytes, over the {limits.max_bytes} byte limit"
+        )
+    return source
+
+
+def decode_image(source: ImageInput, spec: ImagePreprocess, name: str) -> Image.Image:
+    """Decode one image safely and return it as RGB, oriented, alpha flattened.
+
+    The header is read first and width x height checked against the pixel limit before any pixel is
+    decoded, so a decompression bomb costs nothing. Only the formats in ``spec.limits.formats`` open.
+
+    Raises:
+        EmptyInputError: zero bytes or a zero-size image.
+        ImageTooLargeError: over the byte or pixel limit.
+        ImageDecodeError: not an image of an allowed format, or truncated/corrupt data.
+    """
+    limits = spec.limits
+    if isinstance(source, Image.Image):
+        img = source
+        _check_pixels(img, limits, name)
+    else:
+        data = read_image_bytes(source, limits, name)
+        try:
+            with warnings.catch_warnings():
+                # Our own pixel limit applies; Pillow's global bomb check must not turn into a warning.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(io.BytesIO(data), formats=list(limits.formats))
+                _check_pixels(img, limits, name)
+                img.load()
+        except (ImageTooLargeError, EmptyInputError):
+            raise
+        except Image.DecompressionBombError as e:
+            raise ImageTooLargeError(name, f"decompression bomb refused: {e}") from e
+        except UnidentifiedImageError as e:
+            raise ImageDecodeError(
+                name, f"not an image of an allowed format ({', '.join(limits.formats)})"
+            ) from e
+        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+            raise ImageDecodeError(name, f"cannot decode image: {e}") from e
+    if getattr(img, "n_frames", 1) > 1:
+        img.seek(0)  # animated: the first frame
+    if spec.exif_transpose:
+        img = ImageOps.exif_transpose(img)
+    return _to_rgb(img, spec.background)
+
+
+def _check_pixels(img: Image.Image, limits: ImageLimits, name: str) -> None:
+    width, height = img.size
+    if width <= 0 or height <= 0:
+        raise EmptyInputError(name, f"image has zero size ({width}x{height})")
+    if width * height > limits.max_pixels:
+        raise ImageTooLargeError(
+            name, f"{width}x{height} = {width * height} pixels, over the {limits.max_pixels} limit"
+        )
+
+
+def _to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _resize_shorter(img: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """torchvision ``Resize(size)`` for an int size: shorter side → ``size``, long side truncated."""
+    width, height = img.size
+    short, long = (width, height) if width <= height else (height, width)
+    if short == size:
+        return img  # torchvision leaves it untouched
+    new_long = int(size * long / short)
+    new_size = (size, new_long) if width <= height else (new_long, size)
+    return img.resize(new_size, resample)
+
+
+def _center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision ``CenterCrop`` (the spec guarantees the image is at least ``size`` a side)."""
+    width, height = img.size
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
+    return img.crop((left, top, left + size, top + size))
+
+
+def image_to_array(img: Image.Image, spec: ImagePreprocess) -> np.ndarray:
+    """Resize, crop and normalise an RGB image into a CHW float32 array for the image encoder."""
+    img = _resize_shorter(img, spec.resize, _RESAMPLE[spec.interpolation])
+    img = _center_crop(img, spec.size)
+    pixels: np.ndarray = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def normalize_text(text: str, spec: TextPreprocess) -> str:
+    """Whitespace folding applied to every text before tokenization."""
+    return _WS.sub(" ", text).strip() if spec.collapse_whitespace else text
+
+
+class TextTokenizer:
+    """A ``tokenizers`` tokenizer configured from the spec: truncation and pad-to-longest.
+
+    Args:
+        tokenizer_file: the bundle's ``tokenizer.json``.
+        spec: max length and padding.
+    """
+
+    def __init__(self, tokenizer_file: Path, spec: TextPreprocess) -> None:
+        self.spec = spec
+        self._tok = Tokenizer.from_file(str(tokenizer_file))
+        # The shipped tokenizer.json may carry its own fixed padding/truncation: replace both.
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length=spec.max_length)
+        self._tok.enable_padding(pad_id=spec.pad_id, pad_token=spec.pad_token)
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Tokenize already-normalised, non-empty texts into ``input_ids`` / ``attention_mask``."""
+        encodings = self._tok.encode_batch(list(texts))
+        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        return {"input_ids": ids, "attention_mask": mask}
