@@ -1,0 +1,105 @@
+"""Torch-free preprocessing and heads, on synthetic inputs."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from models.config import ImageLimits, ImagePreprocess, TextPreprocess
+from models.exceptions import (
+    BundleFormatError,
+    EmptyInputError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    ModelsError,
+)
+from models.preprocess import _resize_shorter, decode_image, image_to_array, normalize_text
+from models.projection import MlpHead, NaiveHead, gelu_tanh
+from models.runtime import resolve_providers
+
+
+def _png(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "blue").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ((640, 480), (341, 256)),
+        ((480, 640), (256, 341)),
+        ((256, 1000), (256, 1000)),
+        ((1000, 999), (256, 256)),
+    ],
+)
+def test_resize_truncates_the_long_side_like_torchvision(
+    size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    assert _resize_shorter(Image.new("RGB", size), 256, Image.Resampling.BICUBIC).size == expected
+
+
+def test_image_to_array_shape_and_normalisation() -> None:
+    spec = ImagePreprocess()
+    x = image_to_array(Image.new("RGB", (300, 500), (255, 0, 128)), spec)
+    assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.allclose(x[0], 1.0) and np.allclose(x[1], -1.0)
+
+
+def test_limits_are_checked_before_decoding() -> None:
+    spec = ImagePreprocess(limits=ImageLimits(max_bytes=10_000, max_pixels=100 * 100))
+    with pytest.raises(ImageTooLargeError, match="over the 10000 byte limit"):
+        decode_image(b"\0" * 10_001, spec, "big")
+    with pytest.raises(ImageTooLargeError, match="101x100 = 10100 pixels"):
+        decode_image(_png((101, 100)), spec, "wide")
+    assert decode_image(_png((100, 100)), spec, "ok").size == (100, 100)
+    with pytest.raises(EmptyInputError, match="empty: image is empty"):
+        decode_image(b"", spec, "empty")
+    with pytest.raises(ImageDecodeError, match="junk: not an image"):
+        decode_image(b"GIF89a-but-not-really", spec, "junk")
+
+
+def test_normalize_text() -> None:
+    assert normalize_text("  hello\n\tworld  ", TextPreprocess()) == "hello world"
+    assert normalize_text(" a  b ", TextPreprocess(collapse_whitespace=False)) == " a  b "
+
+
+def test_naive_head_pads_and_keeps_unit_norm() -> None:
+    head = NaiveHead(6)
+    feats = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
+    out = head.text(feats)
+    assert out.shape == (1, 6) and np.allclose(out[0, :3], feats[0]) and not out[0, 3:].any()
+
+
+def test_mlp_head_validates_and_applies() -> None:
+    rng = np.random.default_rng(0)
+    tensors = {
+        "text.0.weight": rng.standard_normal((8, 4)).astype(np.float32), "text.0.bias": np.zeros(8, np.float32),
+        "text.1.weight": rng.standard_normal((3, 8)).astype(np.float32), "text.1.bias": np.ones(3, np.float32),
+        "image.0.weight": rng.standard_normal((3, 5)).astype(np.float32), "image.0.bias": np.zeros(3, np.float32),
+    }  # fmt: skip
+    head = MlpHead.from_tensors(tensors)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    manual = gelu_tanh(x @ tensors["text.0.weight"].T) @ tensors["text.1.weight"].T + 1.0
+    manual /= np.linalg.norm(manual, axis=1, keepdims=True)
+    assert np.allclose(head.text(x), manual, atol=1e-6)
+    assert head.image(rng.standard_normal((2, 5)).astype(np.float32)).shape == (2, 3)
+    bad = dict(tensors)
+    del bad["text.1.bias"]
+    with pytest.raises(BundleFormatError, match="text.1"):
+        MlpHead.from_tensors(bad)
+    with pytest.raises(BundleFormatError, match="unexpected tensor"):
+        MlpHead.from_tensors({**tensors, "audio.0.weight": np.zeros((1, 1), np.float32)})
+
+
+def test_provider_selection() -> None:
+    assert resolve_providers("cpu") == ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert resolve_providers("auto") == ["CPUExecutionProvider"]
+        with pytest.raises(ModelsError, match="crossroute\\[gpu\\]"):
+            resolve_providers("cuda")
