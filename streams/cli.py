@@ -308,6 +308,93 @@ def bench_encoders_cmd(
     _out.print(f"onnx/torch: {report['onnx_over_torch']}  → {out}")
 
 
+@app.command("eval")
+def eval_cmd(
+    dataset: Annotated[
+        Path,
+        typer.Argument(help="Dataset folder: corpus.jsonl, queries.jsonl, qrels.tsv, images/."),
+    ],
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Model bundle (default: the current one).")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    k: Annotated[
+        str, typer.Option("--k", help="Comma-separated cut-offs for recall@K.")
+    ] = "1,5,10",
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare", help="A second bundle: print per-slice deltas, flag slices that got worse."
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Abstain threshold for out-of-scope scoring (default: fit on the dataset, reported as such)."
+        ),
+    ] = None,
+) -> None:
+    """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
+    out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency. Exact search."""
+    from models.embedder import Embedder
+    from models.eval.dataset import load_dataset
+    from models.eval.report import compare_reports, render_html
+    from models.eval.run import evaluate
+
+    try:
+        ks = sorted({int(x) for x in k.split(",") if x.strip()})
+    except ValueError as e:
+        raise ConfigurationError(f"--k must be comma-separated integers, got {k!r}") from e
+    if not ks or ks[0] < 1:
+        raise ConfigurationError(f"--k must list positive integers, got {k!r}")
+    data = load_dataset(dataset)
+    embedder = Embedder.load(_bundle_dir(model))
+    with _progress(f"evaluating {embedder.space_id} on {data.name}") as progress:
+        result = evaluate(data, embedder, ks=ks, threshold=threshold, progress=progress)
+        other = comparison = None
+        if compare is not None:
+            other = evaluate(
+                data, Embedder.load(compare), ks=ks, threshold=threshold, progress=progress
+            )
+            comparison = compare_reports(result, other)
+    if comparison is not None:
+        result["comparison"] = comparison
+    _print_eval(result)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(render_html(result, comparison, other))
+
+
+def _print_eval(result: dict[str, object]) -> None:
+    metrics = result["metrics"]
+    assert isinstance(metrics, dict)  # noqa: S101  # the report's shape
+    _out.print(f"{result['dataset']}  space {result['model']['space_id']}  "  # type: ignore[index]
+               f"queries {result['n_queries']}  corpus {result['n_corpus']}")  # fmt: skip
+    _out.print("  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    oos = result.get("out_of_scope")
+    if isinstance(oos, dict):
+        _out.print(
+            f"out of scope: threshold {oos['threshold']:.4f} ({oos['threshold_source']}) "
+            f"P {oos['precision']:.3f} R {oos['recall']:.3f} F1 {oos['f1']:.3f}"
+        )
+    comparison = result.get("comparison")
+    if isinstance(comparison, dict):
+        deltas = "  ".join(f"{n} {d:+.4f}" for n, d in comparison["metrics"].items())
+        _out.print(f"vs {comparison['old']}: {deltas}")
+        for key, values in comparison["slices"].items():
+            for value, m in values.items():
+                flag = "  [red]WORSE[/red]" if m.get("recall@10", 0) < -0.01 else ""
+                _out.print(
+                    f"  {key}={value} (n={m['n']}): recall@10 {m.get('recall@10', 0):+.4f}{flag}"
+                )
+
+
 def _bench_inputs(data: Path) -> tuple[list[str], list[Path]]:
     if not data.is_dir():
         raise ConfigurationError(f"--data {data} is not a folder")

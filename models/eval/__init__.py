@@ -1,0 +1,3 @@
+"""Offline evaluation (``crossroute eval``): the contract in ``../shared/docs/EVAL.md``."""
+
+from __future__ import annotations

@@ -1,0 +1,162 @@
+"""``crossroute eval``: embed a dataset with a bundle, retrieve exactly, score, slice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from models.embedder import Embedder, EmbeddingBatch
+from models.eval.dataset import Dataset, DatasetError
+from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, recall_curve
+from models.projection import l2_normalize
+
+__all__ = ["embed_items", "evaluate"]
+
+Progress = Callable[[str], None]
+MIN_SLICE = 20
+CURVE_K = 20
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def embed_items(
+    embedder: Embedder,
+    root: Any,
+    items: Sequence[tuple[str, str | None, str | None]],
+    what: str,
+) -> np.ndarray:
+    """Embed (id, text, image path) items: text and/or image, averaged when both, unit norm.
+
+    Raises:
+        DatasetError: an item cannot be embedded (names it).
+    """
+    n = len(items)
+    text_idx = [i for i, (_, t, _) in enumerate(items) if t and t.strip()]
+    image_idx = [i for i, (_, _, im) in enumerate(items) if im]
+    total = np.zeros((n, embedder.dim), dtype=np.float32)
+    batches: list[tuple[list[int], EmbeddingBatch]] = []
+    if text_idx:
+        batches.append(
+            (
+                text_idx,
+                embedder.embed_texts(
+                    [items[i][1] or "" for i in text_idx], names=[items[i][0] for i in text_idx]
+                ),
+            )
+        )
+    if image_idx:
+        batches.append(
+            (
+                image_idx,
+                embedder.embed_images(
+                    [root / (items[i][2] or "") for i in image_idx],
+                    names=[items[i][0] for i in image_idx],
+                ),
+            )
+        )
+    for idx, batch in batches:
+        for err in batch.errors:
+            if err is not None:
+                raise DatasetError(f"{what} {err}")
+        total[idx] += batch.vectors
+    return l2_normalize(total)
+
+
+def _topk(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, scores.shape[1])
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def _latency(embedder: Embedder, dataset: Dataset, sample: int) -> dict[str, float]:
+    times = []
+    for q in dataset.queries[:sample]:
+        start = time.perf_counter()
+        embed_items(embedder, dataset.root, [(q.id, q.text, q.image)], "query")
+        times.append((time.perf_counter() - start) * 1000)
+    return {
+        "query_embed_p50": round(float(np.percentile(times, 50)), 3),
+        "query_embed_p95": round(float(np.percentile(times, 95)), 3),
+        "n": len(times),
+    }
+
+
+def evaluate(
+    dataset: Dataset,
+    embedder: Embedder,
+    *,
+    ks: Sequence[int] = (1, 5, 10),
+    threshold: float | None = None,
+    latency_sample: int = 100,
+    progress: Progress = _noop,
+) -> dict[str, Any]:
+    """Run the evaluation and return the report object of the EVAL.md contract (plus extras)."""
+    progress(f"embedding {len(dataset.corpus)} corpus documents")
+    doc_vecs = embed_items(
+        embedder,
+        dataset.root,
+        [(d.id, d.full_text(), d.image) for d in dataset.corpus],
+        "corpus document",
+    )
+    progress(f"embedding {len(dataset.queries)} queries")
+    query_vecs = embed_items(
+        embedder, dataset.root, [(q.id, q.text, q.image) for q in dataset.queries], "query"
+    )
+    progress("retrieving (exact search, cosine)")
+    scores = query_vecs @ doc_vecs.T
+    depth = max(max(ks), 10, CURVE_K)
+    ranked = _topk(scores, depth)
+    top1 = scores[np.arange(len(scores)), ranked[:, 0]]
+    index = {d.id: i for i, d in enumerate(dataset.corpus)}
+    in_scope = np.array([q.id in dataset.qrels for q in dataset.queries])
+    relevant = [frozenset(index[d] for d in dataset.qrels.get(q.id, ())) for q in dataset.queries]
+
+    def metrics_for(mask: np.ndarray) -> dict[str, float]:
+        sel = np.flatnonzero(mask & in_scope)
+        return rank_metrics(ranked[sel], [relevant[i] for i in sel], ks)
+
+    report: dict[str, Any] = {
+        "dataset": dataset.name,
+        "dataset_digest": dataset.digest(),
+        "model": {"space_id": embedder.space_id, "manifest_digest": embedder.manifest.digest()},
+        "retrieval": "exact (brute-force cosine over the whole corpus)",
+        "n_queries": len(dataset.queries),
+        "n_corpus": len(dataset.corpus),
+        "n_out_of_scope": int((~in_scope).sum()),
+        "metrics": metrics_for(np.ones(len(in_scope), dtype=bool)),
+    }
+    sel = np.flatnonzero(in_scope)
+    report["recall_curve"] = recall_curve(ranked[sel], [relevant[i] for i in sel], CURVE_K)
+    if (~in_scope).any():
+        source = "given"
+        if threshold is None:
+            threshold, source = best_f1_threshold(top1, ~in_scope), "fit on this dataset (oracle)"
+        report["out_of_scope"] = {
+            **oos_scores(top1, ~in_scope, threshold),
+            "threshold_source": source,
+        }
+    slices: dict[str, dict[str, dict[str, float]]] = {}
+    keys = sorted({k for q in dataset.queries for k in q.attrs})
+    for key in keys:
+        values = sorted({q.attrs[key] for q in dataset.queries if key in q.attrs})
+        for value in values:
+            mask = np.array([q.attrs.get(key) == value for q in dataset.queries])
+            n = int((mask & in_scope).sum())
+            if n < MIN_SLICE:
+                continue
+            m = metrics_for(mask)
+            slices.setdefault(key, {})[value] = {
+                "n": n,
+                **{k: round(v, 6) for k, v in m.items() if k in ("recall@10", "mrr@10", "ndcg@10")},
+            }
+    report["slices"] = slices
+    progress("measuring query latency")
+    report["latency_ms"] = _latency(embedder, dataset, latency_sample)
+    report["metrics"] = {k: round(v, 6) for k, v in report["metrics"].items()}
+    return report

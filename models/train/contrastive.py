@@ -1,0 +1,284 @@
+"""Contrastive training of the projection heads (torch, CPU, deterministic).
+
+Heads: text ``Linear(d_text, D)`` initialised from the principal components of the training texts (so
+text↔text geometry starts where the raw encoder is); image ``Linear(d_img, H) → GELU → Linear(H, D)``.
+Both outputs are L2-normalised; the saved layout is the one ``models.projection.MlpHead`` applies.
+
+Loss: symmetric InfoNCE with a learnable temperature (CLIP's ``logit_scale``, clamped at 100) and
+group-aware masking — pairs that share a group are never negatives of each other — plus the same loss
+on support text↔article pairs through the text head, so ticket routing learns rather than drifts.
+
+Curriculum: stage 1 uses in-batch negatives only. Stage 2 mines, with the stage-1 model, each pair's
+nearest *other-group* items in the training corpus and adds them as extra negatives, after removing
+likely false negatives: candidates whose raw image features or raw texts are near-identical to the
+positive's (the same product under another title). Stage 2 starts from stage 1 at a lower LR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.train.features import PairSet
+
+__all__ = ["Heads", "TrainConfig", "info_nce", "mine_negatives", "train_heads"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters (recorded in the bundle manifest)."""
+
+    dim: int = 256
+    hidden: int = 1024
+    batch_size: int = 256
+    stage1_epochs: int = 40
+    stage2_epochs: int = 15
+    lr: float = 2e-3
+    stage2_lr: float = 5e-4
+    weight_decay: float = 1e-4
+    init_temperature: float = 0.07
+    text_pair_weight: float = 1.0
+    mined_per_anchor: int = 8
+    mine_pool: int = 64
+    false_negative_image_cos: float = 0.92
+    false_negative_text_cos: float = 0.92
+    seed: int = 20261126
+
+
+class Heads(nn.Module):
+    """Text and image projection heads."""
+
+    def __init__(self, text_dim: int, image_dim: int, cfg: TrainConfig) -> None:
+        super().__init__()
+        self.text = nn.Sequential(nn.Linear(text_dim, cfg.dim))
+        self.image = nn.Sequential(
+            nn.Linear(image_dim, cfg.hidden),
+            nn.GELU(approximate="tanh"),
+            nn.Linear(cfg.hidden, cfg.dim),
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.init_temperature)))
+
+    def encode_text(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.text(x), dim=-1)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image(x), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=math.log(100.0)).exp()
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """The ``{tower}.{i}.{weight|bias}`` layout of ``models.projection.MlpHead``."""
+        out: dict[str, np.ndarray] = {}
+        for tower, seq in (("text", self.text), ("image", self.image)):
+            linears = [m for m in seq if isinstance(m, nn.Linear)]
+            for i, lin in enumerate(linears):
+                out[f"{tower}.{i}.weight"] = lin.weight.detach().cpu().numpy().astype(np.float32)
+                out[f"{tower}.{i}.bias"] = lin.bias.detach().cpu().numpy().astype(np.float32)
+        return out
+
+
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    groups: torch.Tensor,
+    scale: torch.Tensor,
+    extra_b: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE between unit vectors ``a[i]`` ↔ ``b[i]``.
+
+    Off-diagonal pairs that share a group are masked out (never negatives). ``extra_b`` (n, m, d)
+    adds m mined negatives per row to the a→b direction.
+    """
+    logits = scale * a @ b.T
+    same = groups[:, None] == groups[None, :]
+    eye = torch.eye(len(a), dtype=torch.bool)
+    logits = logits.masked_fill(same & ~eye, float("-inf"))
+    target = torch.arange(len(a))
+    a2b = logits
+    if extra_b is not None:
+        a2b = torch.cat([logits, scale * torch.einsum("nd,nmd->nm", a, extra_b)], dim=1)
+    return (F.cross_entropy(a2b, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def _pca_init(layer: nn.Linear, feats: np.ndarray) -> None:
+    """Initialise ``layer`` as the projection on the top principal directions of ``feats``."""
+    centered = feats - feats.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(centered, full_matrices=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy(vt[: layer.out_features].astype(np.float32)))
+        layer.bias.zero_()
+
+
+def mine_negatives(
+    model: Heads, pairs: PairSet, cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Hard negatives per pair, in both directions, with false-negative filtering.
+
+    Returns:
+        (image negatives for each text anchor, text negatives for each image anchor) as index arrays
+        of shape (n, mined_per_anchor), and mining statistics.
+    """
+    with torch.no_grad():
+        t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
+        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
+    n, k = len(t), cfg.mined_per_anchor
+    img_neg = np.zeros((n, k), dtype=np.int64)
+    txt_neg = np.zeros((n, k), dtype=np.int64)
+    dropped = kept = 0
+    sources = np.array(pairs.sources)
+    for start in range(0, n, 1024):
+        idx = np.arange(start, min(start + 1024, n))
+        for anchors, cands, out in ((t, v, img_neg), (v, t, txt_neg)):
+            sims = anchors[idx] @ cands.T
+            same_group = pairs.groups[idx][:, None] == pairs.groups[None, :]
+            other_source = sources[idx][:, None] != sources[None, :]
+            sims[same_group | other_source] = -np.inf
+            pool = np.argsort(-sims, axis=1)[:, : cfg.mine_pool]
+            for row, i in enumerate(idx):
+                cand = pool[row]
+                img_close = (
+                    pairs.image_feats[cand] @ pairs.image_feats[i] > cfg.false_negative_image_cos
+                )
+                txt_close = (
+                    pairs.text_feats[cand] @ pairs.text_feats[i] > cfg.false_negative_text_cos
+                )
+                ok = cand[~(img_close | txt_close)]
+                dropped += int((img_close | txt_close).sum())
+                if len(ok) < k:  # too few safe hard negatives: fill with random other-group items
+                    rng = np.random.default_rng(cfg.seed + int(i))
+                    fill = rng.choice(np.flatnonzero(pairs.groups != pairs.groups[i]), k - len(ok))
+                    ok = np.concatenate([ok, fill])
+                out[i] = ok[:k]
+                kept += k
+    return (
+        img_neg,
+        txt_neg,
+        {"candidates_dropped_as_false_negatives": dropped / 2, "mined": kept / 2},
+    )
+
+
+def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    order = rng.permutation(n)
+    return [order[i : i + size] for i in range(0, n - size // 4, size)]
+
+
+def train_heads(
+    pairs: PairSet,
+    text_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    cfg: TrainConfig,
+    *,
+    mined: bool,
+    progress: Progress | None = None,
+) -> tuple[Heads, dict[str, Any]]:
+    """Train the heads; return them and a JSON-ready training record.
+
+    Args:
+        pairs: text↔image pairs with frozen features.
+        text_pairs: support (query features, target features, group ids), or None.
+        mined: run stage 2 (mined negatives) after stage 1.
+    """
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # bit-identical results whatever the machine's core count
+    try:
+        model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], cfg)
+        all_texts = (
+            pairs.text_feats
+            if text_pairs is None
+            else np.concatenate([pairs.text_feats, text_pairs[0], text_pairs[1]])
+        )
+        first = model.text[0]
+        assert isinstance(first, nn.Linear)  # noqa: S101  # built just above
+        _pca_init(first, all_texts)
+        record: dict[str, Any] = {"config": asdict(cfg), "pairs": len(pairs.texts)}
+        record["stage1"] = _run_stage(
+            model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1"
+        )
+        if mined:
+            img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg)
+            record["mining"] = stats
+            record["stage2"] = _run_stage(
+                model,
+                pairs,
+                text_pairs,
+                cfg,
+                cfg.stage2_epochs,
+                cfg.stage2_lr,
+                (img_neg, txt_neg),
+                progress,
+                "stage 2",
+            )
+        record["temperature"] = round(float(1 / model.scale().item()), 6)
+    finally:
+        torch.set_num_threads(threads)
+    return model, record
+
+
+def _run_stage(
+    model: Heads,
+    pairs: PairSet,
+    text_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+    cfg: TrainConfig,
+    epochs: int,
+    lr: float,
+    negatives: tuple[np.ndarray, np.ndarray] | None,
+    progress: Progress | None,
+    name: str,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(cfg.seed + (1 if negatives else 0))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    t_all = torch.from_numpy(pairs.text_feats)
+    v_all = torch.from_numpy(pairs.image_feats)
+    g_all = torch.from_numpy(pairs.groups.astype(np.int64))
+    steps_per_epoch = len(_batches(len(pairs.texts), cfg.batch_size, np.random.default_rng(0)))
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    losses = []
+    step = 0
+    tp = None if text_pairs is None else tuple(torch.from_numpy(x) for x in text_pairs)
+    for epoch in range(epochs):
+        epoch_loss = []
+        tp_batches: list[np.ndarray] = []
+        if text_pairs is not None:
+            tp_batches = _batches(len(text_pairs[0]), cfg.batch_size, rng)
+        for b, idx in enumerate(_batches(len(pairs.texts), cfg.batch_size, rng)):
+            ti = torch.from_numpy(idx)
+            t = model.encode_text(t_all[ti])
+            v = model.encode_image(v_all[ti])
+            scale = model.scale()
+            extra_v = extra_t = None
+            if negatives is not None:
+                extra_v = model.encode_image(
+                    v_all[torch.from_numpy(negatives[0][idx].reshape(-1))]
+                ).view(len(idx), -1, cfg.dim)
+                extra_t = model.encode_text(
+                    t_all[torch.from_numpy(negatives[1][idx].reshape(-1))]
+                ).view(len(idx), -1, cfg.dim)
+            loss = info_nce(t, v, g_all[ti], scale, extra_v)
+            if extra_t is not None:
+                loss = (loss + info_nce(v, t, g_all[ti], scale, extra_t)) / 2
+            if tp is not None and tp_batches:
+                j = torch.from_numpy(tp_batches[b % len(tp_batches)])
+                q, a = model.encode_text(tp[0][j]), model.encode_text(tp[1][j])
+                loss = loss + cfg.text_pair_weight * info_nce(q, a, tp[2][j], scale)
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            sched.step()
+            step += 1
+            epoch_loss.append(float(loss.item()))
+        losses.append(round(float(np.mean(epoch_loss)), 5))
+        if progress is not None:
+            progress(name, epoch + 1, epochs)
+    return {"epochs": epochs, "lr": lr, "loss_per_epoch": losses}

@@ -1,0 +1,173 @@
+"""``crossroute train``: fit a head on curated pairs and write a bundle derived from a base bundle.
+
+The derived bundle reuses the base bundle's encoder files byte for byte (same ONNX, tokenizer, OCR),
+adds ``projection.safetensors`` and records the head method, the weights hash and the training-data
+digest in its manifest, so its space id differs from the base's and from any other training run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from models.bundle import (
+    Manifest,
+    ProjectionInfo,
+    compute_space_id,
+    file_entry,
+    load_manifest,
+    write_manifest,
+)
+from models.config import HeadSpec, canonical_json
+from models.embedder import Embedder
+from models.train.features import (
+    PairSet,
+    TextPair,
+    encode_pairs,
+    load_pair_sets,
+    support_text_pairs,
+)
+
+__all__ = ["Method", "derive_bundle", "train_bundle"]
+
+Method = Literal["naive", "linear", "inbatch", "mined"]
+Progress = Callable[[str], None]
+
+
+def _noop(_: str) -> None:
+    return None
+
+
+def derive_bundle(
+    base_dir: Path,
+    out: Path,
+    head: HeadSpec,
+    projection: tuple[dict[str, np.ndarray], str, dict[str, Any]] | None,
+) -> Manifest:
+    """Write ``out``: the base bundle's encoders + a head (weights, data digest, training record)."""
+    from safetensors.numpy import save_file
+
+    base = load_manifest(base_dir, verify=True)
+    spec = base.spec.model_copy(update={"head": head})
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
+        work = Path(tmp) / "bundle"
+        work.mkdir()
+        for rel in base.files:
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(base_dir / rel, work / rel)
+        info = None
+        if projection is not None:
+            tensors, data_digest, record = projection
+            save_file(
+                {k: np.ascontiguousarray(v) for k, v in sorted(tensors.items())},
+                str(work / "projection.safetensors"),
+            )
+            info = ProjectionInfo(
+                weights="projection.safetensors",
+                weights_sha256=file_entry(work / "projection.safetensors").sha256,
+                training_data_digest=data_digest,
+                training=record,
+            )
+        files = {
+            p.relative_to(work).as_posix(): file_entry(p)
+            for p in sorted(work.rglob("*"))
+            if p.is_file()
+        }
+        manifest = base.model_copy(
+            update={
+                "spec": spec,
+                "dim": spec.dim,
+                "projection": info,
+                "files": files,
+                "space_id": compute_space_id(spec, files, info),
+            }
+        )
+        manifest = Manifest.model_validate(manifest.model_dump())
+        write_manifest(work, manifest)
+        if out.exists():
+            out.rename(Path(tmp) / "previous")
+        work.rename(out)
+    return manifest
+
+
+def _data_digest(pairs: PairSet, text_pairs: Sequence[TextPair]) -> str:
+    h = hashlib.sha256(pairs.digest.encode())
+    for t in text_pairs:
+        h.update(canonical_json([t.query, t.target, t.group]))
+    return h.hexdigest()
+
+
+def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
+    """W minimising ||x W - y||² + alpha ||W||² (closed form), shape (x_dim, y_dim)."""
+    xtx = x.T.astype(np.float64) @ x.astype(np.float64)
+    return np.linalg.solve(
+        xtx + alpha * np.eye(xtx.shape[0]), x.T.astype(np.float64) @ y.astype(np.float64)
+    )
+
+
+def train_bundle(
+    base_dir: Path,
+    pair_folders: Sequence[Path],
+    out: Path,
+    *,
+    method: Method = "mined",
+    support_folders: Sequence[Path] = (),
+    cache_dir: Path | None = None,
+    progress: Progress = _noop,
+    epoch_progress: Callable[[str, int, int], None] | None = None,
+    config: Any = None,
+) -> Manifest:
+    """Train a head with ``method`` on the pairs of ``pair_folders`` and derive a bundle into ``out``.
+
+    Methods: ``naive`` (no training: features zero-padded into one space), ``linear`` (closed-form
+    ridge map from image features into the text-encoder space; text stays raw), ``inbatch``
+    (contrastive heads, in-batch negatives), ``mined`` (``inbatch`` then mined hard negatives).
+    """
+    if method == "naive":
+        return derive_bundle(base_dir, out, HeadSpec(method="naive"), None)
+    embedder = Embedder.load(base_dir, providers="cpu")
+    sets = load_pair_sets(pair_folders)
+    pairs = encode_pairs(embedder, sets, cache_dir, progress)
+    text_pairs = support_text_pairs(support_folders) if method in ("inbatch", "mined") else []
+    digest = _data_digest(pairs, text_pairs)
+    if method == "linear":
+        progress("fitting the closed-form ridge map (image → text space)")
+        w = _ridge(pairs.image_feats, pairs.text_feats, alpha=1.0).T.astype(np.float32)
+        d = pairs.text_feats.shape[1]
+        tensors = {
+            "text.0.weight": np.eye(d, dtype=np.float32),
+            "text.0.bias": np.zeros(d, np.float32),
+            "image.0.weight": w,
+            "image.0.bias": np.zeros(d, np.float32),
+        }
+        record = {"method": "linear", "ridge_alpha": 1.0, "pairs": len(pairs.texts)}
+        return derive_bundle(
+            base_dir, out, HeadSpec(method="linear", dim=d), (tensors, digest, record)
+        )
+
+    from models.train.contrastive import TrainConfig, train_heads
+
+    cfg = config if config is not None else TrainConfig()
+    tp = None
+    if text_pairs:
+        progress(f"encoding {len(text_pairs)} support text pairs")
+        q = embedder.text_features([t.query for t in text_pairs])
+        a = embedder.text_features([t.target for t in text_pairs])
+        _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
+        tp = (q, a, g.astype(np.int64))
+    progress(
+        f"training ({method}) on {len(pairs.texts)} pairs + {len(text_pairs)} support text pairs"
+    )
+    model, record = train_heads(pairs, tp, cfg, mined=method == "mined", progress=epoch_progress)
+    record = {"method": method, **record, "support_text_pairs": len(text_pairs)}
+    return derive_bundle(
+        base_dir, out, HeadSpec(method=method, dim=cfg.dim), (model.tensors(), digest, record)
+    )
