@@ -57,10 +57,14 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 bench_app = typer.Typer(help="Benchmarks that write JSON reports.", no_args_is_help=True)
+pairs_app = typer.Typer(
+    help="Training pairs: audit and clean them before training.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
+app.add_typer(pairs_app, name="pairs")
 
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
@@ -306,6 +310,113 @@ def bench_encoders_cmd(
         what = f"{row['modality']:5} {row['engine']:11} {row['stage']:26} batch {row['batch']:>2}"
         _out.print(f"{what}: {row['items_per_s']:>8.1f}/s")
     _out.print(f"onnx/torch: {report['onnx_over_torch']}  → {out}")
+
+
+@pairs_app.command("audit")
+def pairs_audit(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder holding pairs.jsonl and images/.")
+    ],
+    model: Annotated[
+        Path | None,
+        typer.Option("--model", help="Bundle whose image encoder judges visual grounding."),
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    filter_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--filter",
+            help="Write the cleaned pairs (and dropped.jsonl with reasons) into this folder.",
+        ),
+    ] = None,
+    min_slice_pairs: Annotated[
+        int, typer.Option(help="Slices with fewer pairs are reported as thin.")
+    ] = 20,
+) -> None:
+    """Duplicates and near-duplicates, group consistency, coverage per slice, broken pairs, and words
+    that are poorly grounded visually (brand/campaign words spanning unrelated categories)."""
+    from models.embedder import Embedder
+    from models.train.audit import audit_pairs, write_filtered
+
+    embedder = Embedder.load(_bundle_dir(model))
+    with _progress(f"auditing {dataset}") as progress:
+        report, drops = audit_pairs(
+            dataset, embedder, min_slice_pairs=min_slice_pairs, progress=progress
+        )
+    _out.print(
+        f"{report['dataset']}: {report['pairs']} pairs, {report['groups']} groups; "
+        f"drop {report['dropped']} {report['dropped_by_reason']}"
+    )
+    _out.print(
+        f"near-duplicate images {report['near_duplicate_images']}, images in several groups "
+        f"{report['images_in_several_groups']}, titles in several groups {report['titles_in_several_groups']}"
+    )
+    thin = report["coverage"]["thin_head_nouns"]
+    _out.print(
+        f"thin slices (< {min_slice_pairs} pairs): {len(thin)} head nouns, e.g. {list(thin)[:8]}"
+    )
+    worst = ", ".join(
+        f"{t['token']} ({t['visual_coherence']:+.3f}, {t['count']})"
+        for t in report["poorly_grounded_tokens"][:10]
+    )
+    _out.print(f"poorly grounded words (visual coherence, count): {worst or 'none'}")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if filter_out is not None:
+        kept, dropped = write_filtered(dataset, filter_out, drops)
+        _out.print(
+            f"wrote {kept} pairs to {filter_out / 'pairs.jsonl'}, {dropped} to dropped.jsonl"
+        )
+
+
+@app.command("train")
+def train_cmd(
+    pairs: Annotated[
+        list[Path],
+        typer.Argument(help="Dataset folders whose pairs.jsonl to train on (text, image, group)."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write.")],
+    method: Annotated[
+        str,
+        typer.Option(
+            help="naive (no training) | linear (closed-form ridge) | inbatch (contrastive) "
+            "| mined (contrastive + mined negatives).",
+        ),
+    ] = "inbatch",
+    base: Annotated[
+        Path | None,
+        typer.Option("--base", help="Bundle whose encoders to reuse (default: the current one)."),
+    ] = None,
+    support: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--support", help="Support datasets whose articles give text↔text pairs (repeatable)."
+        ),
+    ] = None,
+) -> None:
+    """Fit the alignment head on curated pairs and write a bundle that reuses the base bundle's
+    encoders. Seeded and deterministic on CPU: the same inputs give the same weights and space id."""
+    from models.train.run import train_bundle
+
+    if method not in ("naive", "linear", "inbatch", "mined"):
+        raise ConfigurationError(
+            f"--method must be naive, linear, inbatch or mined, not {method!r}"
+        )
+    settings = _worker_settings()
+    base_dir = base if base is not None else settings.model.resolved_bundle_dir()
+    with _progress(f"training ({method})") as progress:
+
+        def epochs(stage: str, epoch: int, total: int) -> None:
+            if epoch == total or epoch % 5 == 0:
+                progress(f"{stage}: epoch {epoch}/{total}")
+
+        manifest = train_bundle(
+            base_dir, pairs, out, method=method,  # type: ignore[arg-type]
+            support_folders=support or [], cache_dir=settings.stack.cache_dir / "features",
+            progress=progress, epoch_progress=epochs,
+        )  # fmt: skip
+    _out.print(f"wrote {out}\nspace id: {manifest.space_id} (head {method}, {manifest.dim}-d)")
 
 
 @app.command("eval")

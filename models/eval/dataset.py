@@ -122,10 +122,10 @@ def _check_unique(path: Path, ids: list[str]) -> None:
 def _check_image(root: Path, where: str, image: str | None) -> None:
     if image is None:
         return
-    resolved = (root / image).resolve()
-    if root.resolve() not in resolved.parents:
-        raise DatasetError(f"{where}: image path {image!r} leaves the dataset folder")
-    if not resolved.is_file():
+    rel = Path(image)
+    if rel.is_absolute() or ".." in rel.parts:
+        raise DatasetError(f"{where}: image path {image!r} must be relative to the dataset folder")
+    if not (root / rel).is_file():
         raise DatasetError(f"{where}: image {image!r} not found")
 
 

@@ -1,7 +1,9 @@
 """Contrastive training of the projection heads (torch, CPU, deterministic).
 
-Heads: text ``Linear(d_text, D)`` initialised from the principal components of the training texts (so
-text↔text geometry starts where the raw encoder is); image ``Linear(d_img, H) → GELU → Linear(H, D)``.
+Heads: text ``Linear(d_text, D)``, by default D = d_text initialised as the identity and trained at a
+tenth of the learning rate (LiT-style: text↔text routing starts exactly at raw-encoder cosine and only
+moves where the support pairs pull it; ``text_init="pca"`` gives a smaller D from the principal
+directions instead); image ``Linear(d_img, H) → GELU → Linear(H, D)``.
 Both outputs are L2-normalised; the saved layout is the one ``models.projection.MlpHead`` applies.
 
 Loss: symmetric InfoNCE with a learnable temperature (CLIP's ``logit_scale``, clamped at 100) and
@@ -37,7 +39,7 @@ Progress = Callable[[str, int, int], None]
 class TrainConfig:
     """Hyperparameters (recorded in the bundle manifest)."""
 
-    dim: int = 256
+    dim: int = 384
     hidden: int = 1024
     batch_size: int = 256
     stage1_epochs: int = 40
@@ -47,6 +49,11 @@ class TrainConfig:
     weight_decay: float = 1e-4
     init_temperature: float = 0.07
     text_pair_weight: float = 1.0
+    text_init: str = "identity"
+    """``pca``: top principal directions of the training texts (needs dim <= text dim); ``identity``:
+    start as the raw text space (dim == text dim), so text↔text routing starts at raw cosine."""
+    text_lr_scale: float = 0.1
+    """Learning-rate multiplier of the text head (small values keep it near its initialisation)."""
     mined_per_anchor: int = 8
     mine_pool: int = 64
     false_negative_image_cos: float = 0.92
@@ -143,9 +150,12 @@ def mine_negatives(
             same_group = pairs.groups[idx][:, None] == pairs.groups[None, :]
             other_source = sources[idx][:, None] != sources[None, :]
             sims[same_group | other_source] = -np.inf
-            pool = np.argsort(-sims, axis=1)[:, : cfg.mine_pool]
+            m = min(cfg.mine_pool, sims.shape[1] - 1)
+            part = np.argpartition(-sims, m, axis=1)[:, :m]
+            order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
+            pool = np.take_along_axis(part, order, axis=1)
             for row, i in enumerate(idx):
-                cand = pool[row]
+                cand = pool[row][np.isfinite(sims[row, pool[row]])]
                 img_close = (
                     pairs.image_feats[cand] @ pairs.image_feats[i] > cfg.false_negative_image_cos
                 )
@@ -200,7 +210,12 @@ def train_heads(
         )
         first = model.text[0]
         assert isinstance(first, nn.Linear)  # noqa: S101  # built just above
-        _pca_init(first, all_texts)
+        if cfg.text_init == "identity":
+            with torch.no_grad():
+                first.weight.copy_(torch.eye(cfg.dim, first.in_features))
+                first.bias.zero_()
+        else:
+            _pca_init(first, all_texts)
         record: dict[str, Any] = {"config": asdict(cfg), "pairs": len(pairs.texts)}
         record["stage1"] = _run_stage(
             model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1"
@@ -237,13 +252,21 @@ def _run_stage(
     name: str,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(cfg.seed + (1 if negatives else 0))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+    text_params = list(model.text.parameters())
+    other = [p for n, p in model.named_parameters() if not n.startswith("text.")]
+    opt = torch.optim.AdamW(
+        [{"params": other, "lr": lr}, {"params": text_params, "lr": lr * cfg.text_lr_scale}],
+        lr=lr,
+        weight_decay=cfg.weight_decay,
+    )
     t_all = torch.from_numpy(pairs.text_feats)
     v_all = torch.from_numpy(pairs.image_feats)
     g_all = torch.from_numpy(pairs.groups.astype(np.int64))
     steps_per_epoch = len(_batches(len(pairs.texts), cfg.batch_size, np.random.default_rng(0)))
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[lr, lr * cfg.text_lr_scale], total_steps=total, pct_start=0.1
+    )
     losses = []
     step = 0
     tp = None if text_pairs is None else tuple(torch.from_numpy(x) for x in text_pairs)

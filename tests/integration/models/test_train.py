@@ -1,0 +1,152 @@
+"""Training on real pairs (a small deterministic subset): determinism, torch↔numpy head parity,
+group masking, mined-negative filtering, and the eval contract on a derived bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.bundle import load_manifest
+from models.embedder import Embedder
+from models.projection import MlpHead
+from models.train.contrastive import Heads, TrainConfig, info_nce, mine_negatives
+from models.train.features import encode_pairs, load_pair_sets
+from models.train.run import train_bundle
+from tests.conftest import require_shared_data
+from tests.unit.test_cli import run_cli
+
+SMALL = TrainConfig(
+    stage1_epochs=2, stage2_epochs=1, batch_size=64, hidden=128, dim=64, mined_per_anchor=4
+)
+
+
+@pytest.fixture(scope="module")
+def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Subsets of two real pair sets, as dataset folders (images linked, not copied)."""
+    data = require_shared_data()
+    out = []
+    for name, n in (("myntra-t2i", 240), ("photo-routing", 120)):
+        folder = tmp_path_factory.mktemp(name)
+        lines = (data / name / "pairs.jsonl").read_text().splitlines()
+        step = max(1, len(lines) // n)
+        (folder / "pairs.jsonl").write_text("\n".join(lines[::step][:n]) + "\n")
+        (folder / "images").symlink_to(data / name / "images", target_is_directory=True)
+        out.append(folder)
+    return out
+
+
+def test_info_nce_masks_same_group_by_hand() -> None:
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    b = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    scale = torch.tensor(1.0)
+    # Different groups: row 2's positive (b[1]) ties with its negative b[0] → log 2 on that row.
+    loss = info_nce(a, b, torch.tensor([0, 1]), scale)
+    manual_a2b = (
+        -torch.log_softmax(torch.tensor([1.0, 1.0]), 0)[0]
+        - torch.log_softmax(torch.tensor([0.0, 0.0]), 0)[1]
+    ) / 2
+    manual_b2a = (
+        -torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[0]
+        - torch.log_softmax(torch.tensor([1.0, 0.0]), 0)[1]
+    ) / 2
+    assert float(loss) == pytest.approx(float((manual_a2b + manual_b2a) / 2), abs=1e-6)
+    # Same group: the off-diagonal is masked, each row has only its positive → zero loss.
+    assert float(info_nce(a, b, torch.tensor([3, 3]), scale)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_training_is_deterministic_and_changes_the_space(
+    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+) -> None:
+    first = train_bundle(default_bundle, small_pairs, tmp_path / "a", method="mined", config=SMALL)
+    second = train_bundle(default_bundle, small_pairs, tmp_path / "b", method="mined", config=SMALL)
+    assert first.projection is not None and second.projection is not None
+    assert first.projection.weights_sha256 == second.projection.weights_sha256
+    assert first.space_id == second.space_id
+    assert first.space_id != load_manifest(default_bundle).space_id
+    assert "stage1" in first.projection.training and "stage2" in first.projection.training
+    # Other training data → another space.
+    fewer = train_bundle(
+        default_bundle, small_pairs[:1], tmp_path / "c", method="mined", config=SMALL
+    )
+    assert (
+        fewer.projection is not None
+        and fewer.projection.training_data_digest != first.projection.training_data_digest
+    )
+    assert fewer.space_id != first.space_id
+
+
+def test_numpy_head_matches_torch_module(default_bundle: Path, small_pairs: list[Path]) -> None:
+    from models.train.contrastive import train_heads
+
+    embedder = Embedder.load(default_bundle, providers="cpu")
+    pairs = encode_pairs(embedder, load_pair_sets(small_pairs))
+    model, _ = train_heads(pairs, None, SMALL, mined=False)
+    head = MlpHead.from_tensors(model.tensors())
+    with torch.no_grad():
+        t_ref = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
+        v_ref = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
+    assert np.abs(head.text(pairs.text_feats) - t_ref).max() < 1e-5
+    assert np.abs(head.image(pairs.image_feats) - v_ref).max() < 1e-5
+
+
+def test_mined_negatives_respect_groups_and_filter_near_duplicates(
+    default_bundle: Path, small_pairs: list[Path]
+) -> None:
+    embedder = Embedder.load(default_bundle, providers="cpu")
+    pairs = encode_pairs(embedder, load_pair_sets(small_pairs))
+    model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], SMALL)
+    img_neg, txt_neg, stats = mine_negatives(model, pairs, SMALL)
+    assert img_neg.shape == (len(pairs.texts), SMALL.mined_per_anchor)
+    for i in range(len(pairs.texts)):
+        assert not (pairs.groups[img_neg[i]] == pairs.groups[i]).any()
+        assert not (pairs.groups[txt_neg[i]] == pairs.groups[i]).any()
+    assert stats["mined"] > 0
+
+
+def test_eval_of_a_trained_bundle_follows_the_contract(
+    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+) -> None:
+    data = require_shared_data()
+    train_bundle(default_bundle, small_pairs, tmp_path / "m", method="linear")
+    out = tmp_path / "eval.json"
+    res = run_cli("eval", str(data / "clinc150"), "--model", str(tmp_path / "m"), "--json", str(out),
+                  "--compare", str(default_bundle), "--report", str(tmp_path / "r.html"), timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    for key in (
+        "dataset",
+        "dataset_digest",
+        "model",
+        "n_queries",
+        "n_corpus",
+        "n_out_of_scope",
+        "metrics",
+        "out_of_scope",
+        "slices",
+        "latency_ms",
+    ):
+        assert key in report
+    assert (
+        report["n_queries"] == 3100
+        and report["n_corpus"] == 150
+        and report["n_out_of_scope"] == 100
+    )
+    assert set(report["metrics"]) == {"recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10"}
+    assert set(report["out_of_scope"]) >= {"threshold", "precision", "recall", "f1"}
+    assert all(v["n"] >= 20 for values in report["slices"].values() for v in values.values())
+    assert report["latency_ms"]["query_embed_p95"] >= report["latency_ms"]["query_embed_p50"] > 0
+    # The linear head keeps text in the raw encoder space: text routing equals raw cosine.
+    assert report["comparison"]["metrics"]["recall@1"] == pytest.approx(0.0, abs=1e-9)
+    assert (tmp_path / "r.html").read_text().count("<svg") >= 3
+
+
+def test_eval_of_a_malformed_dataset_is_one_line(default_bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": oops}\n')
+    res = run_cli("eval", str(tmp_path / "ds"), "--model", str(default_bundle))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "corpus.jsonl:2: not valid JSON" in res.stderr
