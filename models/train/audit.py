@@ -129,8 +129,8 @@ def audit_pairs(
         if len(sample) > 1
         else 0.0
     )
-    # The coherence of a word is measured *within* a head noun (black t-shirts vs all t-shirts), so a word gets no
-    # credit for co-occurring with a category word; brand words gain little, colours and styles more.
+    # A word's coherence is measured *within* a head noun (black t-shirts vs all t-shirts), so it gets
+    # no credit for co-occurring with a category word; brand words gain little, colours and styles more.
     head_of = {
         row[i]: _norm(p.text).split()[-1] for i, p in enumerate(pairs) if i in row and _norm(p.text)
     }

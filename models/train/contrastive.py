@@ -55,7 +55,12 @@ class TrainConfig:
     text_lr_scale: float = 0.1
     """Learning-rate multiplier of the text head (small values keep it near its initialisation)."""
     mined_per_anchor: int = 8
+    mine_skip: int = 8
+    """The nearest candidates skipped: at the very top of the list sit the unlabelled duplicates."""
     mine_pool: int = 64
+    """Mined negatives are drawn (seeded) from ranks mine_skip..mine_pool that survive the filter."""
+    mined_weight: float = 0.5
+    """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
     seed: int = 20261126
@@ -162,13 +167,13 @@ def mine_negatives(
                 txt_close = (
                     pairs.text_feats[cand] @ pairs.text_feats[i] > cfg.false_negative_text_cos
                 )
-                ok = cand[~(img_close | txt_close)]
+                ok = cand[~(img_close | txt_close)][cfg.mine_skip :]
                 dropped += int((img_close | txt_close).sum())
+                rng = np.random.default_rng(cfg.seed + int(i))
                 if len(ok) < k:  # too few safe hard negatives: fill with random other-group items
-                    rng = np.random.default_rng(cfg.seed + int(i))
                     fill = rng.choice(np.flatnonzero(pairs.groups != pairs.groups[i]), k - len(ok))
                     ok = np.concatenate([ok, fill])
-                out[i] = ok[:k]
+                out[i] = rng.choice(ok, k, replace=False) if len(ok) > k else ok[:k]
                 kept += k
     return (
         img_neg,
@@ -288,9 +293,12 @@ def _run_stage(
                 extra_t = model.encode_text(
                     t_all[torch.from_numpy(negatives[1][idx].reshape(-1))]
                 ).view(len(idx), -1, cfg.dim)
-            loss = info_nce(t, v, g_all[ti], scale, extra_v)
-            if extra_t is not None:
-                loss = (loss + info_nce(v, t, g_all[ti], scale, extra_t)) / 2
+            loss = info_nce(t, v, g_all[ti], scale)
+            if extra_v is not None and extra_t is not None:
+                mined = info_nce(t, v, g_all[ti], scale, extra_v) + info_nce(
+                    v, t, g_all[ti], scale, extra_t
+                )
+                loss = loss + cfg.mined_weight * mined / 2
             if tp is not None and tp_batches:
                 j = torch.from_numpy(tp_batches[b % len(tp_batches)])
                 q, a = model.encode_text(tp[0][j]), model.encode_text(tp[1][j])
