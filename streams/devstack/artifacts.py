@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from models.bundle import sha256_file
 from streams.exceptions import ConfigurationError, StackError
 
 __all__ = [
@@ -137,14 +138,6 @@ def ensure_kafka_jars(cache_dir: Path, mvn: str, progress: Progress = _noop) -> 
     return libs
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _download_deb(dest: Path, progress: Progress) -> None:
     errors = []
     for url in _LIBSSL_URLS:
@@ -155,7 +148,7 @@ def _download_deb(dest: Path, progress: Progress) -> None:
         except OSError as e:
             errors.append(f"{url}: {e}")
             continue
-        if _sha256_file(dest) == LIBSSL_DEB_SHA256:
+        if sha256_file(dest) == LIBSSL_DEB_SHA256:
             return
         errors.append(f"{url}: sha256 mismatch")
     raise StackError(
@@ -206,7 +199,7 @@ def ensure_libssl(cache_dir: Path, deb_path: Path | None, progress: Progress = _
             if not deb_path.is_file():
                 raise ConfigurationError(f"CROSSROUTE_STACK__LIBSSL_DEB: no such file {deb_path}")
             shutil.copyfile(deb_path, deb)
-            if _sha256_file(deb) != LIBSSL_DEB_SHA256:
+            if sha256_file(deb) != LIBSSL_DEB_SHA256:
                 raise ConfigurationError(
                     f"{deb_path} is not {LIBSSL_DEB_NAME} (sha256 differs from the pinned one)"
                 )
