@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -20,18 +21,16 @@ from torch import nn
 __all__ = ["canonicalize", "export_module", "quantize_int8"]
 
 
+def _clear(*protos: Any) -> None:
+    """Drop the metadata and doc string of ONNX protos (models, graphs, nodes, values, functions)."""
+    for proto in protos:
+        del proto.metadata_props[:]
+        proto.doc_string = ""
+
+
 def _strip_graph(graph: onnx.GraphProto) -> None:
-    del graph.metadata_props[:]
-    graph.doc_string = ""
-    for value in [*graph.value_info, *graph.input, *graph.output]:
-        del value.metadata_props[:]
-        value.doc_string = ""
-    for init in graph.initializer:
-        del init.metadata_props[:]
-        init.doc_string = ""
+    _clear(graph, *graph.value_info, *graph.input, *graph.output, *graph.initializer, *graph.node)
     for node in graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
                 _strip_graph(attr.g)
@@ -42,15 +41,10 @@ def _strip_graph(graph: onnx.GraphProto) -> None:
 def canonicalize(path: Path) -> None:
     """Strip path-, line- and name-dependent metadata from an ONNX file, in place."""
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    model.doc_string = ""
+    _clear(model)
     _strip_graph(model.graph)
     for fn in model.functions:
-        del fn.metadata_props[:]
-        fn.doc_string = ""
-        for node in fn.node:
-            del node.metadata_props[:]
-            node.doc_string = ""
+        _clear(fn, *fn.node)
     onnx.checker.check_model(model)
     onnx.save_model(model, str(path), save_as_external_data=False)
 
