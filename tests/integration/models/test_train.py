@@ -150,3 +150,45 @@ def test_eval_of_a_malformed_dataset_is_one_line(default_bundle: Path, tmp_path:
     res = run_cli("eval", str(tmp_path / "ds"), "--model", str(default_bundle))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "corpus.jsonl:2: not valid JSON" in res.stderr
+
+
+def test_pairs_audit_drops_with_reasons_and_filters(default_bundle: Path, tmp_path: Path) -> None:
+    data = require_shared_data()
+    src = data / "myntra-t2i"
+    rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines()[:60]]
+    folder = tmp_path / "pairs"
+    (folder / "images").mkdir(parents=True)
+    for r in rows:
+        (folder / r["image"]).write_bytes((src / r["image"]).read_bytes())
+    (folder / "images" / "broken.jpg").write_bytes(b"not a jpeg")
+    extra = [
+        dict(rows[0]),  # exact duplicate of line 1
+        {
+            "text": "Black leaping cat tee",
+            "image": rows[1]["image"],
+            "group": "another-group",
+        },  # image in a 2nd group
+        {"text": "Nike Men Black Shoes", "image": "images/broken.jpg", "group": "g-broken"},
+    ]
+    (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
+    out = tmp_path / "report.json"
+    res = run_cli("pairs", "audit", str(folder), "--model", str(default_bundle), "--json", str(out),
+                  "--filter", str(tmp_path / "clean"), "--min-slice-pairs", "5", timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["pairs"] == 63 and report["dropped"] == 3
+    assert report["images_in_several_groups"] == 1
+    dropped = [
+        json.loads(line) for line in (tmp_path / "clean" / "dropped.jsonl").read_text().splitlines()
+    ]
+    reasons = {d["line"]: d["reason"] for d in dropped}
+    assert reasons[61] == "duplicate of line 1"
+    assert reasons[62].startswith("same image bytes already paired in group")
+    assert reasons[63].startswith("image cannot be used")
+    kept = (tmp_path / "clean" / "pairs.jsonl").read_text().splitlines()
+    assert len(kept) == 60
+    # The cleaned folder is itself a valid pairs folder (images linked, not copied).
+    from models.eval.dataset import load_pairs
+
+    assert len(load_pairs(tmp_path / "clean")) == 60
+    assert "coverage" in report and "poorly_grounded_tokens" in report
