@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,8 +30,10 @@ __all__ = [
     "ProjectionInfo",
     "compute_space_id",
     "file_entry",
+    "hash_files",
     "load_manifest",
     "sha256_file",
+    "staged_bundle",
     "write_manifest",
 ]
 
@@ -58,6 +63,33 @@ class FileEntry(BaseModel):
 def file_entry(path: Path) -> FileEntry:
     """Hash and size of ``path``."""
     return FileEntry(sha256=sha256_file(path), bytes=path.stat().st_size)
+
+
+def hash_files(folder: Path) -> dict[str, FileEntry]:
+    """Every file below ``folder`` (manifest excluded), by posix relative path, sorted."""
+    return {
+        p.relative_to(folder).as_posix(): file_entry(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+@contextmanager
+def staged_bundle(out: Path) -> Iterator[Path]:
+    """An empty folder beside ``out`` to write a bundle into.
+
+    When the block succeeds the folder replaces ``out`` by rename (the old bundle is removed); when it
+    raises, ``out`` is left as it was and the staging folder is deleted.
+    """
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
+        work = Path(tmp) / "bundle"
+        work.mkdir()
+        yield work
+        if out.exists():
+            out.rename(Path(tmp) / "previous")
+        work.rename(out)
 
 
 class EncoderFiles(BaseModel):
@@ -185,7 +217,7 @@ def verify_files(bundle_dir: Path, manifest: Manifest) -> None:
         p.relative_to(bundle_dir).as_posix()
         for p in bundle_dir.rglob("*")
         if p.is_file() and p.name != MANIFEST
-    }
+    }  # not hash_files(): the names are checked before any byte is hashed
     missing = sorted(set(manifest.files) - present)
     if missing:
         raise BundleIntegrityError(f"{bundle_dir}: partial bundle, missing {', '.join(missing)}")

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
-import tempfile
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from models.bundle import (
     EncoderFiles,
-    FileEntry,
     Manifest,
-    ProjectionInfo,
     compute_space_id,
-    file_entry,
+    hash_files,
+    staged_bundle,
     write_manifest,
 )
 from models.config import BundleSpec
@@ -174,58 +171,35 @@ def _copy_ocr(spec: BundleSpec, work: Path, progress: Progress) -> dict[str, str
     return out
 
 
-def build_bundle(
-    spec: BundleSpec,
-    out: Path,
-    *,
-    projection: tuple[Path, str, dict[str, Any]] | None = None,
-    progress: Progress = _noop,
-) -> Manifest:
+def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = _noop) -> Manifest:
     """Export every encoder of ``spec`` into ``out`` (replaced atomically) and write its manifest.
+
+    The head of a built bundle is the spec's (``naive`` for the packaged configs); trained heads are
+    added by :func:`models.train.run.derive_bundle`, which reuses these encoder files.
 
     Args:
         spec: the bundle spec.
         out: the bundle folder to create or replace.
-        projection: trained head as (safetensors path, training-data digest, training record).
         progress: called with a line before each step.
 
     Returns:
         The manifest written.
     """
     require_torch()
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
-        work = Path(tmp) / "bundle"
-        work.mkdir()
+    with staged_bundle(out) as work:
         text = _export_text(spec, work, progress)
         image = _export_image(spec, work, progress)
         ocr = _copy_ocr(spec, work, progress)
-        projection_info = None
-        if projection is not None:
-            weights, data_digest, record = projection
-            shutil.copyfile(weights, work / "projection.safetensors")
-            projection_info = ProjectionInfo(
-                weights="projection.safetensors",
-                weights_sha256=file_entry(work / "projection.safetensors").sha256,
-                training_data_digest=data_digest,
-                training=record,
-            )
         progress("hashing files and writing the manifest")
-        files: dict[str, FileEntry] = {
-            p.relative_to(work).as_posix(): file_entry(p)
-            for p in sorted(work.rglob("*"))
-            if p.is_file()
-        }
+        files = hash_files(work)
         manifest = Manifest(
-            space_id=compute_space_id(spec, files, projection_info),
+            space_id=compute_space_id(spec, files, None),
             spec=spec,
             dim=spec.dim,
             opset=spec.opset,
             text=text,
             image=image,
             ocr=ocr,
-            projection=projection_info,
             libraries=_versions(
                 (
                     "torch",
@@ -244,8 +218,4 @@ def build_bundle(
             files=files,
         )
         write_manifest(work, manifest)
-        backup = Path(tmp) / "previous"
-        if out.exists():
-            out.rename(backup)
-        work.rename(out)
     return manifest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +20,9 @@ from models.bundle import (
     ProjectionInfo,
     compute_space_id,
     file_entry,
+    hash_files,
     load_manifest,
+    staged_bundle,
     write_manifest,
 )
 from models.config import HeadSpec, canonical_json
@@ -55,11 +56,7 @@ def derive_bundle(
 
     base = load_manifest(base_dir, verify=True)
     spec = base.spec.model_copy(update={"head": head})
-    out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.tmp-") as tmp:
-        work = Path(tmp) / "bundle"
-        work.mkdir()
+    with staged_bundle(out) as work:
         for rel in base.files:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(base_dir / rel, work / rel)
@@ -76,11 +73,7 @@ def derive_bundle(
                 training_data_digest=data_digest,
                 training=record,
             )
-        files = {
-            p.relative_to(work).as_posix(): file_entry(p)
-            for p in sorted(work.rglob("*"))
-            if p.is_file()
-        }
+        files = hash_files(work)
         manifest = base.model_copy(
             update={
                 "spec": spec,
@@ -92,9 +85,6 @@ def derive_bundle(
         )
         manifest = Manifest.model_validate(manifest.model_dump())
         write_manifest(work, manifest)
-        if out.exists():
-            out.rename(Path(tmp) / "previous")
-        work.rename(out)
     return manifest
 
 
