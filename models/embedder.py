@@ -162,6 +162,23 @@ class Embedder:
             out[start : start + batch_size] = feats
         return out
 
+    def decoded_image_features(
+        self, images: Sequence[Image.Image], *, batch_size: int = 32
+    ) -> np.ndarray:
+        """Unit-norm image-encoder features of decoded images, ``(n, image.dim)``.
+
+        Images are resized and normalised one batch at a time, so memory stays bounded by the batch
+        (a 224 px float tensor is 0.6 MB per image).
+        """
+        spec = self.manifest.spec.image.preprocess
+        out = np.zeros((len(images), self.manifest.image.dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            arrays = np.stack(
+                [image_to_array(im, spec) for im in images[start : start + batch_size]]
+            )
+            out[start : start + len(arrays)] = self.image_features(arrays, batch_size=batch_size)
+        return out
+
     def preprocess_images(
         self, images: Sequence[ImageInput], names: Sequence[str] | None = None
     ) -> tuple[list[Image.Image | None], list[InputError | None]]:
@@ -214,12 +231,12 @@ class Embedder:
         errors: Sequence[InputError | None],
         batch_size: int,
     ) -> EmbeddingBatch:
-        spec = self.manifest.spec.image.preprocess
         good = [i for i, img in enumerate(decoded) if img is not None]
         vectors = np.zeros((len(decoded), self.dim), dtype=np.float32)
         if good:
-            arrays = np.stack([image_to_array(decoded[i], spec) for i in good])  # type: ignore[arg-type]
-            vectors[good] = self._head.image(self.image_features(arrays, batch_size=batch_size))
+            images = [img for img in decoded if img is not None]
+            feats = self.decoded_image_features(images, batch_size=batch_size)
+            vectors[good] = self._head.image(feats)
         return EmbeddingBatch(self.space_id, vectors, tuple(errors))
 
     def embed_screenshots(

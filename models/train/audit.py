@@ -25,7 +25,7 @@ from PIL import Image
 from models.embedder import Embedder
 from models.eval.dataset import Pair, load_pairs
 from models.exceptions import InputError
-from models.preprocess import decode_image, image_to_array
+from models.preprocess import decode_image
 
 __all__ = ["audit_pairs", "write_filtered"]
 
@@ -65,7 +65,8 @@ def audit_pairs(
     drops: dict[int, str] = {}
     sha: list[str] = []
     dhash: list[int | None] = []
-    arrays: list[np.ndarray] = []
+    feature_chunks: list[np.ndarray] = []
+    pending: list[Image.Image] = []  # decoded, waiting to be encoded (bounded: memory stays small)
     arr_index: list[int] = []
     for i, p in enumerate(pairs):
         data = (folder / p.image).read_bytes()
@@ -77,8 +78,11 @@ def audit_pairs(
             dhash.append(None)
             continue
         dhash.append(_dhash(img))
-        arrays.append(image_to_array(img, spec))
+        pending.append(img)
         arr_index.append(i)
+        if len(pending) == 256:
+            feature_chunks.append(embedder.decoded_image_features(pending))
+            pending = []
         if not _norm(p.text):
             drops[i] = "text is empty after normalisation"
         if (i + 1) % 1000 == 0:
@@ -115,8 +119,9 @@ def audit_pairs(
     head_nouns = Counter(_norm(p.text).split()[-1] for p in pairs if _norm(p.text))
     thin_heads = {h: n for h, n in head_nouns.items() if n < min_slice_pairs}
     # Visual grounding of frequent tokens.
-    progress("encoding images for visual grounding")
-    feats = embedder.image_features(np.stack(arrays)) if arrays else np.zeros((0, 1))
+    if pending:
+        feature_chunks.append(embedder.decoded_image_features(pending))
+    feats = np.concatenate(feature_chunks) if feature_chunks else np.zeros((0, 1), np.float32)
     row = {i: r for r, i in enumerate(arr_index)}
     rng = np.random.default_rng(0)
     sample = (
@@ -140,7 +145,7 @@ def audit_pairs(
     token_rows: dict[str, list[int]] = defaultdict(list)
     for i, p in enumerate(pairs):
         if i in row:
-            for tok in set(_norm(p.text).split()[:-1]):
+            for tok in sorted(set(_norm(p.text).split()[:-1])):
                 token_rows[tok].append(row[i])
 
     def mean_sim(rows: list[int]) -> float:
@@ -149,7 +154,7 @@ def audit_pairs(
         return float(np.mean(sims[np.triu_indices(len(pick), 1)]))
 
     tokens: list[dict[str, Any]] = []
-    for tok, rows in token_rows.items():
+    for tok, rows in sorted(token_rows.items()):  # sorted: set order varies with PYTHONHASHSEED
         if len(rows) < min_token_count:
             continue
         by_head: dict[str, list[int]] = defaultdict(list)

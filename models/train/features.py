@@ -13,7 +13,6 @@ import numpy as np
 from models.config import canonical_json
 from models.embedder import Embedder
 from models.eval.dataset import Pair, load_pairs
-from models.preprocess import image_to_array
 
 __all__ = ["PairSet", "TextPair", "encode_pairs", "load_pair_sets", "support_text_pairs"]
 
@@ -82,7 +81,6 @@ def encode_pairs(
         return PairSet(data["text"], data["image"], groups, texts, sources, digest)
     progress(f"encoding {len(texts)} pair texts")
     text_feats = embedder.text_features(list(texts))
-    spec = embedder.manifest.spec.image.preprocess
     chunks = []
     done = 0
     for name, root, pairs in sets:
@@ -92,8 +90,7 @@ def encode_pairs(
             for err in errors:
                 if err is not None:
                     raise err
-            arrays = np.stack([image_to_array(im, spec) for im in decoded if im is not None])
-            chunks.append(embedder.image_features(arrays))
+            chunks.append(embedder.decoded_image_features([im for im in decoded if im is not None]))
             done += len(chunk)
             progress(f"encoding pair images {done}/{len(texts)} ({name})")
     image_feats = np.concatenate(chunks)
