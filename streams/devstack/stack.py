@@ -223,10 +223,9 @@ class DevStack:
 
     def restart(self, name: ServiceName) -> None:
         """Stop one embedded service and start it again on the same data (for recovery tests)."""
-        proc = self._kafka if name == "kafka" else self._redis
         if self._is_external(name):
             raise StackError(f"{name} is external: the dev stack cannot restart it")
-        proc.stop(timeout_s=60)
+        self._process(name).stop(timeout_s=60)
         if name == "kafka":
             self._start_kafka()
         else:
@@ -344,13 +343,11 @@ class DevStack:
 
     def _probe(self, name: ServiceName) -> ServiceStatus:
         external = self._is_external(name)
-        proc = self._kafka if name == "kafka" else self._redis
-        pid = None if external else proc.pid()
+        pid = None if external else self._process(name).pid()
         if not external and pid is None:
             healthy, detail = False, "not running (crossroute stack up)"
         else:
-            probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
-            healthy, detail = probe(3.0)
+            healthy, detail = self._health(name, 3.0)
         return ServiceStatus(
             name=name,
             mode="external" if external else "embedded",
@@ -363,17 +360,22 @@ class DevStack:
     def _is_external(self, name: ServiceName) -> bool:
         return self.kafka_external if name == "kafka" else self.redis_external
 
-    def _require_external(self, name: ServiceName) -> None:
+    def _process(self, name: ServiceName) -> ManagedProcess:
+        return self._kafka if name == "kafka" else self._redis
+
+    def _health(self, name: ServiceName, timeout_s: float) -> tuple[bool, str]:
         probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
-        healthy, detail = probe(5.0)
+        return probe(timeout_s)
+
+    def _require_external(self, name: ServiceName) -> None:
+        healthy, detail = self._health(name, 5.0)
         if not healthy:
             raise ServiceUnavailableError(
                 f"{name}: external service at {self._endpoint(name)} is {detail}"
             )
 
     def _wait_healthy(self, name: ServiceName, deadline: float) -> None:
-        proc = self._kafka if name == "kafka" else self._redis
-        probe = self._kafka_healthy if name == "kafka" else self._redis_healthy
+        proc = self._process(name)
         self._progress(f"waiting for {name} to become healthy")
         detail = ""
         while time.monotonic() < deadline:
@@ -381,7 +383,7 @@ class DevStack:
                 raise StackError(
                     f"{name} exited during start; see {proc.log_file}: {proc.log_tail(3)}"
                 )
-            healthy, detail = probe(2.0)
+            healthy, detail = self._health(name, 2.0)
             if healthy:
                 return
             time.sleep(0.25)
