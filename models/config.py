@@ -113,35 +113,33 @@ class OpenClipSource(BaseModel):
     """Local ``.safetensors`` checkpoint."""
 
 
-class TextEncoderSpec(BaseModel):
-    """The frozen text encoder."""
-
+class _EncoderSpec(BaseModel):
     model_config = _FROZEN
 
-    kind: Literal["text"] = "text"
     name: str
     version: Annotated[int, Field(ge=1)]
-    family: Literal["minilm", "open_clip"]
     dim: Annotated[int, Field(gt=0)]
-    preprocess: TextPreprocess = TextPreprocess()
     open_clip: OpenClipSource | None = None
+    """Required when ``family`` is ``open_clip``."""
+
+
+class TextEncoderSpec(_EncoderSpec):
+    """The frozen text encoder."""
+
+    kind: Literal["text"] = "text"
+    family: Literal["minilm", "open_clip"]
+    preprocess: TextPreprocess = TextPreprocess()
     int8: bool = False
     """Per-channel dynamic int8 quantisation of the exported text encoder."""
 
 
-class ImageEncoderSpec(BaseModel):
+class ImageEncoderSpec(_EncoderSpec):
     """The frozen image encoder."""
 
-    model_config = _FROZEN
-
     kind: Literal["image"] = "image"
-    name: str
-    version: Annotated[int, Field(ge=1)]
     family: Literal["timm", "open_clip"]
     timm_model: str | None = None
-    dim: Annotated[int, Field(gt=0)]
     preprocess: ImagePreprocess = ImagePreprocess()
-    open_clip: OpenClipSource | None = None
 
 
 class OcrSpec(BaseModel):
