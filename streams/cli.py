@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +24,9 @@ from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
 from streams.exceptions import ConfigurationError
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from models.embedder import Embedder
 
 __all__ = ["app", "main"]
 
@@ -197,6 +200,15 @@ def _bundle_dir(explicit: Path | None) -> Path:
     return explicit if explicit is not None else _worker_settings().model.resolved_bundle_dir()
 
 
+def _embedder(explicit: Path | None, threads: int | None = None) -> Embedder:
+    """Load a bundle with the providers/threads of CROSSROUTE_MODEL__* (``threads`` overrides)."""
+    from models.embedder import Embedder
+
+    model = _worker_settings().model
+    directory = explicit if explicit is not None else model.resolved_bundle_dir()
+    return Embedder.load(directory, providers=model.providers, threads=threads or model.threads)
+
+
 @models_app.command("build")
 def models_build(
     config: Annotated[
@@ -291,10 +303,9 @@ def bench_encoders_cmd(
 ) -> None:
     """Texts/s and images/s at batch 1 and 32: ONNX serving path vs the torch reference."""
     from models.bench import bench_encoders
-    from models.embedder import Embedder
 
     texts, images = _bench_inputs(data)
-    embedder = Embedder.load(_bundle_dir(bundle), threads=threads)
+    embedder = _embedder(bundle, threads)
     with _progress("benchmarking encoders"):
         report = bench_encoders(
             embedder,
@@ -335,10 +346,9 @@ def pairs_audit(
 ) -> None:
     """Duplicates and near-duplicates, group consistency, coverage per slice, broken pairs, and words
     that are poorly grounded visually (brand/campaign words spanning unrelated categories)."""
-    from models.embedder import Embedder
     from models.train.audit import audit_pairs, write_filtered
 
-    embedder = Embedder.load(_bundle_dir(model))
+    embedder = _embedder(model)
     with _progress(f"auditing {dataset}") as progress:
         report, drops = audit_pairs(
             dataset, embedder, min_slice_pairs=min_slice_pairs, progress=progress
@@ -450,7 +460,6 @@ def eval_cmd(
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
     out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency. Exact search."""
-    from models.embedder import Embedder
     from models.eval.dataset import load_dataset
     from models.eval.report import compare_reports, render_html
     from models.eval.run import evaluate
@@ -462,13 +471,13 @@ def eval_cmd(
     if not ks or ks[0] < 1:
         raise ConfigurationError(f"--k must list positive integers, got {k!r}")
     data = load_dataset(dataset)
-    embedder = Embedder.load(_bundle_dir(model))
+    embedder = _embedder(model)
     with _progress(f"evaluating {embedder.space_id} on {data.name}") as progress:
         result = evaluate(data, embedder, ks=ks, threshold=threshold, progress=progress)
         other = comparison = None
         if compare is not None:
             other = evaluate(
-                data, Embedder.load(compare), ks=ks, threshold=threshold, progress=progress
+                data, _embedder(compare), ks=ks, threshold=threshold, progress=progress
             )
             comparison = compare_reports(result, other)
     if comparison is not None:

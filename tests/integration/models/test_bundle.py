@@ -121,3 +121,19 @@ def test_int8_text_encoder_fidelity_is_measured(tmp_path: Path, default_bundle: 
     assert (tmp_path / "int8" / "text.int8.onnx").stat().st_size < 0.4 * (
         default_bundle / "text.onnx"
     ).stat().st_size
+
+
+def test_cli_honours_model_provider_setting(default_bundle: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA: the refusal cannot be shown here")
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ds" / "corpus.jsonl").write_text('{"_id": "d1", "text": "refunds"}\n')
+    (tmp_path / "ds" / "queries.jsonl").write_text('{"_id": "q1", "text": "refund"}\n')
+    (tmp_path / "ds" / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    args = ("eval", str(tmp_path / "ds"), "--model", str(default_bundle))
+    assert run_cli(*args, env={"CROSSROUTE_MODEL__THREADS": "1"}).returncode == 0
+    res = run_cli(*args, env={"CROSSROUTE_MODEL__PROVIDERS": "cuda"})
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "CUDA requested but this onnxruntime has no CUDA provider" in res.stderr
