@@ -12,14 +12,23 @@ import hashlib
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    model_serializer,
+    model_validator,
+)
 
 from models.exceptions import BundleFormatError
 
 __all__ = [
     "BundleSpec",
+    "ColourFeatures",
     "HeadSpec",
     "ImageEncoderSpec",
     "ImageLimits",
@@ -71,11 +80,41 @@ class ImageLimits(BaseModel):
     """Pillow format names accepted; anything else is an :class:`ImageDecodeError`."""
 
 
-class ImagePreprocess(BaseModel):
-    """Decode → orient → flatten alpha → resize shorter side → centre crop → normalise (CHW float32).
+class ColourFeatures(BaseModel):
+    """A colour histogram appended to the image encoder's pooled features.
 
-    The resize reproduces torchvision's ``Resize(int)`` exactly (the long side is truncated, not
-    rounded), so the Pillow/numpy serving path matches the torch reference.
+    ImageNet encoders are trained to be colour-invariant, yet "beige", "navy", "check" are what product
+    titles and tickets talk about. The histogram is over HSV (``hue_bins x sat_bins x val_bins``, plus
+    ``val_bins`` grey bins for unsaturated pixels) of a ``size`` px thumbnail, weighted towards the
+    centre (Gaussian, ``centre_sigma`` of the side) and away from a near-white background; its square
+    root is unit-norm (Hellinger), so it sits next to the unit-norm encoder features.
+    """
+
+    model_config = _FROZEN
+
+    hue_bins: Annotated[int, Field(ge=1, le=64)] = 12
+    sat_bins: Annotated[int, Field(ge=2, le=16)] = 3
+    val_bins: Annotated[int, Field(ge=1, le=16)] = 3
+    size: Annotated[int, Field(ge=8, le=256)] = 64
+    centre_sigma: Annotated[float, Field(gt=0, le=10)] = 0.25
+    background_min: Annotated[int, Field(ge=0, le=255)] = 235
+    """Pixels whose every channel is at least this are background (catalogue shots on white)."""
+    background_weight: Annotated[float, Field(ge=0, le=1)] = 0.05
+
+    @property
+    def dim(self) -> int:
+        """Length of the histogram."""
+        return self.hue_bins * self.sat_bins * self.val_bins + self.val_bins
+
+
+class ImagePreprocess(BaseModel):
+    """Decode → orient → flatten alpha → resize + crop (or letterbox) → normalise (CHW float32).
+
+    ``crop="center"``: resize the shorter side, centre crop; the resize reproduces torchvision's
+    ``Resize(int)`` exactly (the long side is truncated, not rounded), so the Pillow/numpy serving path
+    matches the torch reference. ``crop="pad"``: letterbox the whole image onto a ``background``
+    square, then resize to ``size`` (nothing is cut off: catalogue shots are tall and centre crops
+    lose the shoes or the collar). ``colour``: append a colour histogram to the features.
     """
 
     model_config = _FROZEN
@@ -90,8 +129,21 @@ class ImagePreprocess(BaseModel):
     exif_transpose: bool = True
     """Apply the EXIF orientation (phone photos) before anything else."""
     background: tuple[int, int, int] = (255, 255, 255)
-    """Colour transparent pixels are composited onto (screenshots with alpha)."""
+    """Colour transparent pixels are composited onto (screenshots with alpha), and letterbox fill."""
     limits: ImageLimits = ImageLimits()
+    crop: Literal["center", "pad"] = "center"
+    colour: ColourFeatures | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Options added after bundles were built are left out while at their default, so the
+        # manifests and space ids of existing bundles stay valid.
+        data: dict[str, Any] = handler(self)
+        if self.crop == "center":
+            data.pop("crop", None)
+        if self.colour is None:
+            data.pop("colour", None)
+        return data
 
     @model_validator(mode="after")
     def _crop_fits(self) -> ImagePreprocess:

@@ -21,6 +21,7 @@ from models.ocr import OcrEngine
 from models.preprocess import (
     ImageInput,
     TextTokenizer,
+    colour_histogram,
     decode_image,
     image_to_array,
     normalize_text,
@@ -132,6 +133,12 @@ class Embedder:
         return self.manifest.dim
 
     @property
+    def image_feature_dim(self) -> int:
+        """Width of the image features the head reads: the encoder's, plus the colour histogram."""
+        colour = self.manifest.spec.image.preprocess.colour
+        return self.manifest.image.dim + (colour.dim if colour is not None else 0)
+
+    @property
     def providers(self) -> list[str]:
         """The onnxruntime execution providers in use."""
         return list(self._text_session.get_providers())
@@ -165,18 +172,25 @@ class Embedder:
     def decoded_image_features(
         self, images: Sequence[Image.Image], *, batch_size: int = 32
     ) -> np.ndarray:
-        """Unit-norm image-encoder features of decoded images, ``(n, image.dim)``.
+        """Image features of decoded images, ``(n, image_feature_dim)``: the unit-norm encoder features,
+        then (when the spec asks for it) the unit-norm colour histogram.
 
         Images are resized and normalised one batch at a time, so memory stays bounded by the batch
         (a 224 px float tensor is 0.6 MB per image).
         """
         spec = self.manifest.spec.image.preprocess
-        out = np.zeros((len(images), self.manifest.image.dim), dtype=np.float32)
+        enc_dim = self.manifest.image.dim
+        out = np.zeros((len(images), self.image_feature_dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):
-            arrays = np.stack(
-                [image_to_array(im, spec) for im in images[start : start + batch_size]]
+            chunk = images[start : start + batch_size]
+            arrays = np.stack([image_to_array(im, spec) for im in chunk])
+            out[start : start + len(chunk), :enc_dim] = self.image_features(
+                arrays, batch_size=batch_size
             )
-            out[start : start + len(arrays)] = self.image_features(arrays, batch_size=batch_size)
+            if spec.colour is not None:
+                out[start : start + len(chunk), enc_dim:] = np.stack(
+                    [colour_histogram(im, spec.colour) for im in chunk]
+                )
         return out
 
     def preprocess_images(

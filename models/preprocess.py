@@ -17,16 +17,18 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tokenizers import Tokenizer
 
-from models.config import ImageLimits, ImagePreprocess, TextPreprocess
+from models.config import ColourFeatures, ImageLimits, ImagePreprocess, TextPreprocess
 from models.exceptions import EmptyInputError, ImageDecodeError, ImageTooLargeError
 
 __all__ = [
     "ImageInput",
     "TextTokenizer",
+    "colour_histogram",
     "decode_image",
     "image_to_array",
     "normalize_text",
     "read_image_bytes",
+    "title_and_text",
 ]
 
 ImageInput = bytes | Path | Image.Image
@@ -135,19 +137,68 @@ def _center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def _letterbox(img: Image.Image, spec: ImagePreprocess) -> Image.Image:
+    """The whole image centred on a ``background`` square, resized to ``size`` a side."""
+    width, height = img.size
+    side = max(width, height)
+    if width != height:
+        canvas = Image.new("RGB", (side, side), spec.background)
+        canvas.paste(img, ((side - width) // 2, (side - height) // 2))
+        img = canvas
+    return img.resize((spec.size, spec.size), _RESAMPLE[spec.interpolation])
+
+
 def image_to_array(img: Image.Image, spec: ImagePreprocess) -> np.ndarray:
-    """Resize, crop and normalise an RGB image into a CHW float32 array for the image encoder."""
-    img = _resize_shorter(img, spec.resize, _RESAMPLE[spec.interpolation])
-    img = _center_crop(img, spec.size)
+    """Resize, crop (or letterbox) and normalise an RGB image into a CHW float32 array."""
+    if spec.crop == "pad":
+        img = _letterbox(img, spec)
+    else:
+        img = _resize_shorter(img, spec.resize, _RESAMPLE[spec.interpolation])
+        img = _center_crop(img, spec.size)
     pixels: np.ndarray = np.asarray(img, dtype=np.float32) / np.float32(255.0)
     mean = np.asarray(spec.mean, dtype=np.float32)
     std = np.asarray(spec.std, dtype=np.float32)
     return np.ascontiguousarray(((pixels - mean) / std).transpose(2, 0, 1), dtype=np.float32)
 
 
+def colour_histogram(img: Image.Image, spec: ColourFeatures) -> np.ndarray:
+    """Centre-weighted HSV histogram of an RGB image, square-rooted: a unit-norm float32 vector.
+
+    Unsaturated pixels (the lowest saturation bin) fall into grey bins by value, so hue noise of
+    whites, greys and blacks does not scatter over the hue bins.
+    """
+    thumb = img.resize((spec.size, spec.size), Image.Resampling.BILINEAR)
+    rgb = np.asarray(thumb, dtype=np.uint8)
+    hsv = np.asarray(thumb.convert("HSV"), dtype=np.float32) / np.float32(256.0)
+    axis = np.arange(spec.size, dtype=np.float32) / np.float32(max(spec.size - 1, 1)) - 0.5
+    yy, xx = np.meshgrid(axis, axis, indexing="ij")
+    weight = np.exp(-(xx**2 + yy**2) / (2 * spec.centre_sigma**2))
+    background = rgb.min(axis=2) >= spec.background_min
+    weight = weight * np.where(background, spec.background_weight, 1.0)
+    hue = np.minimum((hsv[..., 0] * spec.hue_bins).astype(np.int64), spec.hue_bins - 1)
+    sat = np.minimum((hsv[..., 1] * spec.sat_bins).astype(np.int64), spec.sat_bins - 1)
+    val = np.minimum((hsv[..., 2] * spec.val_bins).astype(np.int64), spec.val_bins - 1)
+    chroma_bins = spec.hue_bins * spec.sat_bins * spec.val_bins
+    # Saturation bin 0 is grey: index by value only, after the chromatic bins.
+    index = np.where(sat == 0, chroma_bins + val, (hue * spec.sat_bins + sat) * spec.val_bins + val)
+    hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=spec.dim)
+    total = hist.sum()
+    out: np.ndarray = np.sqrt(hist / total if total > 0 else hist).astype(np.float32)
+    return out
+
+
 def normalize_text(text: str, spec: TextPreprocess) -> str:
     """Whitespace folding applied to every text before tokenization."""
     return _WS.sub(" ", text).strip() if spec.collapse_whitespace else text
+
+
+def title_and_text(title: str | None, text: str | None) -> str | None:
+    """One document text from a title and a body (the body alone when it already starts with the
+    title); what both the eval harness and the router index embed for a document."""
+    title, text = (title or "").strip(), (text or "").strip()
+    if title and text and not text.startswith(title):
+        return f"{title}\n{text}"
+    return text or title or None
 
 
 class TextTokenizer:

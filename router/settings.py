@@ -6,14 +6,22 @@ Env names: ``CROSSROUTE_`` + section + ``__`` + field, e.g. ``CROSSROUTE_REDIS__
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from models.settings import ModelSettings, ProcessSettings
 
-__all__ = ["ApiSettings", "RedisSettings", "RouterSettings", "redact_url"]
+__all__ = [
+    "ApiSettings",
+    "IndexSettings",
+    "RedisSettings",
+    "RouterSettings",
+    "RoutingSettings",
+    "redact_url",
+]
 
 
 def redact_url(url: str) -> str:
@@ -50,6 +58,51 @@ class RedisSettings(BaseModel):
         return value
 
 
+class IndexSettings(BaseModel):
+    """Vector index names and HNSW parameters (``CROSSROUTE_INDEX__*``).
+
+    Dimension, dtype and metric are not here: they come from the model bundle's manifest.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "crossroute"
+    """Prefix of every key, index and alias name."""
+    alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "live"
+    """The alias the API and the router read through; promotion flips it."""
+    hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
+    hnsw_ef_construction: Annotated[int, Field(ge=1, le=4096)] = 200
+    hnsw_ef_runtime: Annotated[int, Field(ge=1, le=4096)] = 100
+    tombstone_ttl_s: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
+    """How long a delete keeps refusing older upserts of the same entity (replays, late events)."""
+
+
+Modality = Literal["text", "photo", "screenshot_text", "screenshot_image"]
+
+
+class RoutingSettings(BaseModel):
+    """Ticket routing (``CROSSROUTE_ROUTING__*``): fusion of the modalities and the abstain threshold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    k: Annotated[int, Field(ge=1, le=100)] = 5
+    """Targets returned per ticket."""
+    weights: dict[Modality, Annotated[float, Field(ge=0)]] = {
+        "text": 1.0,
+        "photo": 0.5,
+        "screenshot_text": 1.0,
+        "screenshot_image": 0.25,
+    }
+    """Fusion: the ticket's query vector is the normalised weighted sum of its modalities' vectors."""
+    threshold: Annotated[float, Field(ge=-1, le=1)] | None = None
+    """Abstain (human queue) when the best score is below this. Unset: the calibration recorded for
+    the serving space by ``crossroute calibrate``, else ``default_threshold``."""
+    default_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.3
+    calibration_dir: Path | None = None
+    """Where ``crossroute calibrate`` writes ``{space_id}.json``; default
+    ``$XDG_DATA_HOME/crossroute/calibration``."""
+
+
 class ApiSettings(BaseModel):
     """HTTP API process (``CROSSROUTE_API__*``). Limits apply to every request."""
 
@@ -71,4 +124,6 @@ class RouterSettings(ProcessSettings):
 
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
+    index: IndexSettings = IndexSettings()
+    routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()

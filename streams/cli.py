@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -20,13 +20,17 @@ from rich.console import Console
 from rich.table import Table
 
 from models.exceptions import CrossrouteError
+from router.settings import redact_url
 from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
 from streams.exceptions import ConfigurationError
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    import redis
+
     from models.embedder import Embedder
+    from router.index import VectorIndex
 
 __all__ = ["app", "main"]
 
@@ -68,6 +72,14 @@ app.add_typer(schemas_app, name="schemas")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(pairs_app, name="pairs")
+index_app = typer.Typer(
+    help=(
+        "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
+        "alias the API and the router read through."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(index_app, name="index")
 
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)
@@ -207,6 +219,22 @@ def _embedder(explicit: Path | None, threads: int | None = None) -> Embedder:
     model = _worker_settings().model
     directory = explicit if explicit is not None else model.resolved_bundle_dir()
     return Embedder.load(directory, providers=model.providers, threads=threads or model.threads)
+
+
+def _redis_client(settings: WorkerSettings) -> redis.Redis:
+    """A client of the configured Redis (REDIS_URL / CROSSROUTE_REDIS__URL, else the dev stack's)."""
+    import redis
+
+    url = DevStack(settings.stack, settings.kafka, settings.redis).redis_url()
+    client = redis.Redis.from_url(url, socket_timeout=settings.redis.socket_timeout_s)
+    try:
+        client.ping()
+    except redis.RedisError as e:
+        raise ConfigurationError(
+            f"cannot reach Redis at {redact_url(url)} ({type(e).__name__}): start the dev stack "
+            "with `crossroute stack up` or set REDIS_URL"
+        ) from e
+    return client
 
 
 @models_app.command("build")
@@ -404,6 +432,21 @@ def train_cmd(
             "--support", help="Support datasets whose articles give text↔text pairs (repeatable)."
         ),
     ] = None,
+    image_crop: Annotated[
+        str,
+        typer.Option(
+            "--image-crop",
+            help="pad: letterbox the whole image (default; catalogue shots are tall) | center: "
+            "the encoder's centre crop.",
+        ),
+    ] = "pad",
+    colour: Annotated[
+        bool,
+        typer.Option(
+            "--colour/--no-colour",
+            help="Append a colour histogram to the image features (trained methods).",
+        ),
+    ] = True,
 ) -> None:
     """Fit the alignment head on curated pairs and write a bundle that reuses the base bundle's
     encoders. Seeded and deterministic on CPU: the same inputs give the same weights and space id."""
@@ -413,6 +456,8 @@ def train_cmd(
         raise ConfigurationError(
             f"--method must be naive, linear, inbatch or mined, not {method!r}"
         )
+    if image_crop not in ("pad", "center"):
+        raise ConfigurationError(f"--image-crop must be pad or center, not {image_crop!r}")
     settings = _worker_settings()
     base_dir = base if base is not None else settings.model.resolved_bundle_dir()
     with _progress(f"training ({method})") as progress:
@@ -425,6 +470,7 @@ def train_cmd(
             base_dir, pairs, out, method=method,  # type: ignore[arg-type]
             support_folders=support or [], cache_dir=settings.stack.cache_dir / "features",
             progress=progress, epoch_progress=epochs,
+            image_crop=image_crop, colour=colour,  # type: ignore[arg-type]
         )  # fmt: skip
     _out.print(f"wrote {out}\nspace id: {manifest.space_id} (head {method}, {manifest.dim}-d)")
 
@@ -457,9 +503,17 @@ def eval_cmd(
             help="Abstain threshold for out-of-scope scoring (default: fit on the dataset, reported as such)."
         ),
     ] = None,
+    index: Annotated[
+        str,
+        typer.Option(
+            "--index",
+            help="exact: brute-force cosine in memory | redis: through a temporary index in the "
+            "real Redis (HNSW, serving parameters), reporting HNSW recall vs exact.",
+        ),
+    ] = "exact",
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
-    out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency. Exact search."""
+    out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency."""
     from models.eval.dataset import load_dataset
     from models.eval.report import compare_reports, render_html
     from models.eval.run import evaluate
@@ -470,15 +524,27 @@ def eval_cmd(
         raise ConfigurationError(f"--k must be comma-separated integers, got {k!r}") from e
     if not ks or ks[0] < 1:
         raise ConfigurationError(f"--k must list positive integers, got {k!r}")
+    if index not in ("exact", "redis"):
+        raise ConfigurationError(f"--index must be exact or redis, not {index!r}")
     data = load_dataset(dataset)
     embedder = _embedder(model)
+
+    def run(emb: Embedder, progress: Callable[[str], None]) -> dict[str, Any]:
+        if index == "exact":
+            return evaluate(data, emb, ks=ks, threshold=threshold, progress=progress)
+        from router.evaluate import evaluate_on_redis
+
+        settings = _worker_settings()
+        return evaluate_on_redis(
+            data, emb, _redis_client(settings), settings.index,
+            ks=ks, threshold=threshold, progress=progress,
+        )  # fmt: skip
+
     with _progress(f"evaluating {embedder.space_id} on {data.name}") as progress:
-        result = evaluate(data, embedder, ks=ks, threshold=threshold, progress=progress)
+        result = run(embedder, progress)
         other = comparison = None
         if compare is not None:
-            other = evaluate(
-                data, _embedder(compare), ks=ks, threshold=threshold, progress=progress
-            )
+            other = run(_embedder(compare), progress)
             comparison = compare_reports(result, other)
     if comparison is not None:
         result["comparison"] = comparison
@@ -497,6 +563,11 @@ def _print_eval(result: dict[str, object]) -> None:
     _out.print(f"{result['dataset']}  space {result['model']['space_id']}  "  # type: ignore[index]
                f"queries {result['n_queries']}  corpus {result['n_corpus']}")  # fmt: skip
     _out.print("  ".join(f"{name} {value:.4f}" for name, value in metrics.items()))
+    hnsw = result.get("hnsw")
+    if isinstance(hnsw, dict):
+        _out.print(
+            f"retrieval: {result['retrieval']}; recall@10 vs exact {hnsw['recall@10_vs_exact']}"
+        )
     oos = result.get("out_of_scope")
     if isinstance(oos, dict):
         _out.print(
@@ -513,6 +584,288 @@ def _print_eval(result: dict[str, object]) -> None:
                 _out.print(
                     f"  {key}={value} (n={m['n']}): recall@10 {m.get('recall@10', 0):+.4f}{flag}"
                 )
+
+
+# -- index, calibration, routing, API ---------------------------------------------------------------
+
+
+def _index_for(settings: WorkerSettings, embedder: Embedder, name: str | None) -> VectorIndex:
+    """The index of the embedder's space (``name`` unset) or the named index/alias."""
+    from router.exceptions import IndexNotFoundError
+    from router.index import VectorIndex
+
+    client = _redis_client(settings)
+    if name is not None:
+        return VectorIndex.open(client, name, settings.index)
+    index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
+    if not index.exists():
+        raise IndexNotFoundError(
+            f"no index for space {embedder.space_id}: create it with `crossroute index create` "
+            "(or load data with `crossroute index load`)"
+        )
+    return index
+
+
+ModelOpt = Annotated[
+    Path | None, typer.Option("--model", help="Model bundle (default: the current one).")
+]
+_INDEX_OPT = typer.Option(
+    "--index",
+    help="Index or alias to serve from (default: the `live` alias, CROSSROUTE_INDEX__ALIAS).",
+)
+
+
+@index_app.command("create")
+def index_create(
+    model: ModelOpt = None,
+    promote: Annotated[bool, typer.Option(help="Point the `live` alias at it.")] = False,
+) -> None:
+    """Create the index of a bundle's embedding space (schema from the manifest; idempotent)."""
+    from router.index import VectorIndex
+
+    settings = _worker_settings()
+    embedder = _embedder(model)
+    index = VectorIndex.for_manifest(_redis_client(settings), embedder.manifest, settings.index)
+    created = index.create()
+    _out.print(
+        f"{'created' if created else 'exists:'} {index.name} ({embedder.dim}-d, cosine, HNSW)"
+    )
+    if promote:
+        _print_promotion(index)
+
+
+def _print_promotion(index: VectorIndex) -> None:
+    previous = index.promote()
+    _out.print(f"{index.alias_name()} → {index.name}" + (f" (was {previous})" if previous else ""))
+
+
+@index_app.command("load")
+def index_load(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (EVAL.md layout) whose corpus.jsonl to index.")
+    ],
+    tenant: Annotated[str, typer.Option(help="Tenant that owns the documents.")] = "default",
+    model: ModelOpt = None,
+    promote: Annotated[bool, typer.Option(help="Point the `live` alias at the index.")] = False,
+    version: Annotated[int, typer.Option(help="Source version written with every document.")] = 1,
+) -> None:
+    """Index a dataset's corpus (articles, warranty policies, products with images) for a tenant."""
+    from models.eval.dataset import load_dataset
+    from router.documents import Indexer
+    from router.index import VectorIndex
+
+    settings = _worker_settings()
+    embedder = _embedder(model)
+    data = load_dataset(dataset)
+    index = VectorIndex.for_manifest(_redis_client(settings), embedder.manifest, settings.index)
+    index.create()
+    indexer = Indexer(embedder, index, media_root=data.root)
+    entities = [_corpus_entity(doc, tenant) for doc in data.corpus]
+    written = duplicates = stale = failed = 0
+    with _progress(f"indexing {len(entities)} documents of {data.name}") as progress:
+        for start in range(0, len(entities), 64):
+            chunk = entities[start : start + 64]
+            outcome = indexer.upsert(chunk, [version] * len(chunk))
+            written += outcome.result.written
+            duplicates += outcome.result.duplicates
+            stale += outcome.result.stale
+            for _, err in outcome.failed:
+                failed += 1
+                _err.print(f"[yellow]skipped[/yellow] {err}")
+            progress(f"indexed {start + len(chunk)}/{len(entities)}")
+    _out.print(
+        f"{index.name}: {written} written, {duplicates} unchanged, {stale} stale, {failed} failed; "
+        f"{index.count(tenant)} documents for tenant {tenant}"
+    )
+    if promote:
+        _print_promotion(index)
+    if failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _corpus_entity(doc: Any, tenant: str) -> Any:
+    """A corpus row of the EVAL.md layout as the domain document it stands for."""
+    from router.schemas import Article, ImageRef, Product, WarrantyPolicy
+
+    ident = doc.id.replace(" ", "_")[:128]
+    title = (doc.title or doc.text or doc.id).strip()[:1000] or doc.id
+    category = doc.attrs.get("article_type") or doc.attrs.get("label") or doc.attrs.get("topic")
+    if doc.kind == "warranty_policy":
+        return WarrantyPolicy(id=ident, tenant=tenant, title=title, body=doc.text or "")
+    if doc.kind == "article" and not doc.image:
+        return Article(id=ident, tenant=tenant, title=title, body=doc.text or "", category=category)
+    image = ImageRef(uri=doc.image) if doc.image else None
+    return Product(
+        id=ident, tenant=tenant, title=title, description=doc.text or "" if doc.title else "",
+        category=category or "uncategorised", image=image,
+    )  # fmt: skip
+
+
+@index_app.command("promote")
+def index_promote(
+    model: ModelOpt = None,
+) -> None:
+    """Point the `live` alias at the index of a bundle's space (blue/green flip; rerun with the
+    previous bundle to roll back)."""
+    settings = _worker_settings()
+    embedder = _embedder(model)
+    _print_promotion(_index_for(settings, embedder, None))
+
+
+@index_app.command("info")
+def index_info(
+    name: Annotated[str | None, typer.Argument(help="Index or alias (default: `live`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The space, document count and indexing failures of an index or alias."""
+    from router.index import VectorIndex
+
+    settings = _worker_settings()
+    index = VectorIndex.open(_redis_client(settings), name or settings.index.alias, settings.index)
+    info = {
+        "index": index.name,
+        "space_id": index.space_id,
+        "dim": index.space.dim,
+        "documents": index.count(),
+        "hash_indexing_failures": index.indexing_failures(),
+    }
+    if as_json:
+        _out.print_json(json.dumps(info))
+    else:
+        for key, value in info.items():
+            _out.print(f"{key:24s} {value}")
+
+
+@index_app.command("drop")
+def index_drop(
+    model: ModelOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Drop the index of a bundle's space with its documents."""
+    settings = _worker_settings()
+    index = _index_for(settings, _embedder(model), None)
+    if not yes and not typer.confirm(f"drop {index.name} and its {index.count()} documents?"):
+        raise typer.Exit(EXIT_FAILURE)
+    index.drop()
+    _out.print(f"dropped {index.name}")
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    dataset: Annotated[
+        Path, typer.Argument(help="Labelled dataset folder with out-of-scope queries (EVAL.md).")
+    ],
+    model: ModelOpt = None,
+) -> None:
+    """Fit the abstain threshold of a bundle's space (out-of-scope F1 optimum on DATASET) and store
+    it as {space_id}.json, where the router and the API pick it up for that space only."""
+    from datetime import UTC, datetime
+
+    from models.eval.dataset import load_dataset
+    from models.eval.run import evaluate
+    from router.routing import Calibration, calibration_dir, save_calibration
+
+    settings = _worker_settings()
+    data = load_dataset(dataset)
+    if data.n_out_of_scope == 0:
+        raise ConfigurationError(
+            f"{data.name} has no out-of-scope queries (queries without qrels): cannot fit an "
+            "abstain threshold on it"
+        )
+    embedder = _embedder(model)
+    with _progress(f"calibrating {embedder.space_id} on {data.name}") as progress:
+        report = evaluate(data, embedder, latency_sample=0, progress=progress)
+    oos = report["out_of_scope"]
+    cal = Calibration(
+        space_id=embedder.space_id, threshold=oos["threshold"], dataset=data.name,
+        dataset_digest=report["dataset_digest"], precision=oos["precision"],
+        recall=oos["recall"], f1=oos["f1"], n_queries=report["n_queries"],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    path = save_calibration(calibration_dir(settings.routing), cal)
+    _out.print(
+        f"threshold {cal.threshold:.4f} (out-of-scope P {cal.precision:.3f} R {cal.recall:.3f} "
+        f"F1 {cal.f1:.3f} on {data.name}) → {path}"
+    )
+
+
+def _router(settings: WorkerSettings, model: Path | None, index_name: str | None) -> Any:
+    from router.routing import Router
+
+    embedder = _embedder(model)
+    index = _index_for(settings, embedder, index_name or settings.index.alias)
+    return Router(embedder, index, settings.routing)
+
+
+@app.command("route")
+def route_cmd(
+    text: Annotated[str, typer.Option("--text", help="The ticket's text.")] = "",
+    photo: Annotated[Path | None, typer.Option("--photo", "--image", help="A photo file.")] = None,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="A screenshot file (OCR + image).")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant of the ticket.")] = "default",
+    locale: Annotated[str, typer.Option(help="Locale of the ticket.")] = "en",
+    category: Annotated[str | None, typer.Option(help="Product category of the ticket.")] = None,
+    k: Annotated[int | None, typer.Option(help="Targets to return.")] = None,
+    model: ModelOpt = None,
+    index: Annotated[str | None, _INDEX_OPT] = None,
+) -> None:
+    """Route one ticket from the terminal and print the decision as JSON."""
+    from router.schemas import Ticket
+
+    settings = _worker_settings()
+    try:
+        ticket = Ticket(
+            id="cli", tenant=tenant, locale=locale, text=text, product_category=category,
+        )  # fmt: skip
+    except ValidationError as e:
+        raise ConfigurationError(f"invalid ticket: {e.errors(include_url=False)[0]['msg']}") from e
+    from models.preprocess import read_image_bytes
+
+    limits = _embedder_limits(model)
+    photo_bytes = read_image_bytes(photo, limits, str(photo)) if photo else None
+    shot_bytes = read_image_bytes(screenshot, limits, str(screenshot)) if screenshot else None
+    if not text.strip() and photo_bytes is None and shot_bytes is None:
+        raise ConfigurationError("give --text, --photo or --screenshot")
+    router = _router(settings, model, index)
+    decision = router.route(ticket, photo=photo_bytes, screenshot=shot_bytes, k=k)
+    _out.print_json(decision.model_dump_json())
+
+
+def _embedder_limits(model: Path | None) -> Any:
+    from models.bundle import load_manifest
+
+    return load_manifest(_bundle_dir(model), verify=False).spec.image.preprocess.limits
+
+
+@app.command("api")
+def api_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default CROSSROUTE_API__HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CROSSROUTE_API__PORT).")] = None,
+    model: ModelOpt = None,
+    index: Annotated[str | None, _INDEX_OPT] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
+    /metrics. Loopback by default."""
+    import uvicorn
+
+    from router.api import create_app
+
+    settings = _worker_settings()
+    router = _router(settings, model, index)
+    app_ = create_app(router, settings.api)
+    info = router.describe()
+    _err.print(
+        f"serving space {info['space_id']} from {info['index']}, threshold {info['threshold']:.3f} "
+        f"({info['threshold_source']}) on http://{host or settings.api.host}:{port or settings.api.port}"
+    )
+    uvicorn.run(
+        app_, host=host or settings.api.host, port=port or settings.api.port, log_level="info",
+        access_log=False,
+    )  # fmt: skip
 
 
 def _bench_inputs(data: Path) -> tuple[list[str], list[Path]]:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from models.settings import ModelSettings, ProcessSettings
-from router.settings import RedisSettings
+from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
 
 __all__ = ["KafkaSettings", "StackSettings", "WorkerSettings"]
 
@@ -119,4 +119,7 @@ class WorkerSettings(ProcessSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
+    index: IndexSettings = IndexSettings()
+    routing: RoutingSettings = RoutingSettings()
+    api: ApiSettings = ApiSettings()
     stack: StackSettings = Field(default_factory=StackSettings)

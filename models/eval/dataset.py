@@ -14,6 +14,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.exceptions import ModelsError
+from models.preprocess import title_and_text
 
 __all__ = ["CorpusDoc", "Dataset", "DatasetError", "Pair", "Query", "load_dataset", "load_pairs"]
 
@@ -38,10 +39,7 @@ class CorpusDoc(_Row):
 
     def full_text(self) -> str | None:
         """Title and text as one string (the text alone when it already starts with the title)."""
-        title, text = (self.title or "").strip(), (self.text or "").strip()
-        if title and text and not text.startswith(title):
-            return f"{title}\n{text}"
-        return text or title or None
+        return title_and_text(self.title, self.text)
 
 
 class Query(_Row):

@@ -13,9 +13,12 @@ from models.eval.dataset import Dataset, DatasetError
 from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, recall_curve
 from models.projection import l2_normalize
 
-__all__ = ["embed_items", "evaluate"]
+__all__ = ["Search", "embed_items", "evaluate", "exact_search"]
 
 Progress = Callable[[str], None]
+Search = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+"""``search(doc_vecs, query_vecs, depth) → (ranked corpus indices (n, depth), top-1 scores (n,))``.
+Rows with fewer hits are padded with -1."""
 MIN_SLICE = 20
 CURVE_K = 20
 
@@ -74,12 +77,23 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
     return np.take_along_axis(part, order, axis=1)
 
 
+def exact_search(
+    doc_vecs: np.ndarray, query_vecs: np.ndarray, depth: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force cosine over the whole corpus (the default :data:`Search`)."""
+    scores = query_vecs @ doc_vecs.T
+    ranked = _topk(scores, depth)
+    return ranked, scores[np.arange(len(scores)), ranked[:, 0]]
+
+
 def _latency(embedder: Embedder, dataset: Dataset, sample: int) -> dict[str, float]:
     times = []
     for q in dataset.queries[:sample]:
         start = time.perf_counter()
         embed_items(embedder, dataset.root, [(q.id, q.text, q.image)], "query")
         times.append((time.perf_counter() - start) * 1000)
+    if not times:  # not measured (latency_sample=0)
+        return {"n": 0}
     return {
         "query_embed_p50": round(float(np.percentile(times, 50)), 3),
         "query_embed_p95": round(float(np.percentile(times, 95)), 3),
@@ -95,8 +109,14 @@ def evaluate(
     threshold: float | None = None,
     latency_sample: int = 100,
     progress: Progress = _noop,
+    search: Search = exact_search,
+    retrieval: str = "exact (brute-force cosine over the whole corpus)",
 ) -> dict[str, Any]:
-    """Run the evaluation and return the report object of the EVAL.md contract (plus extras)."""
+    """Run the evaluation and return the report object of the EVAL.md contract (plus extras).
+
+    ``search`` ranks the corpus for the queries: exact by default; ``router`` passes one that goes
+    through the real Redis index (``crossroute eval --index redis``), described by ``retrieval``.
+    """
     progress(f"embedding {len(dataset.corpus)} corpus documents")
     doc_vecs = embed_items(
         embedder,
@@ -108,11 +128,9 @@ def evaluate(
     query_vecs = embed_items(
         embedder, dataset.root, [(q.id, q.text, q.image) for q in dataset.queries], "query"
     )
-    progress("retrieving (exact search, cosine)")
-    scores = query_vecs @ doc_vecs.T
-    depth = max(max(ks), 10, CURVE_K)
-    ranked = _topk(scores, depth)
-    top1 = scores[np.arange(len(scores)), ranked[:, 0]]
+    progress(f"retrieving ({retrieval})")
+    depth = min(max(max(ks), 10, CURVE_K), len(doc_vecs))
+    ranked, top1 = search(doc_vecs, query_vecs, depth)
     index = {d.id: i for i, d in enumerate(dataset.corpus)}
     in_scope = np.array([q.id in dataset.qrels for q in dataset.queries])
     relevant = [frozenset(index[d] for d in dataset.qrels.get(q.id, ())) for q in dataset.queries]
@@ -125,7 +143,7 @@ def evaluate(
         "dataset": dataset.name,
         "dataset_digest": dataset.digest(),
         "model": {"space_id": embedder.space_id, "manifest_digest": embedder.manifest.digest()},
-        "retrieval": "exact (brute-force cosine over the whole corpus)",
+        "retrieval": retrieval,
         "n_queries": len(dataset.queries),
         "n_corpus": len(dataset.corpus),
         "n_out_of_scope": int((~in_scope).sum()),

@@ -14,7 +14,14 @@ from models.config import canonical_json
 from models.embedder import Embedder
 from models.eval.dataset import Pair, load_pairs
 
-__all__ = ["PairSet", "TextPair", "encode_pairs", "load_pair_sets", "support_text_pairs"]
+__all__ = [
+    "PairSet",
+    "TextPair",
+    "align_pair_texts",
+    "encode_pairs",
+    "load_pair_sets",
+    "support_text_pairs",
+]
 
 Progress = Callable[[str], None]
 
@@ -50,6 +57,38 @@ def load_pair_sets(folders: Sequence[Path]) -> list[tuple[str, Path, list[Pair]]
     return [(f.name, f, load_pairs(f)) for f in sorted(folders, key=lambda p: p.name)]
 
 
+def align_pair_texts(
+    sets: list[tuple[str, Path, list[Pair]]],
+) -> tuple[list[tuple[str, Path, list[Pair]]], int]:
+    """Pair curation: a pair whose text is the title of a text document of the same folder's corpus
+    is trained on that document's whole text, the text the index embeds for it.
+
+    (photo-routing pairs say "Dress"; the article the photo must reach is "Dress\nDress: one-piece
+    garment…". Training on the title aligns photos with a text nobody indexes.) Returns the sets and
+    the number of pairs changed.
+    """
+    from models.eval.dataset import load_dataset
+
+    out: list[tuple[str, Path, list[Pair]]] = []
+    changed = 0
+    for name, root, pairs in sets:
+        by_title: dict[str, str] = {}
+        if (root / "corpus.jsonl").is_file():
+            for doc in load_dataset(root).corpus:
+                full = doc.full_text()
+                if doc.title and full and not doc.image:
+                    by_title.setdefault(doc.title.strip(), full)
+        new = []
+        for p in pairs:
+            full = by_title.get(p.text.strip())
+            if full is not None and full != p.text:
+                p = p.model_copy(update={"text": full})
+                changed += 1
+            new.append(p)
+        out.append((name, root, new))
+    return out, changed
+
+
 def _digest(sets: list[tuple[str, Path, list[Pair]]], text_pairs: Sequence[TextPair]) -> str:
     h = hashlib.sha256()
     for name, root, pairs in sets:
@@ -70,7 +109,8 @@ def encode_pairs(
     """Frozen text and image features of every pair (cached on disk when ``cache_dir`` is given)."""
     digest = _digest(sets, ())
     files = {k: v.sha256 for k, v in embedder.manifest.files.items()}
-    key = hashlib.sha256(canonical_json([digest, files])).hexdigest()[:24]
+    image_spec = embedder.manifest.spec.image.preprocess.model_dump(mode="json")
+    key = hashlib.sha256(canonical_json([digest, files, image_spec])).hexdigest()[:24]
     cached = cache_dir / f"pairs-{key}.npz" if cache_dir else None
     texts = tuple(p.text for _, _, pairs in sets for p in pairs)
     sources = tuple(name for name, _, pairs in sets for _ in pairs)

@@ -25,11 +25,12 @@ from models.bundle import (
     staged_bundle,
     write_manifest,
 )
-from models.config import HeadSpec, canonical_json
+from models.config import BundleSpec, ColourFeatures, HeadSpec, ImagePreprocess, canonical_json
 from models.embedder import Embedder
 from models.train.features import (
     PairSet,
     TextPair,
+    align_pair_texts,
     encode_pairs,
     load_pair_sets,
     support_text_pairs,
@@ -50,12 +51,15 @@ def derive_bundle(
     out: Path,
     head: HeadSpec,
     projection: tuple[dict[str, np.ndarray], str, dict[str, Any]] | None,
+    *,
+    image_preprocess: ImagePreprocess | None = None,
 ) -> Manifest:
-    """Write ``out``: the base bundle's encoders + a head (weights, data digest, training record)."""
+    """Write ``out``: the base bundle's encoders + a head (weights, data digest, training record),
+    optionally with another image preprocessing (letterbox, colour features) than the base's."""
     from safetensors.numpy import save_file
 
     base = load_manifest(base_dir, verify=True)
-    spec = base.spec.model_copy(update={"head": head})
+    spec = _with_image_preprocess(base.spec, image_preprocess).model_copy(update={"head": head})
     with staged_bundle(out) as work:
         for rel in base.files:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +92,12 @@ def derive_bundle(
     return manifest
 
 
+def _with_image_preprocess(spec: BundleSpec, pre: ImagePreprocess | None) -> BundleSpec:
+    if pre is None:
+        return spec
+    return spec.model_copy(update={"image": spec.image.model_copy(update={"preprocess": pre})})
+
+
 def _data_digest(pairs: PairSet, text_pairs: Sequence[TextPair]) -> str:
     h = hashlib.sha256(pairs.digest.encode())
     for t in text_pairs:
@@ -114,17 +124,28 @@ def train_bundle(
     progress: Progress = _noop,
     epoch_progress: Callable[[str, int, int], None] | None = None,
     config: Any = None,
+    image_crop: Literal["center", "pad"] = "pad",
+    colour: bool = True,
 ) -> Manifest:
     """Train a head with ``method`` on the pairs of ``pair_folders`` and derive a bundle into ``out``.
 
     Methods: ``naive`` (no training: features zero-padded into one space), ``linear`` (closed-form
     ridge map from image features into the text-encoder space; text stays raw), ``inbatch``
     (contrastive heads, in-batch negatives), ``mined`` (``inbatch`` then mined hard negatives).
+    Trained methods read images as ``image_crop`` says, with a colour histogram when ``colour``
+    (recorded in the derived bundle's spec); ``naive`` keeps the base bundle's preprocessing.
     """
     if method == "naive":
         return derive_bundle(base_dir, out, HeadSpec(method="naive"), None)
-    embedder = Embedder.load(base_dir, providers="cpu")
-    sets = load_pair_sets(pair_folders)
+    base = load_manifest(base_dir, verify=True)
+    pre = base.spec.image.preprocess.model_copy(
+        update={"crop": image_crop, "colour": ColourFeatures() if colour else None}
+    )
+    manifest = base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)})
+    embedder = Embedder(base_dir, manifest, providers="cpu")
+    sets, retexted = align_pair_texts(load_pair_sets(pair_folders))
+    if retexted:
+        progress(f"{retexted} pairs use the full text of the corpus document their title names")
     pairs = encode_pairs(embedder, sets, cache_dir, progress)
     text_pairs = support_text_pairs(support_folders) if method in ("inbatch", "mined") else []
     digest = _data_digest(pairs, text_pairs)
@@ -140,7 +161,11 @@ def train_bundle(
         }
         record = {"method": "linear", "ridge_alpha": 1.0, "pairs": len(pairs.texts)}
         return derive_bundle(
-            base_dir, out, HeadSpec(method="linear", dim=d), (tensors, digest, record)
+            base_dir,
+            out,
+            HeadSpec(method="linear", dim=d),
+            (tensors, digest, record),
+            image_preprocess=pre,
         )
 
     from models.train.contrastive import TrainConfig, train_heads
@@ -157,7 +182,16 @@ def train_bundle(
         f"training ({method}) on {len(pairs.texts)} pairs + {len(text_pairs)} support text pairs"
     )
     model, record = train_heads(pairs, tp, cfg, mined=method == "mined", progress=epoch_progress)
-    record = {"method": method, **record, "support_text_pairs": len(text_pairs)}
+    record = {
+        "method": method,
+        **record,
+        "support_text_pairs": len(text_pairs),
+        "pairs_retexted": retexted,
+    }
     return derive_bundle(
-        base_dir, out, HeadSpec(method=method, dim=cfg.dim), (model.tensors(), digest, record)
+        base_dir,
+        out,
+        HeadSpec(method=method, dim=cfg.dim),
+        (model.tensors(), digest, record),
+        image_preprocess=pre,
     )

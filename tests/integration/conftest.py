@@ -13,12 +13,14 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from models.embedder import Embedder
 from models.exceptions import CrossrouteError
 from router.settings import RedisSettings
 from streams.devstack import DevStack
@@ -59,6 +61,23 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         pytest.skip(message)
     yield stack
     stack.down()
+
+
+@pytest.fixture(scope="session")
+def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default bundle (real pretrained encoders), built once per session (about 20 s)."""
+    from models.config import load_spec
+    from models.export.build import build_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "default"
+    build_bundle(load_spec("default"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def embedder(default_bundle: Path) -> Embedder:
+    """The serving embedder of the default bundle (CPU)."""
+    return Embedder.load(default_bundle, providers="cpu")
 
 
 @pytest.fixture

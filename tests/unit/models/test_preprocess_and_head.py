@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.config import ImageLimits, ImagePreprocess, TextPreprocess
+from models.config import ColourFeatures, ImageLimits, ImagePreprocess, TextPreprocess
 from models.exceptions import (
     BundleFormatError,
     EmptyInputError,
@@ -16,7 +16,14 @@ from models.exceptions import (
     ImageTooLargeError,
     ModelsError,
 )
-from models.preprocess import _resize_shorter, decode_image, image_to_array, normalize_text
+from models.preprocess import (
+    _resize_shorter,
+    colour_histogram,
+    decode_image,
+    image_to_array,
+    normalize_text,
+    title_and_text,
+)
 from models.projection import MlpHead, NaiveHead, gelu_tanh
 from models.runtime import resolve_providers
 
@@ -47,6 +54,40 @@ def test_image_to_array_shape_and_normalisation() -> None:
     x = image_to_array(Image.new("RGB", (300, 500), (255, 0, 128)), spec)
     assert x.shape == (3, 224, 224) and x.dtype == np.float32 and x.flags.c_contiguous
     assert np.allclose(x[0], 1.0) and np.allclose(x[1], -1.0)
+
+
+def test_letterbox_keeps_the_whole_image() -> None:
+    # A tall red bar: a centre crop cuts its ends off, the letterbox keeps them on a white square.
+    img = Image.new("RGB", (60, 80), (255, 0, 0))
+    padded = image_to_array(img, ImagePreprocess(crop="pad"))
+    cropped = image_to_array(img, ImagePreprocess())
+    assert padded.shape == cropped.shape == (3, 224, 224)
+    assert np.allclose(cropped, cropped[:, :1, :1])  # all red: the crop lost the white nowhere
+    # letterbox: white columns left and right (x < 28 of 224 for a 60:80 image), red in the middle
+    assert np.allclose(padded[:, 112, :10], 1.0) and np.allclose(padded[1:, 112, 112], -1.0)
+    assert np.allclose(padded[0, :, 112], 1.0)  # red reaches the top and the bottom rows
+
+
+def test_colour_histogram_sees_colour_and_ignores_background() -> None:
+    spec = ColourFeatures()
+    red, navy = Image.new("RGB", (64, 64), (200, 20, 20)), Image.new("RGB", (64, 64), (20, 20, 110))
+    h_red, h_navy = colour_histogram(red, spec), colour_histogram(navy, spec)
+    assert h_red.shape == (spec.dim,) and h_red.dtype == np.float32
+    assert np.linalg.norm(h_red) == pytest.approx(1.0, abs=1e-6)
+    assert float(h_red @ h_navy) < 0.05
+    # A red product on a white background stays red: background pixels barely count.
+    on_white = Image.new("RGB", (64, 64), (255, 255, 255))
+    on_white.paste(red.resize((24, 24)), (20, 20))
+    assert float(colour_histogram(on_white, spec) @ h_red) > 0.95
+    # Greys go to the grey bins by value, whatever their (meaningless) hue.
+    grey = colour_histogram(Image.new("RGB", (64, 64), (128, 128, 130)), spec)
+    assert grey[spec.dim - spec.val_bins :].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_title_and_text() -> None:
+    assert title_and_text("Dress", "Dress: a one-piece garment") == "Dress: a one-piece garment"
+    assert title_and_text("Refunds", "How to ask for one") == "Refunds\nHow to ask for one"
+    assert title_and_text(" ", None) is None and title_and_text(None, "body") == "body"
 
 
 def test_limits_are_checked_before_decoding() -> None:

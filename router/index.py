@@ -1,0 +1,585 @@
+"""A Redis vector index bound to one embedding space.
+
+Everything about the index is derived from the model bundle's manifest, never typed by hand: the vector
+field's dimension, dtype and distance metric come from ``Manifest.dim/dtype/metric``, and every name
+carries the space id, so two spaces can never share an index::
+
+    {namespace}:{space_id}               the RediSearch index (FT.*)
+    {namespace}:{space_id}:doc:{tenant}:{entity_id}    one HASH per document (the index prefix)
+    {namespace}:{space_id}:tomb:{tenant}:{entity_id}   tombstone of a delete (source version, TTL)
+    {namespace}:{space_id}:meta          HASH: space id, manifest digest, dim, dtype, metric
+    {namespace}:{alias}                  FT alias (``live``): the index the API serves
+
+Writes are idempotent and ordered by the entity's ``source_version``: each document is written by one
+server-side Lua script that compares versions, so a replayed event is a no-op, an older one is refused
+(and counted), and a delete leaves a tombstone that an older upsert cannot resurrect. After every batch
+``hash_indexing_failures`` is read back: a document Redis stored but could not index is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import redis
+from redis.commands.search.field import NumericField, TagField, TextField, VectorField
+from redis.commands.search.index_definition import IndexDefinition, IndexType
+from redis.commands.search.query import Query
+
+from models.bundle import Manifest
+from models.exceptions import SpaceMismatchError
+from router.exceptions import IndexingFailureError, IndexNotFoundError, RouterError
+from router.settings import IndexSettings
+
+__all__ = [
+    "ANY_CATEGORY",
+    "DocKind",
+    "Filters",
+    "Hit",
+    "IndexDoc",
+    "SpaceInfo",
+    "VectorIndex",
+    "WriteResult",
+    "escape_tag",
+]
+
+DocKind = Literal["product", "article", "warranty_policy", "photo"]
+ANY_CATEGORY = "_any"
+"""Category tag of documents that apply to every product category (a policy with no categories)."""
+
+_TAG_SPECIAL = set(",.<>{}[]\"':;!@#$%^&*()-+=~|/\\ ?`")
+_SCHEMA_VERSION = "1"
+
+# Upsert one document. KEYS: doc, tombstone. ARGV: source_version, then field/value pairs.
+# Returns 1 written, 0 duplicate (same version already stored), -1 stale (an equal or newer delete, or
+# a newer version, is already there).
+_UPSERT = """
+local v = tonumber(ARGV[1])
+local tomb = redis.call('GET', KEYS[2])
+if tomb and tonumber(tomb) >= v then return -1 end
+local cur = redis.call('HGET', KEYS[1], 'source_version')
+if cur then
+  cur = tonumber(cur)
+  if cur > v then return -1 end
+  if cur == v then return 0 end
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+# Delete one document. KEYS: doc, tombstone. ARGV: source_version, tombstone ttl (s).
+# Returns 1 deleted, 0 nothing to delete (absent or already deleted at >= version), -1 stale.
+_DELETE = """
+local v = tonumber(ARGV[1])
+local cur = redis.call('HGET', KEYS[1], 'source_version')
+if cur and tonumber(cur) > v then return -1 end
+local tomb = redis.call('GET', KEYS[2])
+if tomb and tonumber(tomb) >= v then return 0 end
+local n = redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'EX', tonumber(ARGV[2]))
+return n
+"""
+
+
+def escape_tag(value: str) -> str:
+    """Escape a TAG value for a RediSearch query (punctuation and spaces get a backslash)."""
+    return "".join("\\" + c if c in _TAG_SPECIAL else c for c in value)
+
+
+def _tag_clause(field_name: str, values: Iterable[str]) -> str:
+    joined = "|".join(escape_tag(v) for v in values)
+    return f"@{field_name}:{{{joined}}}"
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    """What an index needs to know about the embedding space: taken from a bundle manifest."""
+
+    space_id: str
+    dim: int
+    dtype: Literal["float32"] = "float32"
+    metric: Literal["cosine"] = "cosine"
+    manifest_digest: str = ""
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest) -> SpaceInfo:
+        """The space of a bundle."""
+        return cls(
+            manifest.space_id, manifest.dim, manifest.dtype, manifest.metric, manifest.digest()
+        )
+
+
+@dataclass(frozen=True)
+class IndexDoc:
+    """One document to index: an entity of a tenant, its vector and its filterable metadata.
+
+    Attributes:
+        id: the entity id (unique per tenant).
+        source_version: monotonic version from the source system; older writes are refused.
+        space_id: the space ``vector`` was embedded in (checked against the index's).
+        categories: product categories it applies to; empty means every category.
+        payload: extra JSON-able fields returned with hits (title, url, …), not searchable.
+    """
+
+    id: str
+    tenant: str
+    kind: DocKind
+    vector: np.ndarray
+    source_version: int
+    space_id: str
+    locale: str = "en"
+    categories: tuple[str, ...] = ()
+    in_stock: bool | None = None
+    title: str = ""
+    parent: str | None = None
+    """For a passage of a longer document: the id of the document it belongs to."""
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Pre-filters applied inside the KNN query. ``tenant`` is mandatory: tenants never mix."""
+
+    tenant: str
+    kinds: tuple[DocKind, ...] = ()
+    locale: str | None = None
+    category: str | None = None
+    """Keep documents of this product category and documents that apply to every category."""
+    in_stock: bool | None = None
+
+    def query(self) -> str:
+        """The RediSearch filter expression."""
+        clauses = [_tag_clause("tenant", [self.tenant])]
+        if self.kinds:
+            clauses.append(_tag_clause("kind", sorted(set(self.kinds))))
+        if self.locale is not None:
+            clauses.append(_tag_clause("locale", [self.locale]))
+        if self.category is not None:
+            clauses.append(_tag_clause("category", [self.category, ANY_CATEGORY]))
+        if self.in_stock is not None:
+            n = int(self.in_stock)
+            clauses.append(f"@in_stock:[{n} {n}]")
+        return "(" + " ".join(clauses) + ")"
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One KNN result. ``score`` is the cosine similarity (1 - cosine distance)."""
+
+    id: str
+    kind: DocKind
+    score: float
+    tenant: str
+    source_version: int
+    space_id: str
+    title: str = ""
+    parent: str | None = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    vector: np.ndarray | None = None
+
+    @property
+    def target(self) -> str:
+        """The document this hit stands for (its parent when it is a passage)."""
+        return self.parent or self.id
+
+
+@dataclass
+class WriteResult:
+    """Counts of one write batch."""
+
+    written: int = 0
+    duplicates: int = 0
+    """Writes of a version already stored (replays): no-ops."""
+    stale: int = 0
+    """Writes older than what the index holds: refused."""
+    deleted: int = 0
+    missing: int = 0
+    """Deletes of documents that were not there (or already deleted)."""
+    stale_ids: list[str] = field(default_factory=list)
+
+    @classmethod
+    def tally(cls, outcomes: Sequence[tuple[str, int]], done: str, noop: str) -> WriteResult:
+        """Count script outcomes: 1 → ``done``, 0 → ``noop``, -1 → stale (with its label)."""
+        result = cls()
+        for label, outcome in outcomes:
+            if outcome == 1:
+                setattr(result, done, getattr(result, done) + 1)
+            elif outcome == 0:
+                setattr(result, noop, getattr(result, noop) + 1)
+            else:
+                result.stale += 1
+                result.stale_ids.append(label)
+        return result
+
+    def __iadd__(self, other: WriteResult) -> WriteResult:
+        self.written += other.written
+        self.duplicates += other.duplicates
+        self.stale += other.stale
+        self.deleted += other.deleted
+        self.missing += other.missing
+        self.stale_ids += other.stale_ids
+        return self
+
+
+def _ft_info(client: redis.Redis, name: str) -> dict[str, Any]:
+    """FT.INFO as a dict with str keys (raises ``redis.ResponseError`` for an unknown index)."""
+    raw = client.ft(name).info()  # type: ignore[no-untyped-call]
+    return {_s(k): v for k, v in raw.items()}
+
+
+def _command(client: redis.Redis, *args: Any) -> Any:
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class VectorIndex:
+    """The index of one embedding space in Redis.
+
+    Args:
+        client: a redis-py client (bytes responses, i.e. ``decode_responses=False``).
+        space: the embedding space this index holds.
+        settings: names and HNSW parameters.
+    """
+
+    def __init__(self, client: redis.Redis, space: SpaceInfo, settings: IndexSettings) -> None:
+        self.client = client
+        self.space = space
+        self.settings = settings
+        ns = settings.namespace
+        self.name = f"{ns}:{space.space_id}"
+        self.prefix = f"{self.name}:doc:"
+        self._tomb_prefix = f"{self.name}:tomb:"
+        self.meta_key = f"{self.name}:meta"
+        self._upsert = client.register_script(_UPSERT)
+        self._delete = client.register_script(_DELETE)
+        self._failures_seen: int | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    @classmethod
+    def for_manifest(
+        cls, client: redis.Redis, manifest: Manifest, settings: IndexSettings
+    ) -> VectorIndex:
+        """The index of a bundle's space (not created yet: call :meth:`create`)."""
+        return cls(client, SpaceInfo.from_manifest(manifest), settings)
+
+    @classmethod
+    def open(cls, client: redis.Redis, name: str, settings: IndexSettings) -> VectorIndex:
+        """Open an existing index by index name or alias (``live``), reading its space from Redis.
+
+        Raises:
+            IndexNotFoundError: no such index or alias, or it was not created by crossroute.
+        """
+        full = name if name.startswith(settings.namespace + ":") else f"{settings.namespace}:{name}"
+        try:
+            info_d = _ft_info(client, full)
+        except redis.ResponseError as e:
+            raise IndexNotFoundError(
+                f"no index or alias {full!r} in Redis: build one with `crossroute index build` "
+                "or promote one to the alias"
+            ) from e
+        index_name = _s(info_d.get("index_name", full))
+        raw = client.hgetall(f"{index_name}:meta")
+        meta = {_s(k): _s(v) for k, v in raw.items()}
+        if "space_id" not in meta:
+            raise IndexNotFoundError(f"index {index_name!r} has no crossroute metadata")
+        space = SpaceInfo(
+            meta["space_id"],
+            int(meta["dim"]),
+            "float32",
+            "cosine",
+            meta.get("manifest_digest", ""),
+        )
+        return cls(client, space, settings)
+
+    @property
+    def space_id(self) -> str:
+        """The embedding space of every vector in this index."""
+        return self.space.space_id
+
+    def alias_name(self, alias: str | None = None) -> str:
+        """The full name of an alias (default: the serving alias from settings)."""
+        return f"{self.settings.namespace}:{alias or self.settings.alias}"
+
+    def exists(self) -> bool:
+        """Whether the index exists in Redis."""
+        try:
+            _ft_info(self.client, self.name)
+        except redis.ResponseError:
+            return False
+        return True
+
+    def schema(self) -> list[Any]:
+        """The RediSearch schema, derived from the space (dim, dtype, metric) and settings (HNSW)."""
+        s = self.settings
+        return [
+            TagField("entity_id"),
+            TagField("tenant"),
+            TagField("kind"),
+            TagField("locale"),
+            TagField("category", separator="|"),
+            TagField("parent"),
+            TagField("space_id"),
+            NumericField("in_stock"),
+            NumericField("source_version"),
+            NumericField("indexed_at"),
+            TextField("title"),
+            VectorField(
+                "vector",
+                "HNSW",
+                {
+                    "TYPE": self.space.dtype.upper(),
+                    "DIM": self.space.dim,
+                    "DISTANCE_METRIC": self.space.metric.upper(),
+                    "M": s.hnsw_m,
+                    "EF_CONSTRUCTION": s.hnsw_ef_construction,
+                    "EF_RUNTIME": s.hnsw_ef_runtime,
+                },
+            ),
+        ]
+
+    def create(self) -> bool:
+        """Create the index and its metadata if missing; return whether it was created.
+
+        Raises:
+            SpaceMismatchError: an index of this name exists with metadata of another space.
+        """
+        meta = {_s(k): _s(v) for k, v in self.client.hgetall(self.meta_key).items()}
+        if meta and (meta.get("space_id") != self.space_id or int(meta["dim"]) != self.space.dim):
+            raise SpaceMismatchError(
+                f"{self.meta_key} describes space {meta.get('space_id')} ({meta.get('dim')}-d), "
+                f"not {self.space_id} ({self.space.dim}-d)"
+            )
+        if self.exists():
+            return False
+        self.client.hset(
+            self.meta_key,
+            mapping={
+                "space_id": self.space_id,
+                "dim": self.space.dim,
+                "dtype": self.space.dtype,
+                "metric": self.space.metric,
+                "manifest_digest": self.space.manifest_digest,
+                "schema_version": _SCHEMA_VERSION,
+                "created_at": f"{time.time():.3f}",
+            },
+        )
+        self.client.ft(self.name).create_index(
+            self.schema(),
+            definition=IndexDefinition(  # type: ignore[no-untyped-call]
+                prefix=[self.prefix], index_type=IndexType.HASH
+            ),
+        )
+        return True
+
+    def drop(self) -> None:
+        """Drop the index, its documents, tombstones and metadata."""
+        if self.exists():
+            self.client.ft(self.name).dropindex(delete_documents=True)
+        for key in self.client.scan_iter(match=f"{self._tomb_prefix}*", count=1000):
+            self.client.delete(key)
+        self.client.delete(self.meta_key)
+
+    def promote(self, alias: str | None = None) -> str | None:
+        """Point ``alias`` (default: the serving alias) at this index; return the index it left."""
+        full = self.alias_name(alias)
+        previous: str | None = None
+        try:
+            previous = _s(_ft_info(self.client, full)["index_name"])
+        except redis.ResponseError:
+            previous = None
+        if previous is None:
+            _command(self.client, "FT.ALIASADD", full, self.name)
+        else:
+            _command(self.client, "FT.ALIASUPDATE", full, self.name)
+        return previous
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    def check_space(self, space_id: str, what: str = "query") -> None:
+        """Refuse anything embedded in another space.
+
+        Raises:
+            SpaceMismatchError: ``space_id`` is not this index's space.
+        """
+        if space_id != self.space_id:
+            raise SpaceMismatchError.between(self.space_id, space_id, what)
+
+    def _key(self, tenant: str, entity_id: str) -> str:
+        return f"{self.prefix}{tenant}:{entity_id}"
+
+    def _tomb(self, tenant: str, entity_id: str) -> str:
+        return f"{self._tomb_prefix}{tenant}:{entity_id}"
+
+    def _vector_bytes(self, doc: IndexDoc) -> bytes:
+        vec = np.asarray(doc.vector)
+        if vec.shape != (self.space.dim,):
+            raise RouterError(
+                f"document {doc.tenant}/{doc.id}: vector shape {vec.shape}, index wants "
+                f"({self.space.dim},)"
+            )
+        if not np.all(np.isfinite(vec)):
+            raise RouterError(f"document {doc.tenant}/{doc.id}: vector has NaN or inf values")
+        return vec.astype("<f4").tobytes()
+
+    def _fields(self, doc: IndexDoc, now: float) -> list[Any]:
+        # Field names avoid "id" and "payload": redis-py's search Document reserves both.
+        fields: dict[str, Any] = {
+            "entity_id": doc.id,
+            "tenant": doc.tenant,
+            "kind": doc.kind,
+            "locale": doc.locale,
+            "category": "|".join(doc.categories) if doc.categories else ANY_CATEGORY,
+            "space_id": doc.space_id,
+            "source_version": doc.source_version,
+            "indexed_at": f"{now:.3f}",
+            "title": doc.title,
+            "extra": json.dumps(dict(doc.payload), sort_keys=True, separators=(",", ":")),
+            "vector": self._vector_bytes(doc),
+        }
+        if doc.parent is not None:
+            fields["parent"] = doc.parent
+        if doc.in_stock is not None:
+            fields["in_stock"] = int(doc.in_stock)
+        return [x for kv in fields.items() for x in kv]
+
+    def upsert(self, docs: Sequence[IndexDoc]) -> WriteResult:
+        """Write documents idempotently; a write older than the stored version is refused and counted.
+
+        Raises:
+            SpaceMismatchError: a document was embedded in another space (nothing is written).
+            RouterError: a vector of the wrong shape or with non-finite values (nothing is written).
+            IndexingFailureError: Redis stored a document it could not index.
+            redis.ConnectionError, redis.TimeoutError: retryable; the batch may be replayed as is.
+        """
+        for doc in docs:
+            self.check_space(doc.space_id, f"document {doc.tenant}/{doc.id}")
+        now = time.time()
+        prepared = [(doc, self._fields(doc, now)) for doc in docs]
+        self._baseline_failures()
+        outcomes = self._run(
+            self._upsert,
+            [(d.tenant, d.id, [d.source_version, *fields]) for d, fields in prepared],
+        )
+        self.check_failures()
+        return WriteResult.tally(outcomes, "written", "duplicates")
+
+    def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
+        """Delete ``(tenant, entity_id, source_version)`` documents; older deletes are refused."""
+        ttl = self.settings.tombstone_ttl_s
+        outcomes = self._run(self._delete, [(t, e, [v, ttl]) for t, e, v in refs])
+        return WriteResult.tally(outcomes, "deleted", "missing")
+
+    def _run(
+        self, script: Any, items: Sequence[tuple[str, str, list[Any]]]
+    ) -> list[tuple[str, int]]:
+        """Run a write script per ``(tenant, entity_id, args)`` in one pipeline; (label, outcome)."""
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, entity_id, args in items:
+            keys = [self._key(tenant, entity_id), self._tomb(tenant, entity_id)]
+            script(keys=keys, args=args, client=pipe)
+        return [(f"{t}/{e}", int(o)) for (t, e, _), o in zip(items, pipe.execute(), strict=True)]
+
+    def _baseline_failures(self) -> None:
+        if self._failures_seen is None:
+            self._failures_seen = self.indexing_failures()
+
+    def indexing_failures(self) -> int:
+        """``hash_indexing_failures`` of the index: documents stored but not indexed."""
+        info = _ft_info(self.client, self.name)
+        return int(_s(info.get("hash_indexing_failures", 0)))
+
+    def check_failures(self) -> None:
+        """Raise if Redis failed to index any document since the last check.
+
+        Raises:
+            IndexingFailureError: ``hash_indexing_failures`` grew.
+        """
+        current = self.indexing_failures()
+        seen = self._failures_seen if self._failures_seen is not None else current
+        self._failures_seen = current
+        if current > seen:
+            raise IndexingFailureError(
+                f"Redis could not index {current - seen} document(s) in {self.name} "
+                f"(hash_indexing_failures {seen} → {current}): they are stored but invisible to search"
+            )
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def count(self, tenant: str | None = None) -> int:
+        """Number of indexed documents (of one tenant)."""
+        expr = _tag_clause("tenant", [tenant]) if tenant else "*"
+        q = Query(expr).no_content().paging(0, 0).dialect(2)
+        return int(self.client.ft(self.name).search(q).total)
+
+    def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
+        """The stored fields of one document (vector omitted), or None."""
+        raw = self.client.hgetall(self._key(tenant, entity_id))
+        if not raw:
+            return None
+        return {_s(k): _s(v) for k, v in raw.items() if _s(k) != "vector"}
+
+    def knn(
+        self,
+        vector: np.ndarray,
+        space_id: str,
+        k: int,
+        filters: Filters,
+        *,
+        with_vectors: bool = False,
+        ef_runtime: int | None = None,
+    ) -> list[Hit]:
+        """The ``k`` nearest documents to ``vector`` that pass ``filters`` (filters apply inside the KNN).
+
+        Raises:
+            SpaceMismatchError: ``vector`` was embedded in another space.
+        """
+        self.check_space(space_id)
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.shape != (self.space.dim,):
+            raise RouterError(f"query vector shape {vec.shape}, index wants ({self.space.dim},)")
+        ef = ef_runtime or max(self.settings.hnsw_ef_runtime, k)
+        fields = ["entity_id", "kind", "tenant", "source_version", "space_id", "title", "parent"]
+        fields += ["extra", "distance"]
+        q = (
+            Query(f"{filters.query()}=>[KNN {k} @vector $vec EF_RUNTIME {ef} AS distance]")
+            .sort_by("distance")
+            .return_fields(*fields)
+            .paging(0, k)
+            .dialect(2)
+        )
+        res = self.client.ft(self.name).search(q, query_params={"vec": vec.astype("<f4").tobytes()})
+        vectors: list[Any] = [None] * len(res.docs)
+        if with_vectors and res.docs:
+            pipe = self.client.pipeline(transaction=False)
+            for d in res.docs:
+                pipe.hget(_s(d.id), "vector")
+            vectors = [None if v is None else np.frombuffer(v, "<f4") for v in pipe.execute()]
+        hits = [
+            Hit(
+                id=_s(d.entity_id),
+                kind=_s(d.kind),  # type: ignore[arg-type]
+                score=1.0 - float(_s(d.distance)),
+                tenant=_s(d.tenant),
+                source_version=int(_s(d.source_version)),
+                space_id=_s(d.space_id),
+                title=_s(getattr(d, "title", "")),
+                parent=_s(d.parent) if getattr(d, "parent", None) else None,
+                payload=json.loads(_s(getattr(d, "extra", "")) or "{}"),
+                vector=vec_,
+            )
+            for d, vec_ in zip(res.docs, vectors, strict=True)
+        ]
+        for hit in hits:
+            if hit.space_id != self.space_id:  # a document written around this class
+                raise SpaceMismatchError.between(self.space_id, hit.space_id, f"document {hit.id}")
+        return hits

@@ -1,0 +1,285 @@
+"""Ticket routing: embed a ticket's modalities, fuse, search the index, decide or abstain.
+
+Fusion is explicit: each modality present in the ticket (``text``, ``photo``, ``screenshot_text`` from
+OCR, ``screenshot_image``) is embedded into the one space, and the query vector is the normalised
+weighted sum ``Σ w_m q_m`` (weights in :class:`~router.settings.RoutingSettings`). One filtered KNN
+query (tenant, locale, product category, kinds article | warranty_policy) returns the candidates; each
+target's evidence lists the modalities whose own cosine with it reaches the threshold (at least the
+best one). When the best score is below the threshold the ticket goes to the human queue.
+
+The threshold is calibrated per embedding space (``crossroute calibrate``: the out-of-scope F1 optimum
+on a labelled set) and stored as ``{space_id}.json``; a calibration can only ever apply to its space.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from models.embedder import Embedder
+from models.exceptions import EmptyInputError, InputError
+from models.preprocess import ImageInput
+from models.projection import l2_normalize
+from router.documents import resolve_image
+from router.exceptions import RequestError
+from router.index import DocKind, Filters, Hit, VectorIndex
+from router.schemas import RoutedTarget, RoutingDecision, Ticket
+from router.settings import Modality, RoutingSettings
+
+__all__ = [
+    "Calibration",
+    "Router",
+    "TicketVectors",
+    "calibration_dir",
+    "load_calibration",
+    "save_calibration",
+]
+
+log = logging.getLogger(__name__)
+TARGET_KINDS: tuple[DocKind, ...] = ("article", "warranty_policy")
+
+
+class Calibration(BaseModel):
+    """An abstain threshold fitted for one embedding space."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    space_id: str
+    threshold: float
+    dataset: str
+    dataset_digest: str
+    precision: float
+    recall: float
+    f1: float
+    n_queries: int
+    created_at: str
+
+
+def calibration_dir(settings: RoutingSettings) -> Path:
+    """Where calibrations live (``$XDG_DATA_HOME/crossroute/calibration`` by default)."""
+    if settings.calibration_dir is not None:
+        return settings.calibration_dir
+    base = os.environ.get("XDG_DATA_HOME")
+    return (Path(base) if base else Path.home() / ".local/share") / "crossroute" / "calibration"
+
+
+def save_calibration(directory: Path, calibration: Calibration) -> Path:
+    """Write ``{space_id}.json`` atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{calibration.space_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(calibration.model_dump(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_calibration(directory: Path, space_id: str) -> Calibration | None:
+    """The calibration of ``space_id``, or None when there is none (or it is unreadable)."""
+    path = directory / f"{space_id}.json"
+    if not path.is_file():
+        return None
+    try:
+        cal = Calibration.model_validate_json(path.read_bytes())
+    except ValueError as e:
+        log.warning("ignoring unreadable calibration %s: %s", path, e)
+        return None
+    return cal if cal.space_id == space_id else None
+
+
+@dataclass(frozen=True)
+class TicketVectors:
+    """The embedded modalities of one ticket (unit vectors) and the OCR text, if any."""
+
+    vectors: Mapping[Modality, np.ndarray]
+    ocr_text: str | None = None
+
+
+class Router:
+    """Route tickets with an embedder and an index of the same space.
+
+    Args:
+        embedder: the serving bundle.
+        index: the index to search (usually opened through the ``live`` alias).
+        settings: fusion weights, k, threshold.
+        media_root: where image URIs may be read from (None: only inline image bytes).
+
+    Raises:
+        SpaceMismatchError: the index holds another space than the embedder's.
+    """
+
+    def __init__(
+        self,
+        embedder: Embedder,
+        index: VectorIndex,
+        settings: RoutingSettings | None = None,
+        *,
+        media_root: Path | None = None,
+    ) -> None:
+        index.check_space(embedder.space_id, "embedder")
+        self.embedder = embedder
+        self.index = index
+        self.settings = settings or RoutingSettings()
+        self.media_root = media_root
+        self.calibration: Calibration | None = None
+        if self.settings.threshold is not None:
+            self.threshold = self.settings.threshold
+            self.threshold_source = "settings"
+        else:
+            self.calibration = load_calibration(calibration_dir(self.settings), self.space_id)
+            if self.calibration is not None:
+                self.threshold = self.calibration.threshold
+                self.threshold_source = f"calibration on {self.calibration.dataset}"
+            else:
+                self.threshold = self.settings.default_threshold
+                self.threshold_source = "default (uncalibrated)"
+                log.warning(
+                    "no calibration for space %s: abstaining below the default threshold %.3f; "
+                    "run `crossroute calibrate`",
+                    self.space_id,
+                    self.threshold,
+                )
+
+    @property
+    def space_id(self) -> str:
+        """The embedding space this router serves."""
+        return self.embedder.space_id
+
+    # -- embedding --------------------------------------------------------------------------------
+
+    def embed_ticket(
+        self,
+        ticket: Ticket,
+        *,
+        photo: ImageInput | None = None,
+        screenshot: ImageInput | None = None,
+    ) -> TicketVectors:
+        """Embed every modality the ticket has (images from the ticket or passed in as bytes).
+
+        Raises:
+            RequestError: an image cannot be read or decoded, or nothing could be embedded.
+        """
+        vectors: dict[Modality, np.ndarray] = {}
+        name = f"ticket {ticket.tenant}/{ticket.id}"
+        try:
+            if photo is None and ticket.photo is not None:
+                photo = resolve_image(ticket.photo, f"{name} photo", self.media_root)
+            if screenshot is None and ticket.screenshot is not None:
+                screenshot = resolve_image(ticket.screenshot, f"{name} screenshot", self.media_root)
+        except InputError as e:
+            raise RequestError(str(e)) from e
+        if ticket.text.strip():
+            batch = self.embedder.embed_texts([ticket.text], names=[f"{name} text"])
+            if batch.errors[0] is None:
+                vectors["text"] = batch.vectors[0]
+        if photo is not None:
+            batch = self.embedder.embed_images([photo], names=[f"{name} photo"])
+            if batch.errors[0] is not None:
+                raise RequestError(str(batch.errors[0]))
+            vectors["photo"] = batch.vectors[0]
+        ocr_text = None
+        if screenshot is not None:
+            shots = self.embedder.embed_screenshots([screenshot], names=[f"{name} screenshot"])
+            if shots.image.errors[0] is not None:
+                raise RequestError(str(shots.image.errors[0]))
+            vectors["screenshot_image"] = shots.image.vectors[0]
+            ocr_text = shots.ocr_texts[0]
+            if shots.text.errors[0] is None:
+                vectors["screenshot_text"] = shots.text.vectors[0]
+            elif not isinstance(shots.text.errors[0], EmptyInputError):
+                raise RequestError(str(shots.text.errors[0]))
+        if not vectors:
+            raise RequestError(f"{name}: nothing to route on (empty text and no image)")
+        return TicketVectors(vectors, ocr_text)
+
+    def fuse(self, vectors: Mapping[Modality, np.ndarray]) -> np.ndarray:
+        """The query vector: normalised weighted sum of the modality vectors.
+
+        Raises:
+            RequestError: every present modality has weight 0.
+        """
+        total = np.zeros(self.embedder.dim, dtype=np.float32)
+        for modality, vec in vectors.items():
+            total += np.float32(self.settings.weights.get(modality, 0.0)) * vec
+        if not np.any(total):
+            raise RequestError(
+                f"the ticket's modalities ({', '.join(vectors)}) all have fusion weight 0"
+            )
+        fused: np.ndarray = l2_normalize(total[None, :])[0]
+        return fused
+
+    # -- routing ----------------------------------------------------------------------------------
+
+    def route(
+        self,
+        ticket: Ticket,
+        *,
+        photo: ImageInput | None = None,
+        screenshot: ImageInput | None = None,
+        k: int | None = None,
+    ) -> RoutingDecision:
+        """Route one ticket to its best articles/policies, or to the human queue.
+
+        Raises:
+            RequestError: the ticket cannot be embedded (bad image, nothing to embed).
+        """
+        tv = self.embed_ticket(ticket, photo=photo, screenshot=screenshot)
+        return self.decide(ticket, tv, k=k)
+
+    def decide(self, ticket: Ticket, tv: TicketVectors, *, k: int | None = None) -> RoutingDecision:
+        """The decision for an already-embedded ticket."""
+        k = k or self.settings.k
+        filters = Filters(
+            tenant=ticket.tenant,
+            kinds=TARGET_KINDS,
+            locale=ticket.locale,
+            category=ticket.product_category,
+        )
+        hits = self.index.knn(self.fuse(tv.vectors), self.space_id, k, filters, with_vectors=True)
+        targets = tuple(self._target(hit, tv) for hit in hits)
+        best = targets[0].score if targets else -1.0
+        return RoutingDecision(
+            ticket_id=ticket.id,
+            tenant=ticket.tenant,
+            space_id=self.space_id,
+            queue="auto" if best >= self.threshold else "human",
+            threshold=self.threshold,
+            targets=targets,
+            decided_at=datetime.now(UTC),
+        )
+
+    def _target(self, hit: Hit, tv: TicketVectors) -> RoutedTarget:
+        sims: dict[Modality, float] = {}
+        if hit.vector is not None:
+            sims = {m: float(v @ hit.vector) for m, v in tv.vectors.items()}
+        ranked = sorted(sims, key=lambda m: -sims[m])
+        evidence = tuple(m for m in ranked if sims[m] >= self.threshold) or tuple(ranked[:1])
+        kind = "warranty_policy" if hit.kind == "warranty_policy" else "article"
+        return RoutedTarget(
+            doc_id=hit.target, kind=kind, score=round(hit.score, 6), evidence=evidence
+        )
+
+    def search(
+        self, vector: np.ndarray, filters: Filters, k: int, *, space_id: str | None = None
+    ) -> list[Hit]:
+        """Plain filtered KNN in this router's space (for ``/v1/search``)."""
+        return self.index.knn(vector, space_id or self.space_id, k, filters)
+
+    def describe(self) -> dict[str, Any]:
+        """What this router serves: space, index, threshold and where it came from."""
+        return {
+            "space_id": self.space_id,
+            "index": self.index.name,
+            "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
+            "weights": dict(self.settings.weights),
+            "k": self.settings.k,
+        }

@@ -1,0 +1,82 @@
+"""Router fixtures: a small multi-tenant index of articles and policies in the default bundle's space."""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from PIL import Image, ImageDraw, ImageFont
+
+from models.embedder import Embedder
+from router.documents import Indexer
+from router.index import VectorIndex
+from router.routing import Router
+from router.schemas import Article, Product, WarrantyPolicy
+from router.settings import IndexSettings, RoutingSettings
+
+ARTICLES = {
+    "reset-password": (
+        "Reset your password",
+        "Forgot your password? Use the reset link to sign in.",
+    ),
+    "track-order": ("Track your order", "Where is my parcel? Follow the delivery tracking page."),
+    "payment-failed": (
+        "Payment failed",
+        "Card declined or payment gateway timeout during checkout: what to do.",
+    ),
+}
+POLICIES = {
+    "shoe-warranty": (
+        "Footwear warranty",
+        "Soles and stitching are covered for 6 months.",
+        "shoes",
+    ),
+    "laptop-warranty": ("Laptop warranty", "Screens, batteries and keyboards: 2 years.", "laptops"),
+}
+
+
+@pytest.fixture
+def index(redis_client: redis.Redis, embedder: Embedder) -> Iterator[VectorIndex]:
+    settings = IndexSettings(namespace=f"r{uuid.uuid4().hex[:10]}")
+    index = VectorIndex.for_manifest(redis_client, embedder.manifest, settings)
+    index.create()
+    indexer = Indexer(embedder, index)
+    docs: list[Article | WarrantyPolicy | Product] = []
+    for tenant in ("acme", "globex"):
+        docs += [
+            Article(id=f"{tenant}-{k}", tenant=tenant, title=t, body=b)
+            for k, (t, b) in ARTICLES.items()
+        ]
+        docs += [
+            WarrantyPolicy(
+                id=f"{tenant}-{k}", tenant=tenant, title=t, body=b, product_categories=(c,)
+            )
+            for k, (t, b, c) in POLICIES.items()
+        ]
+    docs.append(Product(id="sku-1", tenant="acme", title="Trail running shoe", category="shoes"))
+    outcome = indexer.upsert(docs, [1] * len(docs))
+    assert outcome.failed == [] and outcome.result.written == len(docs)
+    yield index
+    index.drop()
+
+
+@pytest.fixture
+def router(embedder: Embedder, index: VectorIndex, tmp_path: Path) -> Router:
+    return Router(
+        embedder,
+        index,
+        RoutingSettings(threshold=0.35, calibration_dir=tmp_path / "calibration"),
+    )
+
+
+def screenshot(text: str) -> bytes:
+    """A PNG screenshot showing ``text`` (for the OCR path)."""
+    img = Image.new("RGB", (720, 160), "white")
+    ImageDraw.Draw(img).text((24, 50), text, fill="black", font=ImageFont.load_default(size=30))
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

@@ -1,0 +1,231 @@
+"""The HTTP API on the real index and bundle: endpoints, multipart, limits (every rejection a 4xx),
+fuzzing (no 5xx), metrics, OpenAPI, and routing through the API matching the offline evaluation."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from models.embedder import Embedder
+from models.eval.dataset import load_dataset
+from models.eval.metrics import rank_metrics
+from models.eval.run import evaluate
+from router.api import create_app
+from router.documents import Indexer
+from router.index import VectorIndex
+from router.routing import Router
+from router.settings import ApiSettings, RoutingSettings
+from tests.conftest import require_shared_data
+from tests.integration.router.conftest import screenshot
+
+pytestmark = pytest.mark.integration
+
+LIMITS = ApiSettings(
+    max_body_bytes=200_000, max_image_bytes=100_000, max_image_pixels=250_000, max_text_chars=2_000
+)
+
+
+@pytest.fixture
+def client(router: Router) -> TestClient:
+    return TestClient(create_app(router, LIMITS), raise_server_exceptions=False)
+
+
+def png(size: tuple[int, int] = (64, 64), colour: str = "red") -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_route_json_and_health(client: TestClient, router: Router) -> None:
+    ticket = {"id": "t1", "tenant": "acme", "text": "I forgot my password, how do I log in?"}
+    res = client.post("/v1/route", json={"ticket": ticket, "k": 2})
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["space_id"] == router.space_id == res.headers["X-Crossroute-Space"]
+    assert body["queue"] == "auto" and len(body["targets"]) == 2
+    assert body["targets"][0]["doc_id"] == "acme-reset-password"
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["space_id"] == router.space_id
+    assert health["documents"] > 0 and health["threshold"] == pytest.approx(0.35)
+
+
+def test_route_multipart_with_a_screenshot(client: TestClient) -> None:
+    res = client.post(
+        "/v1/route",
+        data={"ticket": json.dumps({"id": "t2", "tenant": "acme"})},
+        files={"screenshot": ("s.png", screenshot("Payment failed: gateway timeout"), "image/png")},
+    )
+    assert res.status_code == 200, res.text
+    top = res.json()["targets"][0]
+    assert top["doc_id"] == "acme-payment-failed" and "screenshot_text" in top["evidence"]
+
+
+def test_search_text_and_image(client: TestClient) -> None:
+    res = client.post("/v1/search", json={"tenant": "acme", "text": "where is my parcel", "k": 3})
+    assert res.status_code == 200, res.text
+    assert res.json()["hits"][0]["id"] == "acme-track-order"
+    only = client.post(
+        "/v1/search", json={"tenant": "acme", "text": "shoe", "kinds": ["product"], "k": 5}
+    )
+    assert [h["id"] for h in only.json()["hits"]] == ["sku-1"]
+    image = client.post(
+        "/v1/search",
+        data={"query": json.dumps({"tenant": "acme", "k": 2})},
+        files={"image": ("p.png", png(), "image/png")},
+    )
+    assert image.status_code == 200 and len(image.json()["hits"]) == 2
+    inline = base64.b64encode(png()).decode()
+    assert client.post("/v1/search", json={"tenant": "acme", "image": inline}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "message"),
+    [
+        ({"content": b"x" * 300_000, "headers": {"content-type": "application/json"}}, 413, "byte limit"),
+        ({"content": b"ticket=1", "headers": {"content-type": "text/plain"}}, 415, "content type"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, ""),
+        ({"json": {"ticket": {"id": "t", "tenant": "acme", "text": "x" * 2_001}}}, 413, "characters"),
+        ({"json": {"ticket": {"id": "t", "tenant": "ACME!", "text": "hi"}}}, 422, "tenant"),
+        ({"json": {"ticket": {"id": "t", "tenant": "acme"}}}, 422, "needs text"),
+        ({"json": {"ticket": {"id": "t", "tenant": "acme", "text": "hi"}, "extra": 1}}, 422, "extra"),
+        ({"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"uri": "/etc/passwd"}}}}, 422, "URI"),
+        (
+            {"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"data": base64.b64encode(b"junk").decode()}}}},
+            422,
+            "not a readable",
+        ),
+        (
+            {"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"data": base64.b64encode(png((600, 600))).decode()}}}},
+            413,
+            "pixels",
+        ),
+        ({"data": {"k": "3"}, "files": {"photo": ("p.png", png(), "image/png")}}, 422, "'ticket' field"),
+        (
+            {"data": {"ticket": '{"id": "t", "tenant": "acme", "text": "hi"}'}, "files": {"photo": ("p.gif", b"GIF89a", "image/gif")}},
+            415,
+            "image/gif",
+        ),
+        ({"data": {"ticket": "{oops"}, "files": {"photo": ("p.png", png(), "image/png")}}, 422, "not valid JSON"),
+        ({"data": {"ticket": "{}"}}, 415, "x-www-form-urlencoded"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_4xx_with_a_message(
+    client: TestClient, kwargs: dict[str, Any], status: int, message: str
+) -> None:
+    res = client.post("/v1/route", **kwargs)
+    assert res.status_code == status, res.text
+    assert message in json.dumps(res.json())
+
+
+def test_metrics_count_requests_and_decisions(client: TestClient) -> None:
+    client.post("/v1/route", json={"ticket": {"id": "t", "tenant": "acme", "text": "password"}})
+    client.post("/v1/route", content=b"nope", headers={"content-type": "text/plain"})
+    text = client.get("/metrics").text
+    assert 'crossroute_api_requests_total{endpoint="/v1/route",status="200"} 1.0' in text
+    assert 'crossroute_api_requests_total{endpoint="/v1/route",status="415"} 1.0' in text
+    assert "crossroute_routing_decisions_total" in text and "crossroute_serving_space" in text
+
+
+def test_openapi_is_published(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/route", "/v1/search", "/healthz", "/metrics"} <= set(spec["paths"])
+    route_body = spec["paths"]["/v1/route"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(route_body)
+    assert {"RouteRequest", "SearchRequest", "RoutingDecision", "Ticket"} <= set(
+        spec["components"]["schemas"]
+    )
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_ticketish = st.fixed_dictionaries(
+    {"ticket": st.dictionaries(
+        st.sampled_from(["id", "tenant", "text", "locale", "photo", "screenshot", "product_category", "x"]),
+        _json | st.text(max_size=50), max_size=6,
+    )},
+    optional={"k": _json},
+)  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    path=st.sampled_from(["/v1/route", "/v1/search"]),
+    body=_json | _ticketish,
+    raw=st.binary(max_size=256),
+    ctype=st.sampled_from(
+        ["application/json", "multipart/form-data", "text/plain", "", "image/png"]
+    ),
+    use_raw=st.booleans(),
+)
+def test_fuzzed_requests_never_get_a_5xx(
+    client: TestClient, path: str, body: Any, raw: bytes, ctype: str, use_raw: bool
+) -> None:
+    content = raw if use_raw else json.dumps(body).encode()
+    res = client.post(path, content=content, headers={"content-type": ctype} if ctype else {})
+    assert res.status_code < 500, (res.status_code, res.text)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    image=st.binary(min_size=1, max_size=2_000),
+    ctype=st.sampled_from(["image/png", "image/jpeg", "application/octet-stream"]),
+    ticket=st.text(max_size=80),
+)
+def test_fuzzed_multipart_never_gets_a_5xx(
+    client: TestClient, image: bytes, ctype: str, ticket: str
+) -> None:
+    res = client.post("/v1/route", data={"ticket": ticket}, files={"photo": ("f", image, ctype)})
+    assert res.status_code < 500, (res.status_code, res.text)
+
+
+@pytest.mark.parametrize("name", ["stackfaq", "banking77"])
+def test_routing_through_the_api_matches_offline_eval(
+    name: str, embedder: Embedder, redis_client: Any, tmp_path: Path
+) -> None:
+    from router.settings import IndexSettings
+    from streams.cli import _corpus_entity
+
+    data = load_dataset(require_shared_data() / name)
+    offline = evaluate(data, embedder, latency_sample=0)
+    index = VectorIndex.for_manifest(
+        redis_client, embedder.manifest, IndexSettings(namespace="apieval")
+    )
+    index.create()
+    try:
+        entities = [_corpus_entity(doc, "eval") for doc in data.corpus]
+        outcome = Indexer(embedder, index, media_root=data.root).upsert(
+            entities, [1] * len(entities)
+        )
+        assert outcome.failed == []
+        router = Router(embedder, index, RoutingSettings(threshold=0.0, k=10))
+        client = TestClient(create_app(router), raise_server_exceptions=False)
+        position = {doc.id: i for i, doc in enumerate(data.corpus)}
+        ranked = np.full((len(data.queries), 10), -1)
+        for qi, q in enumerate(data.queries):
+            res = client.post(
+                "/v1/route", json={"ticket": {"id": "q", "tenant": "eval", "text": q.text}}
+            )
+            assert res.status_code == 200, res.text
+            for j, target in enumerate(res.json()["targets"]):
+                ranked[qi, j] = position[target["doc_id"]]
+        relevant = [frozenset(position[d] for d in data.qrels[q.id]) for q in data.queries]
+        online = rank_metrics(ranked, relevant, (1, 5, 10))
+        for metric in ("recall@1", "recall@10", "ndcg@10"):
+            assert online[metric] == pytest.approx(offline["metrics"][metric], abs=0.01), metric
+    finally:
+        index.drop()

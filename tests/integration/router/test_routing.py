@@ -1,0 +1,129 @@
+"""Ticket routing on the real Redis index with the real default bundle: text, screenshot (OCR), photo,
+filters, tenant isolation, abstention, calibration per space, and mixed-space refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+from models.embedder import Embedder
+from models.exceptions import SpaceMismatchError
+from router.documents import Indexer, resolve_image
+from router.exceptions import RequestError
+from router.index import SpaceInfo, VectorIndex
+from router.routing import Calibration, Router, load_calibration, save_calibration
+from router.schemas import ImageRef, Product, Ticket
+from router.settings import IndexSettings, RoutingSettings
+from tests.integration.router.conftest import screenshot
+
+pytestmark = pytest.mark.integration
+
+
+def test_text_ticket_routes_to_the_matching_article(router: Router) -> None:
+    d = router.route(Ticket(id="t1", tenant="acme", text="I forgot my password and cannot log in"))
+    assert d.queue == "auto" and d.space_id == router.space_id
+    assert d.targets[0].doc_id == "acme-reset-password" and d.targets[0].evidence == ("text",)
+    assert d.targets[0].score >= d.threshold
+    assert [t.score for t in d.targets] == sorted((t.score for t in d.targets), reverse=True)
+    assert all(t.kind in ("article", "warranty_policy") for t in d.targets)  # never products
+
+
+def test_screenshot_only_ticket_routes_through_ocr(router: Router) -> None:
+    ticket = Ticket(
+        id="t2",
+        tenant="acme",
+        screenshot=ImageRef(data=screenshot("Payment failed: gateway timeout")),
+    )
+    tv = router.embed_ticket(ticket)
+    assert tv.ocr_text is not None and "timeout" in tv.ocr_text.lower()
+    assert set(tv.vectors) == {"screenshot_text", "screenshot_image"}
+    d = router.decide(ticket, tv)
+    assert d.targets[0].doc_id == "acme-payment-failed"
+    assert "screenshot_text" in d.targets[0].evidence
+
+
+def test_fusion_is_the_weighted_sum_of_modalities(router: Router) -> None:
+    a, b = np.eye(router.embedder.dim, dtype=np.float32)[:2]
+    fused = router.fuse({"text": a, "screenshot_image": b})
+    w_text, w_image = router.settings.weights["text"], router.settings.weights["screenshot_image"]
+    expected = (w_text * a + w_image * b) / np.hypot(w_text, w_image)
+    assert np.allclose(fused, expected, atol=1e-6)
+    zero = Router(router.embedder, router.index, RoutingSettings(threshold=0.3, weights={}))
+    with pytest.raises(RequestError, match="weight 0"):
+        zero.fuse({"text": a})
+
+
+def test_product_category_and_tenant_filters(router: Router) -> None:
+    shoes = router.route(
+        Ticket(id="t3", tenant="acme", text="warranty repair", product_category="shoes"), k=10
+    )
+    ids = {t.doc_id for t in shoes.targets}
+    assert "acme-shoe-warranty" in ids and "acme-laptop-warranty" not in ids
+    assert {"acme-reset-password", "acme-track-order"} <= ids  # articles apply to every category
+    other = router.route(Ticket(id="t4", tenant="globex", text="warranty repair"), k=10)
+    assert other.targets and all(t.doc_id.startswith("globex-") for t in other.targets)
+    nobody = router.route(Ticket(id="t5", tenant="initech", text="warranty repair"))
+    assert nobody.targets == () and nobody.queue == "human"
+
+
+def test_unrelated_ticket_goes_to_the_human_queue(router: Router) -> None:
+    d = router.route(Ticket(id="t6", tenant="acme", text="which planets have rings?"))
+    assert d.queue == "human" and d.abstained
+    assert d.targets and d.targets[0].score < d.threshold  # suggestions stay visible to the human
+
+
+def test_bad_images_are_request_errors(router: Router, tmp_path: Path) -> None:
+    with pytest.raises(RequestError, match="not an image"):
+        router.route(Ticket(id="t7", tenant="acme", text="broken", photo=ImageRef(data=b"nope")))
+    # the router never reads server files on behalf of a ticket unless given a media root
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    with pytest.raises(RequestError, match="inline"):
+        router.route(Ticket(id="t8", tenant="acme", text="x", photo=ImageRef(uri=str(secret))))
+    with pytest.raises(Exception, match="outside the media root"):
+        resolve_image(ImageRef(uri="../secret.png"), "p", tmp_path / "media")
+
+
+def test_threshold_comes_from_the_calibration_of_this_space(
+    embedder: Embedder, index: VectorIndex, tmp_path: Path
+) -> None:
+    settings = RoutingSettings(calibration_dir=tmp_path)
+    assert Router(embedder, index, settings).threshold_source.startswith("default")
+    cal = Calibration(
+        space_id=embedder.space_id, threshold=0.42, dataset="clinc150", dataset_digest="x",
+        precision=0.5, recall=0.5, f1=0.5, n_queries=10, created_at="2026-11-26T00:00:00Z",
+    )  # fmt: skip
+    save_calibration(tmp_path, cal.model_copy(update={"space_id": "sp-other", "threshold": 0.9}))
+    assert Router(embedder, index, settings).threshold == settings.default_threshold
+    save_calibration(tmp_path, cal)
+    routed = Router(embedder, index, settings)
+    assert routed.threshold == 0.42 and "clinc150" in routed.threshold_source
+    assert load_calibration(tmp_path, "sp-missing") is None
+
+
+def test_a_router_refuses_an_index_of_another_space(
+    embedder: Embedder, redis_client: redis.Redis
+) -> None:
+    other = VectorIndex(redis_client, SpaceInfo("sp-0000", embedder.dim), IndexSettings())
+    with pytest.raises(SpaceMismatchError, match="sp-0000"):
+        Router(embedder, other)
+    with pytest.raises(SpaceMismatchError):
+        Indexer(embedder, other)
+
+
+def test_documents_with_bad_images_are_reported_not_indexed(
+    embedder: Embedder, index: VectorIndex
+) -> None:
+    indexer = Indexer(embedder, index)
+    good = Product(id="sku-2", tenant="acme", title="Blue shirt", category="shirts")
+    bad = Product(
+        id="sku-3", tenant="acme", title="Red shirt", category="shirts", image=ImageRef(data=b"x")
+    )
+    outcome = indexer.upsert([good, bad], [1, 1])
+    assert outcome.result.written == 1
+    assert [i for i, _ in outcome.failed] == [1] and "sku-3" in str(outcome.failed[0][1])
+    assert index.get("acme", "sku-3") is None and index.get("acme", "sku-2") is not None
