@@ -19,8 +19,8 @@ from models.embedder import Embedder
 from models.exceptions import ImageDecodeError, InputError
 from models.preprocess import ImageInput, title_and_text
 from models.projection import l2_normalize
-from router.index import DocKind, IndexDoc, VectorIndex, WriteResult
-from router.schemas import Article, ImageRef, Media, Product, WarrantyPolicy
+from router.index import ANY_CATEGORY, DocKind, IndexDoc, VectorIndex, WriteResult
+from router.schemas import Article, Exemplar, ImageRef, Media, Product, WarrantyPolicy
 
 __all__ = [
     "Entity",
@@ -30,7 +30,7 @@ __all__ = [
     "resolve_image",
 ]
 
-Entity = Product | Article | WarrantyPolicy | Media
+Entity = Product | Article | WarrantyPolicy | Media | Exemplar
 
 
 def resolve_image(ref: ImageRef, name: str, media_root: Path | None) -> ImageInput:
@@ -69,6 +69,8 @@ def document_inputs(entity: Entity) -> tuple[DocKind, str | None, ImageRef | Non
         return "article", title_and_text(entity.title, entity.body), None
     if isinstance(entity, WarrantyPolicy):
         return "warranty_policy", title_and_text(entity.title, entity.body), None
+    if isinstance(entity, Exemplar):
+        return "exemplar", entity.text, None
     return "photo", None, entity.image
 
 
@@ -167,6 +169,11 @@ class Indexer:
                 outcome.failed.append((i, err or InputError(entity.id, "not embedded")))
                 continue
             kind, _, _ = document_inputs(entity)
+            categories = _categories(entity)
+            parent = None
+            if isinstance(entity, Exemplar):  # filters see the exemplar as its target
+                parent = entity.target_id
+                categories = self._target_categories(entity)
             docs.append(
                 IndexDoc(
                     id=entity.id,
@@ -176,14 +183,21 @@ class Indexer:
                     source_version=version,
                     space_id=self.embedder.space_id,
                     locale=entity.locale,
-                    categories=_categories(entity),
+                    categories=categories,
                     in_stock=entity.in_stock if isinstance(entity, Product) else None,
                     title=_title(entity),
+                    parent=parent,
                 )
             )
         if docs:
             outcome.result = self.index.upsert(docs)
         return outcome
+
+    def _target_categories(self, exemplar: Exemplar) -> tuple[str, ...]:
+        stored = self.index.get(exemplar.tenant, exemplar.target_id)
+        if stored is None or stored.get("category", ANY_CATEGORY) == ANY_CATEGORY:
+            return ()
+        return tuple(stored["category"].split("|"))
 
     def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
         """Delete ``(tenant, id, source_version)`` documents."""

@@ -17,7 +17,7 @@ import redis
 
 from models.embedder import Embedder
 from models.eval.dataset import Dataset
-from models.eval.run import evaluate, exact_search
+from models.eval.run import Exemplars, evaluate, exact_search
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex
 from router.settings import IndexSettings
 
@@ -42,36 +42,61 @@ class RedisSearch:
         self.overlap: list[float] = []
 
     def __call__(
-        self, doc_vecs: np.ndarray, query_vecs: np.ndarray, depth: int
+        self,
+        doc_vecs: np.ndarray,
+        query_vecs: np.ndarray,
+        depth: int,
+        exemplars: Exemplars | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         index = self.index
         index.create()
+        try:
+            return self._search(doc_vecs, query_vecs, depth, exemplars)
+        finally:
+            index.drop()
+
+    def _search(
+        self,
+        doc_vecs: np.ndarray,
+        query_vecs: np.ndarray,
+        depth: int,
+        exemplars: Exemplars | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        index = self.index
         space = index.space_id
-        for start in range(0, len(doc_vecs), 500):
-            chunk = range(start, min(start + 500, len(doc_vecs)))
-            index.upsert(
-                [IndexDoc(str(i), TENANT, "article", doc_vecs[i], 1, space) for i in chunk]
-            )
+        docs = [IndexDoc(str(i), TENANT, "article", v, 1, space) for i, v in enumerate(doc_vecs)]
+        if exemplars is not None:
+            docs += [
+                IndexDoc(f"x{j}", TENANT, "exemplar", v, 1, space, parent=str(int(o)))
+                for j, (v, o) in enumerate(zip(exemplars.vectors, exemplars.owner, strict=True))
+            ]
+        for start in range(0, len(docs), 500):
+            index.upsert(docs[start : start + 500])
         if self.progress:
-            self.progress(f"indexed {len(doc_vecs)} documents in Redis; querying")
+            self.progress(f"indexed {len(docs)} documents in Redis; querying")
         ranked = np.full((len(query_vecs), depth), -1, dtype=np.int64)
         top1 = np.full(len(query_vecs), -1.0, dtype=np.float64)
         filters = Filters(tenant=TENANT)
+        # Exemplars share their document's slot: fetch enough candidates to fill ``depth`` targets.
+        k = depth if exemplars is None else min(len(docs), depth * 10)
         for i, q in enumerate(query_vecs):
-            hits = index.knn(q, space, depth, filters)
-            for j, hit in enumerate(hits):
-                ranked[i, j] = int(hit.id)
-            if hits:
-                top1[i] = hits[0].score
-        exact, _ = exact_search(doc_vecs, query_vecs, depth)
-        k = min(10, depth)
-        self.overlap = [
-            len(set(ranked[i, :k]) & set(exact[i, :k])) / k for i in range(len(query_vecs))
+            best: dict[int, float] = {}
+            for hit in index.knn(q, space, k, filters):
+                target = int(hit.target)
+                best[target] = max(best.get(target, -2.0), hit.score)
+            order = sorted(best, key=lambda t: -best[t])[:depth]
+            ranked[i, : len(order)] = order
+            if order:
+                top1[i] = best[order[0]]
+        exact, _ = exact_search(doc_vecs, query_vecs, depth, exemplars)
+        cut = min(10, depth)
+        self.overlap += [
+            len(set(ranked[i, :cut]) & set(exact[i, :cut])) / cut for i in range(len(query_vecs))
         ]
         return ranked, top1
 
     def close(self) -> None:
-        """Drop the temporary index."""
+        """Drop the temporary index (if a search left it)."""
         self.index.drop()
 
 

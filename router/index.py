@@ -47,7 +47,8 @@ __all__ = [
     "escape_tag",
 ]
 
-DocKind = Literal["product", "article", "warranty_policy", "photo"]
+DocKind = Literal["product", "article", "warranty_policy", "photo", "exemplar"]
+"""``exemplar``: a resolved ticket's text; ``parent`` is the article/policy it was resolved with."""
 ANY_CATEGORY = "_any"
 """Category tag of documents that apply to every product category (a policy with no categories)."""
 

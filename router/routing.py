@@ -46,6 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 TARGET_KINDS: tuple[DocKind, ...] = ("article", "warranty_policy")
+EXEMPLAR_FANOUT = 10
+"""Candidates fetched per requested target: exemplars share their target's slot."""
 
 
 class Calibration(BaseModel):
@@ -239,12 +241,15 @@ class Router:
         k = k or self.settings.k
         filters = Filters(
             tenant=ticket.tenant,
-            kinds=TARGET_KINDS,
+            kinds=(*TARGET_KINDS, "exemplar"),
             locale=ticket.locale,
             category=ticket.product_category,
         )
-        hits = self.index.knn(self.fuse(tv.vectors), self.space_id, k, filters, with_vectors=True)
-        targets = tuple(self._target(hit, tv) for hit in hits)
+        fetch = min(k * EXEMPLAR_FANOUT, 1000)
+        hits = self.index.knn(
+            self.fuse(tv.vectors), self.space_id, fetch, filters, with_vectors=True
+        )
+        targets = self._targets(hits, tv, ticket.tenant)[:k]
         best = targets[0].score if targets else -1.0
         return RoutingDecision(
             ticket_id=ticket.id,
@@ -252,19 +257,38 @@ class Router:
             space_id=self.space_id,
             queue="auto" if best >= self.threshold else "human",
             threshold=self.threshold,
-            targets=targets,
+            targets=tuple(targets),
             decided_at=datetime.now(UTC),
         )
 
-    def _target(self, hit: Hit, tv: TicketVectors) -> RoutedTarget:
+    def _targets(self, hits: list[Hit], tv: TicketVectors, tenant: str) -> list[RoutedTarget]:
+        """One target per document: the best of its own hit and its exemplars' hits."""
+        best: dict[str, Hit] = {}
+        for hit in hits:  # best first
+            best.setdefault(hit.target, hit)
+        out = []
+        for target, hit in best.items():
+            kind = hit.kind
+            if hit.parent is not None:  # an exemplar: its target must still exist
+                stored = self.index.get(tenant, target)
+                if stored is None or stored.get("kind") not in TARGET_KINDS:
+                    continue
+                kind = stored["kind"]  # type: ignore[assignment]
+            out.append(self._target(hit, tv, kind))
+        return out
+
+    def _target(self, hit: Hit, tv: TicketVectors, kind: str) -> RoutedTarget:
         sims: dict[Modality, float] = {}
         if hit.vector is not None:
             sims = {m: float(v @ hit.vector) for m, v in tv.vectors.items()}
         ranked = sorted(sims, key=lambda m: -sims[m])
         evidence = tuple(m for m in ranked if sims[m] >= self.threshold) or tuple(ranked[:1])
-        kind = "warranty_policy" if hit.kind == "warranty_policy" else "article"
         return RoutedTarget(
-            doc_id=hit.target, kind=kind, score=round(hit.score, 6), evidence=evidence
+            doc_id=hit.target,
+            kind="warranty_policy" if kind == "warranty_policy" else "article",
+            score=round(hit.score, 6),
+            evidence=evidence,
+            exemplar_id=hit.id if hit.parent is not None else None,
         )
 
     def search(

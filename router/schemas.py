@@ -14,6 +14,7 @@ __all__ = [
     "MAX_INLINE_IMAGE_BYTES",
     "Article",
     "EntityId",
+    "Exemplar",
     "ImageRef",
     "Locale",
     "Media",
@@ -113,6 +114,15 @@ class WarrantyPolicy(_Entity):
     region: Label | None = None
 
 
+class Exemplar(_Entity):
+    """A resolved ticket: its text, and the article or policy that resolved it. Indexed next to its
+    target, it votes for it (routing learns from the support data itself)."""
+
+    text: Annotated[str, Field(min_length=1, max_length=20_000)]
+    target_id: EntityId
+    target_kind: Literal["article", "warranty_policy"] = "article"
+
+
 class Media(_Entity):
     """A customer-uploaded screenshot or photo."""
 
@@ -151,6 +161,8 @@ class RoutedTarget(BaseModel):
     score: float
     evidence: tuple[Evidence, ...]
     """Which of the ticket's modalities matched this document."""
+    exemplar_id: EntityId | None = None
+    """When the score came from a resolved ticket similar to this one (an exemplar), its id."""
 
 
 class RoutingDecision(BaseModel):

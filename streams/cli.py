@@ -511,6 +511,22 @@ def eval_cmd(
             "real Redis (HNSW, serving parameters), reporting HNSW recall vs exact.",
         ),
     ] = "exact",
+    exemplars: Annotated[
+        Path | None,
+        typer.Option(
+            "--exemplars",
+            help="A labelled dataset folder (e.g. the public split) whose queries become exemplars: "
+            "past tickets that vote for the document they were resolved with.",
+        ),
+    ] = None,
+    exemplars_cv: Annotated[
+        int,
+        typer.Option(
+            "--exemplars-cv",
+            help="K > 1: measure exemplar routing by K-fold cross-validation on DATASET's own "
+            "labelled queries (each fold ranked with the other folds as exemplars).",
+        ),
+    ] = 0,
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
     out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency."""
@@ -526,19 +542,28 @@ def eval_cmd(
         raise ConfigurationError(f"--k must list positive integers, got {k!r}")
     if index not in ("exact", "redis"):
         raise ConfigurationError(f"--index must be exact or redis, not {index!r}")
+    if exemplars is not None and exemplars_cv:
+        raise ConfigurationError("give --exemplars or --exemplars-cv, not both")
     data = load_dataset(dataset)
     embedder = _embedder(model)
+    from models.eval.run import exemplar_pairs
+
+    options: dict[str, Any] = {
+        "ks": ks,
+        "threshold": threshold,
+        "exemplars": exemplar_pairs(load_dataset(exemplars)) if exemplars else (),
+        "exemplar_folds": exemplars_cv,
+    }
 
     def run(emb: Embedder, progress: Callable[[str], None]) -> dict[str, Any]:
         if index == "exact":
-            return evaluate(data, emb, ks=ks, threshold=threshold, progress=progress)
+            return evaluate(data, emb, progress=progress, **options)
         from router.evaluate import evaluate_on_redis
 
         settings = _worker_settings()
         return evaluate_on_redis(
-            data, emb, _redis_client(settings), settings.index,
-            ks=ks, threshold=threshold, progress=progress,
-        )  # fmt: skip
+            data, emb, _redis_client(settings), settings.index, progress=progress, **options
+        )
 
     with _progress(f"evaluating {embedder.space_id} on {data.name}") as progress:
         result = run(embedder, progress)
@@ -648,6 +673,14 @@ def index_load(
     model: ModelOpt = None,
     promote: Annotated[bool, typer.Option(help="Point the `live` alias at the index.")] = False,
     version: Annotated[int, typer.Option(help="Source version written with every document.")] = 1,
+    exemplars: Annotated[
+        bool,
+        typer.Option(
+            "--exemplars",
+            help="Also index the dataset's labelled text queries as exemplars (resolved tickets "
+            "that vote for their article).",
+        ),
+    ] = False,
 ) -> None:
     """Index a dataset's corpus (articles, warranty policies, products with images) for a tenant."""
     from models.eval.dataset import load_dataset
@@ -661,6 +694,14 @@ def index_load(
     index.create()
     indexer = Indexer(embedder, index, media_root=data.root)
     entities = [_corpus_entity(doc, tenant) for doc in data.corpus]
+    if exemplars:
+        from models.eval.run import exemplar_pairs
+        from router.schemas import Exemplar
+
+        entities += [
+            Exemplar(id=f"ex-{i}", tenant=tenant, text=text, target_id=_entity_id(doc))
+            for i, (text, doc) in enumerate(exemplar_pairs(data))
+        ]
     written = duplicates = stale = failed = 0
     with _progress(f"indexing {len(entities)} documents of {data.name}") as progress:
         for start in range(0, len(entities), 64):
@@ -683,11 +724,15 @@ def index_load(
         raise typer.Exit(EXIT_FAILURE)
 
 
+def _entity_id(corpus_id: str) -> str:
+    return corpus_id.replace(" ", "_")[:128]
+
+
 def _corpus_entity(doc: Any, tenant: str) -> Any:
     """A corpus row of the EVAL.md layout as the domain document it stands for."""
     from router.schemas import Article, ImageRef, Product, WarrantyPolicy
 
-    ident = doc.id.replace(" ", "_")[:128]
+    ident = _entity_id(doc.id)
     title = (doc.title or doc.text or doc.id).strip()[:1000] or doc.id
     category = doc.attrs.get("article_type") or doc.attrs.get("label") or doc.attrs.get("topic")
     if doc.kind == "warranty_policy":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -13,12 +14,27 @@ from models.eval.dataset import Dataset, DatasetError
 from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, recall_curve
 from models.projection import l2_normalize
 
-__all__ = ["Search", "embed_items", "evaluate", "exact_search"]
+__all__ = ["Exemplars", "Search", "embed_items", "evaluate", "exact_search", "exemplar_pairs"]
 
 Progress = Callable[[str], None]
-Search = Callable[[np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
-"""``search(doc_vecs, query_vecs, depth) → (ranked corpus indices (n, depth), top-1 scores (n,))``.
-Rows with fewer hits are padded with -1."""
+
+
+@dataclass(frozen=True)
+class Exemplars:
+    """Labelled past queries (resolved tickets): each vector stands for the corpus document
+    ``owner`` it was resolved with. A document scores the max of its own cosine and its exemplars'."""
+
+    vectors: np.ndarray  # (m, dim), unit norm
+    owner: np.ndarray  # (m,) corpus indices
+
+    def take(self, mask: np.ndarray) -> Exemplars:
+        """The exemplars where ``mask`` holds."""
+        return Exemplars(self.vectors[mask], self.owner[mask])
+
+
+Search = Callable[[np.ndarray, np.ndarray, int, Exemplars | None], tuple[np.ndarray, np.ndarray]]
+"""``search(doc_vecs, query_vecs, depth, exemplars) → (ranked corpus indices (n, depth), top-1
+scores (n,))``. Rows with fewer hits are padded with -1."""
 MIN_SLICE = 20
 CURVE_K = 20
 
@@ -78,12 +94,58 @@ def _topk(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def exact_search(
-    doc_vecs: np.ndarray, query_vecs: np.ndarray, depth: int
+    doc_vecs: np.ndarray, query_vecs: np.ndarray, depth: int, exemplars: Exemplars | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Brute-force cosine over the whole corpus (the default :data:`Search`)."""
     scores = query_vecs @ doc_vecs.T
+    if exemplars is not None and len(exemplars.owner):
+        ex = query_vecs @ exemplars.vectors.T
+        for owner in np.unique(exemplars.owner):
+            best = ex[:, exemplars.owner == owner].max(axis=1)
+            scores[:, owner] = np.maximum(scores[:, owner], best)
     ranked = _topk(scores, depth)
     return ranked, scores[np.arange(len(scores)), ranked[:, 0]]
+
+
+def exemplar_pairs(dataset: Dataset) -> list[tuple[str, str]]:
+    """(query text, relevant corpus id) of every labelled text query: exemplars for another split."""
+    return [
+        (q.text, doc)
+        for q in dataset.queries
+        if q.text and q.text.strip()
+        for doc in sorted(dataset.qrels.get(q.id, ()))
+    ]
+
+
+def _cross_validated(
+    dataset: Dataset,
+    embedder: Embedder,
+    query_vecs: np.ndarray,
+    doc_vecs: np.ndarray,
+    depth: int,
+    folds: int,
+    search: Search,
+    index: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Rank each fold with the other folds' labelled queries as exemplars (seeded folds)."""
+    n = len(dataset.queries)
+    fold = np.random.default_rng(20261126).permutation(n) % folds
+    rows, owners = [], []
+    for i, q in enumerate(dataset.queries):
+        if q.text and q.text.strip():
+            for doc in sorted(dataset.qrels.get(q.id, ())):
+                rows.append(i)
+                owners.append(index[doc])
+    rows_a, owners_a = np.array(rows, dtype=np.int64), np.array(owners, dtype=np.int64)
+    pool = Exemplars(query_vecs[rows_a], owners_a)
+    ranked = np.full((n, depth), -1, dtype=np.int64)
+    top1 = np.zeros(n, dtype=np.float64)
+    for f in range(folds):
+        sel = np.flatnonzero(fold == f)
+        r, t = search(doc_vecs, query_vecs[sel], depth, pool.take(fold[rows_a] != f))
+        ranked[sel], top1[sel] = r, t
+    info = {"source": f"{folds}-fold cross-validation on this dataset's queries", "n": len(rows)}
+    return ranked, top1, info
 
 
 def _latency(embedder: Embedder, dataset: Dataset, sample: int) -> dict[str, float]:
@@ -111,11 +173,17 @@ def evaluate(
     progress: Progress = _noop,
     search: Search = exact_search,
     retrieval: str = "exact (brute-force cosine over the whole corpus)",
+    exemplars: Sequence[tuple[str, str]] = (),
+    exemplar_folds: int = 0,
 ) -> dict[str, Any]:
     """Run the evaluation and return the report object of the EVAL.md contract (plus extras).
 
     ``search`` ranks the corpus for the queries: exact by default; ``router`` passes one that goes
     through the real Redis index (``crossroute eval --index redis``), described by ``retrieval``.
+    ``exemplars``: (text, corpus id) pairs of labelled past queries (another split's queries and
+    qrels) that vote for their document. ``exemplar_folds`` = k > 1: k-fold cross-validation on this
+    dataset's own labelled queries: each fold is ranked with the other folds' queries as exemplars
+    (how to measure exemplar routing on a split without leaking a query into its own ranking).
     """
     progress(f"embedding {len(dataset.corpus)} corpus documents")
     doc_vecs = embed_items(
@@ -130,9 +198,25 @@ def evaluate(
     )
     progress(f"retrieving ({retrieval})")
     depth = min(max(max(ks), 10, CURVE_K), len(doc_vecs))
-    ranked, top1 = search(doc_vecs, query_vecs, depth)
     index = {d.id: i for i, d in enumerate(dataset.corpus)}
     in_scope = np.array([q.id in dataset.qrels for q in dataset.queries])
+    given = [(t, index[d]) for t, d in exemplars if d in index and t.strip()]
+    ex_info: dict[str, Any] | None = None
+    if exemplar_folds > 1:
+        ranked, top1, ex_info = _cross_validated(
+            dataset, embedder, query_vecs, doc_vecs, depth, exemplar_folds, search, index
+        )
+    else:
+        ex = None
+        if given:
+            vecs = embedder.embed_texts([t for t, _ in given]).vectors
+            ex = Exemplars(vecs, np.array([o for _, o in given], dtype=np.int64))
+            ex_info = {
+                "source": "given",
+                "n": len(given),
+                "unknown_documents": len(exemplars) - len(given),
+            }
+        ranked, top1 = search(doc_vecs, query_vecs, depth, ex)
     relevant = [frozenset(index[d] for d in dataset.qrels.get(q.id, ())) for q in dataset.queries]
 
     def metrics_for(mask: np.ndarray) -> dict[str, float]:
@@ -149,6 +233,8 @@ def evaluate(
         "n_out_of_scope": int((~in_scope).sum()),
         "metrics": metrics_for(np.ones(len(in_scope), dtype=bool)),
     }
+    if ex_info is not None:
+        report["exemplars"] = ex_info
     sel = np.flatnonzero(in_scope)
     report["recall_curve"] = recall_curve(ranked[sel], [relevant[i] for i in sel], CURVE_K)
     if (~in_scope).any():

@@ -30,7 +30,15 @@ from torch import nn
 
 from models.train.features import PairSet
 
-__all__ = ["Heads", "TrainConfig", "info_nce", "mine_negatives", "train_heads"]
+__all__ = [
+    "Heads",
+    "TrainConfig",
+    "info_nce",
+    "mine_negatives",
+    "split_holdout",
+    "train_heads",
+    "validation_score",
+]
 
 Progress = Callable[[str, int, int], None]
 
@@ -63,6 +71,10 @@ class TrainConfig:
     """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
+    holdout: float = 0.0
+    """Share of each source's groups held back from training to pick the best epoch of each stage
+    (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
+    epoch."""
     seed: int = 20261126
 
 
@@ -182,6 +194,62 @@ def mine_negatives(
     )
 
 
+def split_holdout(pairs: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet | None]:
+    """Hold back ``share`` of each source's groups (whole groups, seeded); sources with fewer than
+    20 groups (class-like groups, e.g. photo categories) hold back ``share`` of their pairs instead."""
+    if share <= 0:
+        return pairs, None
+    rng = np.random.default_rng(seed)
+    sources = np.array(pairs.sources)
+    held = np.zeros(len(sources), dtype=bool)
+    for source in sorted(set(pairs.sources)):
+        idx = np.flatnonzero(sources == source)
+        groups = np.unique(pairs.groups[idx])
+        if len(groups) >= 20:
+            chosen = rng.choice(groups, max(1, round(share * len(groups))), replace=False)
+            held[idx[np.isin(pairs.groups[idx], chosen)]] = True
+        else:
+            held[rng.choice(idx, max(1, round(share * len(idx))), replace=False)] = True
+    return _subset(pairs, np.flatnonzero(~held)), _subset(pairs, np.flatnonzero(held))
+
+
+def _subset(pairs: PairSet, idx: np.ndarray) -> PairSet:
+    return PairSet(
+        pairs.text_feats[idx],
+        pairs.image_feats[idx],
+        pairs.groups[idx],
+        tuple(pairs.texts[i] for i in idx),
+        tuple(pairs.sources[i] for i in idx),
+        pairs.digest,
+    )
+
+
+def validation_score(model: Heads, val: PairSet) -> dict[str, float]:
+    """Retrieval on held-back pairs, per source: text→image and image→text recall@1/@10 (a hit is
+    any item of the same group); ``score`` is their mean over directions, cut-offs and sources."""
+    with torch.no_grad():
+        t = model.encode_text(torch.from_numpy(val.text_feats)).numpy()
+        v = model.encode_image(torch.from_numpy(val.image_feats)).numpy()
+    sources = np.array(val.sources)
+    out: dict[str, float] = {}
+    per_source = []
+    for source in sorted(set(val.sources)):
+        idx = np.flatnonzero(sources == source)
+        sims = t[idx] @ v[idx].T
+        same = val.groups[idx][:, None] == val.groups[idx][None, :]
+        vals = []
+        for name, s in (("t2i", sims), ("i2t", sims.T)):
+            order = np.argsort(-s, axis=1, kind="stable")[:, :10]
+            hits = np.take_along_axis(same if name == "t2i" else same.T, order, axis=1)
+            for k in (1, 10):
+                r = float(hits[:, :k].any(axis=1).mean())
+                out[f"{source}/{name}_recall@{k}"] = round(r, 5)
+                vals.append(r)
+        per_source.append(float(np.mean(vals)))
+    out["score"] = round(float(np.mean(per_source)), 5)
+    return out
+
+
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     order = rng.permutation(n)
     return [order[i : i + size] for i in range(0, n - size // 4, size)]
@@ -206,6 +274,7 @@ def train_heads(
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical results whatever the machine's core count
+    pairs, val = split_holdout(pairs, cfg.holdout, cfg.seed)
     try:
         model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], cfg)
         all_texts = (
@@ -221,9 +290,13 @@ def train_heads(
                 first.bias.zero_()
         else:
             _pca_init(first, all_texts)
-        record: dict[str, Any] = {"config": asdict(cfg), "pairs": len(pairs.texts)}
+        record: dict[str, Any] = {
+            "config": asdict(cfg),
+            "pairs": len(pairs.texts),
+            "held_back": 0 if val is None else len(val.texts),
+        }
         record["stage1"] = _run_stage(
-            model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1"
+            model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1", val
         )
         if mined:
             img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg)
@@ -238,6 +311,7 @@ def train_heads(
                 (img_neg, txt_neg),
                 progress,
                 "stage 2",
+                val,
             )
         record["temperature"] = round(float(1 / model.scale().item()), 6)
     finally:
@@ -255,8 +329,17 @@ def _run_stage(
     negatives: tuple[np.ndarray, np.ndarray] | None,
     progress: Progress | None,
     name: str,
+    val: PairSet | None = None,
 ) -> dict[str, Any]:
+    """Train for ``epochs``; with ``val``, end on the epoch that scored best on it (epoch 0, the
+    starting point, included: a stage that does not help changes nothing)."""
     rng = np.random.default_rng(cfg.seed + (1 if negatives else 0))
+    best_state = None
+    scores: list[float] = []
+    if val is not None:
+        best = validation_score(model, val)["score"]
+        scores.append(best)
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     text_params = list(model.text.parameters())
     other = [p for n, p in model.named_parameters() if not n.startswith("text.")]
     opt = torch.optim.AdamW(
@@ -310,6 +393,18 @@ def _run_stage(
             step += 1
             epoch_loss.append(float(loss.item()))
         losses.append(round(float(np.mean(epoch_loss)), 5))
+        if val is not None:
+            score = validation_score(model, val)["score"]
+            scores.append(score)
+            if score > best:
+                best = score
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if progress is not None:
             progress(name, epoch + 1, epochs)
-    return {"epochs": epochs, "lr": lr, "loss_per_epoch": losses}
+    out: dict[str, Any] = {"epochs": epochs, "lr": lr, "loss_per_epoch": losses}
+    if val is not None and best_state is not None:
+        model.load_state_dict(best_state)
+        out["validation_per_epoch"] = scores
+        out["best_epoch"] = int(np.argmax(scores))
+        out["validation"] = validation_score(model, val)
+    return out

@@ -19,6 +19,17 @@ COMMANDS = [
     ["stack", "status"],
     ["stack", "install"],
     ["schemas", "export"],
+    ["index"],
+    ["index", "create"],
+    ["index", "load"],
+    ["index", "info"],
+    ["index", "promote"],
+    ["index", "drop"],
+    ["calibrate"],
+    ["route"],
+    ["api"],
+    ["eval"],
+    ["train"],
 ]
 
 

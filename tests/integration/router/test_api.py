@@ -229,3 +229,20 @@ def test_routing_through_the_api_matches_offline_eval(
             assert online[metric] == pytest.approx(offline["metrics"][metric], abs=0.01), metric
     finally:
         index.drop()
+
+
+def test_redis_eval_with_exemplars_matches_exact(embedder: Embedder, redis_client: Any) -> None:
+    from router.evaluate import evaluate_on_redis
+    from router.settings import IndexSettings
+
+    data = load_dataset(require_shared_data() / "banking77")
+    exact = evaluate(data, embedder, latency_sample=0, exemplar_folds=5)
+    redis_report = evaluate_on_redis(
+        data, embedder, redis_client, IndexSettings(), latency_sample=0, exemplar_folds=5
+    )
+    assert redis_report["exemplars"]["n"] == exact["exemplars"]["n"] == 1000
+    assert redis_report["hnsw"]["recall@10_vs_exact"] >= 0.98
+    for metric in ("recall@1", "recall@10"):
+        assert redis_report["metrics"][metric] == pytest.approx(exact["metrics"][metric], abs=0.01)
+    plain = evaluate(data, embedder, latency_sample=0)
+    assert exact["metrics"]["recall@1"] > plain["metrics"]["recall@1"] + 0.03  # exemplars help

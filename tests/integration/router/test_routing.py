@@ -127,3 +127,25 @@ def test_documents_with_bad_images_are_reported_not_indexed(
     assert outcome.result.written == 1
     assert [i for i, _ in outcome.failed] == [1] and "sku-3" in str(outcome.failed[0][1])
     assert index.get("acme", "sku-3") is None and index.get("acme", "sku-2") is not None
+
+
+def test_resolved_tickets_vote_for_their_article(router: Router, embedder: Embedder) -> None:
+    from router.schemas import Exemplar
+
+    text = "the courier left a card but nobody rang the bell"
+    before = router.route(Ticket(id="t9", tenant="acme", text=text))
+    indexer = Indexer(embedder, router.index)
+    ex = Exemplar(id="ex-1", tenant="acme", text=text, target_id="acme-track-order")
+    assert indexer.upsert([ex], [1]).result.written == 1
+    after = router.route(Ticket(id="t10", tenant="acme", text=text))
+    top = after.targets[0]
+    assert top.doc_id == "acme-track-order" and top.exemplar_id == "ex-1"
+    assert top.score == pytest.approx(1.0, abs=1e-4) and top.kind == "article"
+    assert len({t.doc_id for t in after.targets}) == len(after.targets)  # one slot per document
+    assert before.targets[0].score < top.score
+    # the exemplar never crosses tenants, and dies with its target
+    other = router.route(Ticket(id="t11", tenant="globex", text=text))
+    assert all(t.exemplar_id is None for t in other.targets)
+    indexer.delete([("acme", "acme-track-order", 2)])
+    gone = router.route(Ticket(id="t12", tenant="acme", text=text), k=10)
+    assert "acme-track-order" not in {t.doc_id for t in gone.targets}

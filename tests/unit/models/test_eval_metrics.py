@@ -140,3 +140,20 @@ def test_compare_flags_worse_slices_and_html_is_self_contained() -> None:
     page = render_html(new, c, base)
     assert page.startswith("<!doctype html>") and "<svg" in page and "cat=a" in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")  # no external assets
+
+
+def test_exemplars_vote_for_their_document() -> None:
+    from models.eval.run import Exemplars, exact_search
+
+    docs = np.eye(3, dtype=np.float32)
+    query = np.array([[0.6, 0.0, 0.8]], dtype=np.float32)  # closest document: #2 (0.8)
+    ranked, top = exact_search(docs, query, 3)
+    assert ranked[0, 0] == 2 and top[0] == pytest.approx(0.8)
+    # a past query right next to this one, resolved with document #0, outvotes it
+    near = np.array([[0.6, 0.0, 0.8]], dtype=np.float32)
+    ranked, top = exact_search(docs, query, 3, Exemplars(near, np.array([0])))
+    assert ranked[0].tolist()[:2] == [0, 2] and top[0] == pytest.approx(1.0)
+    # an exemplar never lowers a document's own score
+    far = np.array([[0.0, 1.0, 0.0]], dtype=np.float32)
+    ranked, top = exact_search(docs, query, 3, Exemplars(far, np.array([2])))
+    assert ranked[0, 0] == 2 and top[0] == pytest.approx(0.8)

@@ -1,0 +1,76 @@
+"""The router's commands as a user runs them, on the real Redis and a real dataset: load a corpus
+into the index of the bundle's space, promote it, calibrate, route from the terminal, evaluate
+through Redis (HNSW recall vs exact), and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from streams.devstack import DevStack
+from tests.conftest import require_shared_data
+from tests.unit.test_cli import run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def test_index_route_calibrate_and_eval_from_the_cli(
+    dev_stack: DevStack, default_bundle: Path, tmp_path: Path
+) -> None:
+    data = require_shared_data() / "stackfaq"
+    env = {
+        "REDIS_URL": dev_stack.redis_url(),
+        "CROSSROUTE_MODEL__BUNDLE_DIR": str(default_bundle),
+        "CROSSROUTE_INDEX__NAMESPACE": "clitest",
+        "CROSSROUTE_ROUTING__CALIBRATION_DIR": str(tmp_path / "cal"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    missing = run_cli("route", "--text", "hello", env=env)
+    assert missing.returncode == 1 and "no index or alias" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    load = run_cli(
+        "index", "load", str(data), "--tenant", "acme", "--promote", env=env, timeout=300
+    )
+    assert load.returncode == 0, load.stderr[-2000:]
+    assert "clitest:live →" in load.stdout and "0 failed" in load.stdout
+    info = run_cli("index", "info", "--json", env=env)
+    assert info.returncode == 0, info.stderr
+    described = json.loads(info.stdout)
+    assert described["documents"] > 0 and described["hash_indexing_failures"] == 0
+
+    first_query = json.loads((data / "queries.jsonl").read_text().splitlines()[0])
+    expected = (data / "qrels.tsv").read_text().splitlines()[1].split("\t")
+    assert expected[0] == first_query["_id"]
+    routed = run_cli(
+        "route", "--text", first_query["text"], "--tenant", "acme", "--k", "3", env=env, timeout=120
+    )
+    assert routed.returncode == 0, routed.stderr[-2000:]
+    decision = json.loads(routed.stdout)
+    assert decision["space_id"] == described["space_id"]
+    assert expected[1] in [t["doc_id"] for t in decision["targets"]]
+
+    no_oos = run_cli("calibrate", str(data), env=env, timeout=120)
+    assert no_oos.returncode == 2 and "no out-of-scope queries" in no_oos.stderr
+
+    out = tmp_path / "redis.json"
+    ev = run_cli("eval", str(data), "--index", "redis", "--json", str(out), env=env, timeout=300)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert report["retrieval"].startswith("redis HNSW")
+    assert report["hnsw"]["recall@10_vs_exact"] >= 0.98
+    exact = tmp_path / "exact.json"
+    assert run_cli("eval", str(data), "--json", str(exact), env=env, timeout=300).returncode == 0
+    assert report["metrics"]["recall@1"] == pytest.approx(
+        json.loads(exact.read_text())["metrics"]["recall@1"], abs=0.01
+    )
+    drop = run_cli("index", "drop", "--yes", env=env)
+    assert drop.returncode == 0, drop.stderr
+
+    cal = run_cli("calibrate", str(data.parent / "clinc150"), env=env, timeout=300)
+    assert cal.returncode == 0, cal.stderr[-2000:]
+    stored = json.loads((tmp_path / "cal" / f"{described['space_id']}.json").read_text())
+    assert stored["dataset"] == "clinc150" and 0 < stored["f1"] <= 1
+    assert f"threshold {stored['threshold']:.4f}" in cal.stdout
