@@ -74,3 +74,62 @@ def test_index_route_calibrate_and_eval_from_the_cli(
     stored = json.loads((tmp_path / "cal" / f"{described['space_id']}.json").read_text())
     assert stored["dataset"] == "clinc150" and 0 < stored["f1"] <= 1
     assert f"threshold {stored['threshold']:.4f}" in cal.stdout
+
+
+def test_crossroute_api_serves_over_http(
+    dev_stack: DevStack, default_bundle: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import REPO
+    from tests.integration.conftest import free_port
+
+    data = require_shared_data() / "stackfaq"
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CROSSROUTE_")},
+        "REDIS_URL": dev_stack.redis_url(),
+        "CROSSROUTE_MODEL__BUNDLE_DIR": str(default_bundle),
+        "CROSSROUTE_INDEX__NAMESPACE": "apitest",
+        "CROSSROUTE_ROUTING__THRESHOLD": "0.3",
+        "CROSSROUTE_API__PORT": str(port),
+        "HF_HUB_OFFLINE": "1",
+    }
+    load = run_cli("index", "load", str(data), "--promote", env=env, timeout=300)
+    assert load.returncode == 0, load.stderr[-2000:]
+    log = (tmp_path / "api.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "api"], env=env, cwd=REPO, stdout=log, stderr=log
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                health = httpx.get(f"{base}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, (tmp_path / "api.log").read_text()
+                assert time.monotonic() < deadline, "API did not start"
+                time.sleep(0.5)
+        assert health.status_code == 200 and health.json()["threshold_source"] == "settings"
+        res = httpx.post(
+            f"{base}/v1/route",
+            json={"ticket": {"id": "t", "tenant": "default", "text": "strikethrough in markdown"}},
+            timeout=30,
+        )
+        assert res.status_code == 200, res.text
+        assert (
+            res.json()["targets"] and res.headers["x-crossroute-space"] == health.json()["space_id"]
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+    drop = run_cli("index", "drop", "--yes", env=env)
+    assert drop.returncode == 0, drop.stderr
