@@ -14,6 +14,10 @@ Curriculum: stage 1 uses in-batch negatives only. Stage 2 mines, with the stage-
 nearest *other-group* items in the training corpus and adds them as extra negatives, after removing
 likely false negatives: candidates whose raw image features or raw texts are near-identical to the
 positive's (the same product under another title). Stage 2 starts from stage 1 at a lower LR.
+
+Model selection: ``holdout`` of each source's groups is held back from training; each stage ends on
+its epoch with the best retrieval on those held-back *training* pairs (epoch 0, where the stage
+started, included), never on dev or test data.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ class TrainConfig:
     dim: int = 384
     hidden: int = 1024
     batch_size: int = 256
-    stage1_epochs: int = 40
-    stage2_epochs: int = 15
+    stage1_epochs: int = 12
+    stage2_epochs: int = 8
     lr: float = 2e-3
     stage2_lr: float = 5e-4
     weight_decay: float = 1e-4
@@ -71,7 +75,7 @@ class TrainConfig:
     """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
-    holdout: float = 0.0
+    holdout: float = 0.1
     """Share of each source's groups held back from training to pick the best epoch of each stage
     (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
     epoch."""
@@ -353,7 +357,10 @@ def _run_stage(
     steps_per_epoch = len(_batches(len(pairs.texts), cfg.batch_size, np.random.default_rng(0)))
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=[lr, lr * cfg.text_lr_scale], total_steps=total, pct_start=0.1
+        opt,
+        max_lr=[lr, lr * cfg.text_lr_scale],
+        total_steps=total,
+        pct_start=min(0.5, max(0.1, 2.0 / total)),  # at least two warm-up steps on tiny sets
     )
     losses = []
     step = 0

@@ -124,6 +124,28 @@ def test_pair_texts_align_with_the_indexed_article(tmp_path: Path) -> None:
     assert [p.text for p in sets[0][2]] == ["Dress: one-piece garment", "Hat"]
 
 
+def test_holdout_is_whole_groups_and_picks_the_best_epoch(
+    default_bundle: Path, small_pairs: list[Path]
+) -> None:
+    from models.train.contrastive import split_holdout, train_heads
+
+    pairs = encode_pairs(Embedder.load(default_bundle), load_pair_sets(small_pairs))
+    train, val = split_holdout(pairs, 0.2, seed=7)
+    assert val is not None and len(train.texts) + len(val.texts) == len(pairs.texts)
+    myntra_val = {g for g, s in zip(val.groups, val.sources, strict=True) if s.startswith("myntra")}
+    myntra_train = {
+        g for g, s in zip(train.groups, train.sources, strict=True) if s == "myntra-t2i"
+    }
+    assert myntra_val and not myntra_val & myntra_train  # whole title groups held back
+    again = split_holdout(pairs, 0.2, seed=7)[1]
+    assert again is not None and again.texts == val.texts  # seeded
+    _, record = train_heads(pairs, None, SMALL, mined=True)
+    for stage in ("stage1", "stage2"):
+        scores = record[stage]["validation_per_epoch"]
+        assert len(scores) == record[stage]["epochs"] + 1  # epoch 0 = where the stage started
+        assert record[stage]["validation"]["score"] == pytest.approx(max(scores), abs=1e-4)
+
+
 def test_numpy_head_matches_torch_module(default_bundle: Path, small_pairs: list[Path]) -> None:
     from models.train.contrastive import train_heads
 
