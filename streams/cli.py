@@ -80,6 +80,32 @@ index_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
+topics_app = typer.Typer(
+    help="Kafka topics, declared with explicit configs (entity topics compacted).",
+    no_args_is_help=True,
+)
+app.add_typer(topics_app, name="topics")
+
+
+@topics_app.command("ensure")
+def topics_ensure() -> None:
+    """Create the declared topics that are missing (names, partitions, cleanup policy from
+    CROSSROUTE_TOPICS__*) and check the existing ones against the declaration."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.topics import ensure_topics, topic_specs
+
+    settings = _worker_settings()
+    stack = DevStack(settings.stack, settings.kafka, settings.redis)
+    specs = topic_specs(settings.topics)
+    report = ensure_topics(AdminClient(stack.kafka_config()), specs)
+    table = Table("topic", "partitions", "config", "state")
+    for spec in specs:
+        state = "created" if spec.name in report.created else "ok"
+        config = ", ".join(f"{k}={v}" for k, v in spec.config.items())
+        table.add_row(spec.name, str(spec.partitions), config, state)
+    _out.print(table)
+
 
 _err = Console(stderr=True, highlight=False)
 _out = Console(highlight=False)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from models.settings import ModelSettings, ProcessSettings
 from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
 
-__all__ = ["KafkaSettings", "StackSettings", "WorkerSettings"]
+__all__ = ["KafkaSettings", "StackSettings", "TopicSettings", "WorkerSettings"]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -72,6 +72,36 @@ class KafkaSettings(BaseModel):
         return conf
 
 
+class TopicSettings(BaseModel):
+    """Topic names, partitions and retention (``CROSSROUTE_TOPICS__*``).
+
+    Entity topics (products, articles, warranty policies) are compacted: keyed by ``tenant/id``, they
+    are the source of truth a reindex replays. The others are time-retained streams.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    prefix: Annotated[str, Field(pattern=r"^[a-zA-Z0-9._-]{0,100}$")] = "crossroute."
+    products: str = "products"
+    articles: str = "articles"
+    warranty_policies: str = "warranty-policies"
+    media: str = "media"
+    tickets: str = "tickets"
+    decisions: str = "routing-decided"
+    human_queue: str = "human-queue"
+    feedback: str = "feedback"
+    dead_letters: str = "dead-letters"
+    partitions: Annotated[int, Field(ge=1, le=1000)] = 3
+    replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
+    """1 for the single-broker dev stack; 3 in production."""
+    retention_ms: Annotated[int, Field(ge=-1)] = 7 * 24 * 3600 * 1000
+    """Retention of the non-compacted topics (-1: forever)."""
+
+    def name(self, role: str) -> str:
+        """The full topic name of a role (``products``, ``dead_letters``, …)."""
+        return self.prefix + str(getattr(self, role))
+
+
 class StackSettings(BaseModel):
     """The embedded dev stack (``CROSSROUTE_STACK__*``): where it keeps its files, which ports."""
 
@@ -117,6 +147,7 @@ class WorkerSettings(ProcessSettings):
     }
 
     kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
     redis: RedisSettings = RedisSettings()
     model: ModelSettings = ModelSettings()
     index: IndexSettings = IndexSettings()

@@ -1,0 +1,143 @@
+"""Topics, created and checked through the Kafka admin API with explicit configs.
+
+Every topic crossroute uses is declared here (name and partitions from :class:`TopicSettings`):
+entity topics are compacted (the latest event per ``tenant/id`` key is kept forever: a reindex
+replays them), streams of tickets, decisions, feedback and dead letters are time-retained.
+``ensure_topics`` creates what is missing and refuses to run against a topic whose configuration
+contradicts the declaration (fewer partitions, another cleanup policy) instead of silently using it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+
+from streams.exceptions import ConfigurationError, ServiceUnavailableError
+from streams.settings import TopicSettings
+
+__all__ = ["COMPACTED_ROLES", "ROLES", "TopicSpec", "TopicsReport", "ensure_topics", "topic_specs"]
+
+COMPACTED_ROLES = ("products", "articles", "warranty_policies")
+ROLES = (
+    *COMPACTED_ROLES,
+    "media",
+    "tickets",
+    "decisions",
+    "human_queue",
+    "feedback",
+    "dead_letters",
+)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One declared topic."""
+
+    role: str
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class TopicsReport:
+    """What :func:`ensure_topics` found and did."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+
+
+def topic_specs(settings: TopicSettings) -> list[TopicSpec]:
+    """The declared topics."""
+    specs = []
+    for role in ROLES:
+        if role in COMPACTED_ROLES:
+            config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        else:
+            config = {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms)}
+        specs.append(
+            TopicSpec(
+                role=role,
+                name=settings.name(role),
+                partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config=config,
+            )
+        )
+    return specs
+
+
+def ensure_topics(
+    admin: AdminClient, specs: list[TopicSpec], timeout_s: float = 30
+) -> TopicsReport:
+    """Create missing topics with their configs; check existing ones against the declaration.
+
+    Raises:
+        ServiceUnavailableError: the broker cannot be reached.
+        ConfigurationError: an existing topic contradicts its declaration (lists every problem).
+    """
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as e:
+        raise ServiceUnavailableError(f"cannot list Kafka topics: {e}") from e
+    report = TopicsReport()
+    missing = [s for s in specs if s.name not in metadata.topics]
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions,
+                         replication_factor=s.replication_factor, config=s.config)
+                for s in missing
+            ],
+            operation_timeout=timeout_s,
+        )  # fmt: skip
+        for name, future in futures.items():
+            try:
+                future.result(timeout=timeout_s)
+                report.created.append(name)
+            except KafkaException as e:
+                if "TOPIC_ALREADY_EXISTS" not in str(e):  # a concurrent worker created it
+                    raise ConfigurationError(f"cannot create topic {name}: {e}") from e
+                report.existing.append(name)
+    problems = []
+    if report.existing:  # created concurrently (or not yet in the first metadata): check them too
+        metadata = admin.list_topics(timeout=timeout_s)
+    present = [s for s in specs if s.name not in report.created]
+    report.existing = []
+    for spec in present:
+        report.existing.append(spec.name)
+        if spec.name not in metadata.topics:
+            problems.append(f"{spec.name} is not visible in the cluster metadata")
+            continue
+        partitions = len(metadata.topics[spec.name].partitions)
+        if partitions < spec.partitions:
+            problems.append(f"{spec.name} has {partitions} partitions, declared {spec.partitions}")
+    present = [s for s in present if s.name in metadata.topics]
+    if present:
+        resources = [ConfigResource(ResourceType.TOPIC, s.name) for s in present]
+        described = admin.describe_configs(resources)
+        for spec, resource in zip(present, resources, strict=True):
+            entries = described[resource].result(timeout=timeout_s)
+            policy = entries["cleanup.policy"].value if "cleanup.policy" in entries else "delete"
+            if policy != spec.config["cleanup.policy"]:
+                problems.append(
+                    f"{spec.name} has cleanup.policy={policy}, declared "
+                    f"{spec.config['cleanup.policy']}"
+                )
+    if problems:
+        raise ConfigurationError(
+            "existing topics contradict their declaration: "
+            + "; ".join(problems)
+            + " (fix them with kafka-configs/kafka-topics, or use other names via CROSSROUTE_TOPICS__*)"
+        )
+    report.created.sort()
+    report.existing.sort()
+    return report
