@@ -36,6 +36,7 @@ __all__ = [
     "ArticleUpserted",
     "EntityEvent",
     "Event",
+    "FeedbackRecorded",
     "MediaUploaded",
     "ProductDeleted",
     "ProductUpserted",
@@ -196,6 +197,24 @@ class RoutingDecided(_Event):
         return f"{self.decision.tenant}/{self.decision.ticket_id}".encode()
 
 
+class FeedbackRecorded(_Event):
+    """What happened after a routing decision: online evaluation, tied to the space that served it."""
+
+    type: Literal["feedback.recorded"] = "feedback.recorded"
+    tenant_id: TenantId
+    ticket_id: EntityId
+    space_id: Annotated[str, Field(min_length=1, max_length=128)]
+    """The embedding space of the decision this feedback is about."""
+    action: Literal["clicked", "resolved", "escalated"]
+    doc_id: EntityId | None = None
+    """The article or policy clicked or that resolved the ticket (none for an escalation)."""
+
+    @property
+    def key(self) -> bytes:
+        """Kafka message key: ``tenant/ticket_id`` (with the ticket's decisions)."""
+        return f"{self.tenant_id}/{self.ticket_id}".encode()
+
+
 EntityEvent = (
     ProductUpserted
     | ProductDeleted
@@ -206,7 +225,7 @@ EntityEvent = (
     | MediaUploaded
 )
 Event = Annotated[
-    EntityEvent | TicketCreated | RoutingDecided,
+    EntityEvent | TicketCreated | RoutingDecided | FeedbackRecorded,
     Field(discriminator="type"),
 ]
 """Every event crossroute puts on or reads from a topic."""
@@ -222,6 +241,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     MediaUploaded,
     TicketCreated,
     RoutingDecided,
+    FeedbackRecorded,
 )
 
 

@@ -22,9 +22,22 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from streams.exceptions import ConfigurationError, ServiceUnavailableError
 from streams.settings import TopicSettings
 
-__all__ = ["COMPACTED_ROLES", "ROLES", "TopicSpec", "TopicsReport", "ensure_topics", "topic_specs"]
+__all__ = [
+    "COMPACTED_ROLES",
+    "IMAGE_ROLES",
+    "MAX_MESSAGE_BYTES",
+    "ROLES",
+    "TopicSpec",
+    "TopicsReport",
+    "ensure_topics",
+    "topic_specs",
+]
 
 COMPACTED_ROLES = ("products", "articles", "warranty_policies")
+IMAGE_ROLES = ("products", "media", "tickets", "dead_letters")
+"""Topics whose events may carry inline images (and dead letters, which carry the original bytes)."""
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest event: an 8 MiB inline image is ~11 MiB of base64 JSON."""
 ROLES = (
     *COMPACTED_ROLES,
     "media",
@@ -63,6 +76,8 @@ def topic_specs(settings: TopicSettings) -> list[TopicSpec]:
             config = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
         else:
             config = {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms)}
+        if role in IMAGE_ROLES:  # inline images: up to ~11 MiB of base64 JSON
+            config["max.message.bytes"] = str(MAX_MESSAGE_BYTES + 65536)
         specs.append(
             TopicSpec(
                 role=role,
