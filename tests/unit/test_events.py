@@ -23,6 +23,7 @@ from streams.events import (
     EVENT_TYPES,
     ArticleDeleted,
     ArticleUpserted,
+    FeedbackRecorded,
     MediaUploaded,
     ProductDeleted,
     ProductUpserted,
@@ -75,6 +76,9 @@ EXAMPLES = [
             ),
             decided_at=datetime(2026, 11, 26, tzinfo=UTC),
         )
+    ),
+    FeedbackRecorded(
+        tenant_id="acme", ticket_id="t-1", space_id="sp-abc", action="resolved", doc_id="wp-1"
     ),
 ]  # fmt: skip
 
