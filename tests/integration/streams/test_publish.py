@@ -52,15 +52,19 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> Path:
     return path
 
 
+def cli_env(stack: DevStack) -> dict[str, str]:
+    """CLI environment for the session broker, with topics under a fresh prefix."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap(),
+        "CROSSROUTE_TOPICS__PREFIX": f"p{uuid.uuid4().hex[:8]}.",
+    }
+
+
 def test_publish_documents_tickets_deletions_and_feedback(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": dev_stack.kafka_bootstrap(),
-        "CROSSROUTE_TOPICS__PREFIX": prefix,
-        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-    }
+    env = cli_env(dev_stack)
+    prefix = env["CROSSROUTE_TOPICS__PREFIX"]
     topics = TopicSettings(prefix=prefix)
     image = sorted((require_shared_data() / "photo-routing" / "images").iterdir())[0]
     (tmp_path / "img.jpg").write_bytes(image.read_bytes())
@@ -122,11 +126,7 @@ def test_publish_documents_tickets_deletions_and_feedback(
 def test_bad_lines_are_one_line_errors_and_nothing_is_sent(
     dev_stack: DevStack, tmp_path: Path
 ) -> None:
-    prefix = f"p{uuid.uuid4().hex[:8]}."
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": dev_stack.kafka_bootstrap(),
-        "CROSSROUTE_TOPICS__PREFIX": prefix,
-    }
+    env = cli_env(dev_stack)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         json.dumps({"id": "a1", "tenant": "acme", "title": "ok", "body": "fine"}) + "\n\n"
