@@ -142,6 +142,82 @@ def publish_cmd(
         raise typer.Exit(EXIT_FAILURE)
 
 
+@app.command("worker")
+def worker_cmd(
+    model: ModelOpt = None,
+    loglevel: Annotated[str, typer.Option(help="debug | info | warning")] = "info",
+) -> None:
+    """The main job: bring up the embedded dev stack if it is not running (and no external Kafka/
+    Redis is configured), build the default model bundle if missing, declare the topics, create the
+    index of the bundle's space (and point `live` at it if no index serves yet), then consume:
+    entity events → embedded and indexed, tickets → routed, bad events → dead letters."""
+    import logging
+
+    from confluent_kafka.admin import AdminClient
+
+    from router.documents import Indexer
+    from router.exceptions import IndexNotFoundError
+    from router.index import VectorIndex
+    from router.routing import Router
+    from streams.pipeline import Pipeline, WorkerMetrics
+    from streams.topics import COMPACTED_ROLES, ensure_topics, topic_specs
+    from streams.worker import build_app
+
+    logging.basicConfig(
+        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = _worker_settings()
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        raise ConfigurationError("the worker supports PLAINTEXT Kafka only for now")
+    stack = DevStack(settings.stack, settings.kafka, settings.redis)
+    stack.up()  # starts what is not running; only checks external services
+    bundle = _bundle_dir(model)
+    if model is None and not (bundle / "manifest.json").is_file():
+        from models.config import load_spec
+        from models.export.build import build_bundle
+
+        _err.print(f"building the default model bundle into {bundle}")
+        build_bundle(load_spec("default"), bundle)
+    embedder = _embedder(model)
+    ensure_topics(AdminClient(stack.kafka_config()), topic_specs(settings.topics))
+    client = _redis_client(settings)
+    index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
+    index.create()
+    try:
+        VectorIndex.open(client, settings.index.alias, settings.index)
+    except IndexNotFoundError:
+        index.promote()
+    media_root = settings.worker.media_root
+    router = Router(embedder, index, settings.routing, media_root=media_root)
+    metrics = WorkerMetrics()
+    if settings.worker.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker.metrics_port, "127.0.0.1", registry=metrics.registry)
+    pipeline = Pipeline(
+        Indexer(embedder, index, media_root=media_root), router, stack.kafka_config(),
+        settings.topics, settings.worker, metrics,
+    )  # fmt: skip
+    t = settings.topics
+    app_ = build_app(
+        pipeline,
+        bootstrap=stack.kafka_bootstrap(),
+        group_id=settings.worker.group_id,
+        entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
+        ticket_topic=t.name("tickets"),
+        batch_size=settings.worker.batch_size,
+        batch_window_s=settings.worker.batch_window_s,
+        datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,
+    )
+    _err.print(
+        f"worker {settings.worker.group_id}: space {embedder.space_id}, index {index.name}, "
+        f"topics {t.prefix}*"
+    )
+    import faust
+
+    faust.Worker(app_, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create the declared topics that are missing (names, partitions, cleanup policy from

@@ -16,7 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from models.settings import ModelSettings, ProcessSettings
 from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
 
-__all__ = ["KafkaSettings", "StackSettings", "TopicSettings", "WorkerSettings"]
+__all__ = [
+    "ConsumerSettings",
+    "KafkaSettings",
+    "StackSettings",
+    "TopicSettings",
+    "WorkerSettings",
+]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -102,6 +108,28 @@ class TopicSettings(BaseModel):
         return self.prefix + str(getattr(self, role))
 
 
+class ConsumerSettings(BaseModel):
+    """The worker's consumption (``CROSSROUTE_WORKER__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    group_id: Annotated[str, Field(pattern=r"^[a-zA-Z0-9._-]{1,200}$")] = "crossroute-worker"
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 64
+    """Events per batch (embedding and Redis writes are batched)."""
+    batch_window_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    """A partial batch is processed after this long."""
+    retry_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
+    retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
+    """Backoff bounds for retryable failures (Redis down, timeouts); the batch is retried, not
+    committed, for as long as it takes."""
+    tenants: tuple[str, ...] = ()
+    """Tenants this deployment serves; events of any other go to the dead letters. Empty: all."""
+    media_root: Path | None = None
+    """Folder image URIs (file paths) in events are read from; unset: only inline images."""
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    """Prometheus metrics on 127.0.0.1:PORT; 0: off."""
+
+
 class StackSettings(BaseModel):
     """The embedded dev stack (``CROSSROUTE_STACK__*``): where it keeps its files, which ports."""
 
@@ -153,4 +181,5 @@ class WorkerSettings(ProcessSettings):
     index: IndexSettings = IndexSettings()
     routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()
+    worker: ConsumerSettings = ConsumerSettings()
     stack: StackSettings = Field(default_factory=StackSettings)

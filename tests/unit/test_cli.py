@@ -30,6 +30,10 @@ COMMANDS = [
     ["api"],
     ["eval"],
     ["train"],
+    ["worker"],
+    ["publish"],
+    ["topics"],
+    ["topics", "ensure"],
 ]
 
 

@@ -1,0 +1,282 @@
+"""The main job on the real broker and Redis: `crossroute worker` indexes what is published, deletes
+what is deleted, dead-letters bad events with reasons while indexing the good ones of the same batch,
+routes tickets (text + screenshot) to the decisions topic, survives kill -9 without losing or
+duplicating anything, and splits the partitions with a second worker of the same group."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from router.index import VectorIndex
+from router.schemas import Article, ImageRef, Product, Ticket, WarrantyPolicy
+from router.settings import IndexSettings
+from streams.devstack import DevStack
+from streams.events import (
+    ArticleUpserted,
+    ProductDeleted,
+    ProductUpserted,
+    RoutingDecided,
+    TicketCreated,
+    WarrantyPolicyUpserted,
+    decode_event,
+)
+from streams.producer import Publisher
+from streams.settings import TopicSettings
+from tests.conftest import REPO, require_shared_data
+from tests.integration.router.conftest import screenshot
+
+pytestmark = pytest.mark.integration
+
+
+class WorkerEnv:
+    """One isolated deployment: its own topics, index namespace and consumer group."""
+
+    def __init__(self, stack: DevStack, bundle: Path, tmp: Path) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.stack = stack
+        self.tmp = tmp
+        self.topics = TopicSettings(prefix=f"w{tag}.", partitions=3)
+        self.index_settings = IndexSettings(namespace=f"w{tag}")
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CROSSROUTE_")},
+            "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap(),
+            "REDIS_URL": stack.redis_url(),
+            "CROSSROUTE_MODEL__BUNDLE_DIR": str(bundle),
+            "CROSSROUTE_TOPICS__PREFIX": self.topics.prefix,
+            "CROSSROUTE_TOPICS__PARTITIONS": "3",
+            "CROSSROUTE_INDEX__NAMESPACE": self.index_settings.namespace,
+            "CROSSROUTE_WORKER__GROUP_ID": f"w{tag}",
+            "CROSSROUTE_WORKER__BATCH_SIZE": "16",
+            "CROSSROUTE_WORKER__TENANTS": '["acme"]',
+            "CROSSROUTE_ROUTING__THRESHOLD": "0.2",
+            "CROSSROUTE_STACK__STATE_DIR": str(tmp / "state"),
+            "HF_HUB_OFFLINE": "1",
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self.publisher = Publisher(stack.kafka_config(), self.topics)
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = self.tmp / f"worker-{len(self.procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        self.logs.append(log)
+        return proc
+
+    def log(self, i: int = -1) -> str:
+        return self.logs[i].read_text(errors="replace")
+
+    def index(self, client: redis.Redis, space_id: str) -> VectorIndex:
+        from router.index import SpaceInfo
+
+        return VectorIndex(client, SpaceInfo(space_id, 1280), self.index_settings)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def deployment(dev_stack: DevStack, default_bundle: Path, tmp_path: Path) -> Iterator[WorkerEnv]:
+    env = WorkerEnv(dev_stack, default_bundle, tmp_path)
+    yield env
+    env.stop()
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float, env: WorkerEnv) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if any(p.poll() not in (None,) and p.returncode not in (0, -9, -15) for p in env.procs):
+            pytest.fail(f"a worker died while waiting for {what}:\n{env.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}:\n{env.log()[-3000:]}")
+        time.sleep(0.5)
+
+
+def consume(stack: DevStack, topic: str, n: int, timeout: float = 60) -> list[Any]:
+    consumer = Consumer(stack.kafka_config(**{"group.id": uuid.uuid4().hex}))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                out.append(msg)
+        return out
+    finally:
+        consumer.close()
+
+
+def articles(n: int, version: int = 1, start: int = 0) -> list[ArticleUpserted]:
+    return [
+        ArticleUpserted(
+            source_version=version,
+            article=Article(
+                id=f"a{i}",
+                tenant="acme",
+                title=f"Article {i} v{version}",
+                body=f"How to solve problem number {i}",
+            ),
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def test_index_delete_dead_letter_and_route(
+    deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
+) -> None:
+    env = deployment
+    env.start()
+    image = sorted((require_shared_data() / "photo-routing" / "images").iterdir())[0].read_bytes()
+    good = [
+        *articles(10),
+        WarrantyPolicyUpserted(
+            source_version=1,
+            policy=WarrantyPolicy(
+                id="wp1",
+                tenant="acme",
+                title="Payment failed",
+                body="Card declined or gateway timeout at checkout",
+                product_categories=("shoes",),
+            ),
+        ),
+        ProductUpserted(
+            source_version=1,
+            product=Product(
+                id="sku1",
+                tenant="acme",
+                title="Trail shoe",
+                category="shoes",
+                image=ImageRef(data=image),
+            ),
+        ),
+        ProductUpserted(
+            source_version=1,
+            product=Product(id="sku2", tenant="acme", title="Hat", category="hats"),
+        ),
+    ]
+    bad_image = ProductUpserted(
+        source_version=1,
+        product=Product(
+            id="sku3",
+            tenant="acme",
+            title="Broken",
+            category="x",
+            image=ImageRef(data=b"not an image"),
+        ),
+    )
+    other_tenant = ArticleUpserted(
+        source_version=1, article=Article(id="x1", tenant="globex", title="Nope", body="nope")
+    )
+    report = env.publisher.publish([*good, bad_image, other_tenant])
+    assert report.failed == []
+    raw = Producer(env.stack.kafka_config())
+    raw.produce(env.topics.name("articles"), key=b"acme/junk", value=b"\x00 not json")
+    raw.produce(
+        env.topics.name("products"),
+        key=b"acme/sku9",
+        value=b'{"type": "product.upserted", "schema_version": 1, "source_version": 1}',
+    )
+    raw.flush(30)
+    index = env.index(redis_client, embedder.space_id)
+    wait_for(lambda: index.exists() and index.count("acme") == len(good), "13 documents", 180, env)
+    stored = index.get("acme", "sku1")
+    assert stored is not None and stored["kind"] == "product" and stored["category"] == "shoes"
+    assert stored["space_id"] == embedder.space_id and stored["source_version"] == "1"
+
+    dead = consume(env.stack, env.topics.name("dead_letters"), 4)
+    reasons = sorted(dict(m.headers())["crossroute.error.reason"].decode() for m in dead)
+    assert reasons == ["bad_input", "invalid_event", "invalid_event", "unknown_tenant"]
+    junk = next(m for m in dead if m.value() == b"\x00 not json")
+    headers = dict(junk.headers())
+    assert headers["crossroute.source.topic"].decode() == env.topics.name("articles")
+    assert int(headers["crossroute.source.offset"]) >= 0
+    assert index.get("acme", "sku3") is None and index.get("globex", "x1") is None
+
+    env.publisher.publish([ProductDeleted(source_version=2, tenant_id="acme", id="sku2")])
+    wait_for(lambda: index.get("acme", "sku2") is None, "the delete", 60, env)
+
+    ticket = TicketCreated(
+        ticket=Ticket(
+            id="t1",
+            tenant="acme",
+            text="my payment did not go through",
+            screenshot=ImageRef(data=screenshot("Payment failed: gateway timeout")),
+        )
+    )
+    env.publisher.publish([ticket])
+    (msg,) = consume(env.stack, env.topics.name("decisions"), 1, timeout=120)
+    decided = decode_event(msg.value())
+    assert isinstance(decided, RoutingDecided) and msg.key() == b"acme/t1"
+    assert decided.decision.space_id == embedder.space_id
+    assert decided.decision.targets[0].doc_id == "wp1"
+    assert "screenshot_text" in decided.decision.targets[0].evidence
+
+
+def test_kill_9_mid_stream_loses_and_duplicates_nothing(
+    deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
+) -> None:
+    env = deployment
+    first = env.start()
+    n = 300
+    env.publisher.publish(articles(n))
+    index = env.index(redis_client, embedder.space_id)
+    wait_for(lambda: index.exists() and index.count("acme") > 20, "the first batches", 180, env)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    indexed_before = index.count("acme")
+    assert indexed_before < n, "the worker finished before it could be killed"
+    env.publisher.publish(articles(50, version=2))  # updates while it is down
+    env.start()
+
+    def done() -> bool:
+        updated = [index.get("acme", f"a{i}") for i in range(50)]
+        return index.count("acme") == n and all(u and u["source_version"] == "2" for u in updated)
+
+    wait_for(done, f"{n} documents and 50 updates after restart", 240, env)
+    versions = [index.get("acme", f"a{i}") for i in range(n)]
+    assert all(v is not None for v in versions)
+    assert [v["source_version"] for v in versions[:50]] == ["2"] * 50  # type: ignore[index]
+    assert all(v["source_version"] == "1" for v in versions[50:])  # type: ignore[index]
+    assert index.count() == n  # no duplicates, nothing from elsewhere
+
+
+def test_two_workers_split_the_partitions(
+    deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
+) -> None:
+    env = deployment
+    env.start()
+    env.start()
+    time.sleep(20)  # both join the group before the data arrives
+    n = 200
+    env.publisher.publish(articles(n))
+    index = env.index(redis_client, embedder.space_id)
+    wait_for(lambda: index.exists() and index.count("acme") == n, f"{n} documents", 240, env)
+    assert all("batch of" in env.log(i) for i in range(2)), "one worker did all the work"
