@@ -218,6 +218,106 @@ def worker_cmd(
     faust.Worker(app_, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
+@app.command("demo")
+def demo_cmd(
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the worker (indexing, then decisions).")
+    ] = 300.0,
+    model: ModelOpt = None,
+) -> None:
+    """Publish a small synthetic shop (articles, warranty policies, products with drawn photos) and
+    five tickets (text, an error screenshot, a product photo, one the shop cannot answer), wait for
+    a running `crossroute worker` to index and route them, and print the routing decisions."""
+    import time
+    import uuid
+
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from models.bundle import load_manifest
+    from router.index import VectorIndex
+    from streams.demo import TENANT, demo_world
+    from streams.events import RoutingDecided, decode_event
+    from streams.producer import Publisher
+    from streams.topics import ensure_topics, topic_specs
+
+    settings = _worker_settings()
+    if settings.worker.tenants and TENANT not in settings.worker.tenants:
+        raise ConfigurationError(
+            f"the worker serves only tenants {list(settings.worker.tenants)}: it would dead-letter "
+            f"the demo's tenant {TENANT!r}; add it to CROSSROUTE_WORKER__TENANTS or unset that"
+        )
+    stack = DevStack(settings.stack, settings.kafka, settings.redis)
+    manifest = load_manifest(_bundle_dir(model), verify=False)
+    world = demo_world(int(time.time() * 1000))
+    ensure_topics(AdminClient(stack.kafka_config()), topic_specs(settings.topics))
+    publisher = Publisher(stack.kafka_config(), settings.topics)
+    report = publisher.publish(world.catalog)
+    if report.failed:
+        raise ConfigurationError(f"publishing the demo catalog failed: {report.failed[0][1]}")
+    index = VectorIndex.for_manifest(_redis_client(settings), manifest, settings.index)
+    deadline = time.monotonic() + timeout
+    with _progress(f"waiting for the worker to index {len(world.catalog)} documents") as progress:
+        while not (index.exists() and index.count(TENANT) >= len(world.catalog)):
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the demo catalog was not indexed within {timeout:.0f}s: is `crossroute "
+                    f"worker` running with the same settings (index {index.name})?"
+                )
+            time.sleep(1)
+        progress(f"{len(world.catalog)} documents searchable in {index.name}")
+    topic = settings.topics.name("decisions")
+    consumer = Consumer(stack.kafka_config(**{"group.id": f"demo-{uuid.uuid4().hex[:8]}"}))
+    parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+            for p in parts]  # fmt: skip
+    consumer.assign(ends)
+    publisher.publish(world.tickets)
+    decisions: dict[str, RoutingDecided] = {}
+    wanted = {t.ticket.id for t in world.tickets}
+    try:
+        with _progress("waiting for the routing decisions") as progress:
+            while wanted - set(decisions) and time.monotonic() < deadline:
+                msg = consumer.poll(1.0)
+                if msg is None or msg.error() is not None or msg.value() is None:
+                    continue
+                event = decode_event(msg.value() or b"")
+                if isinstance(event, RoutingDecided) and event.decision.tenant == TENANT:
+                    decisions[event.decision.ticket_id] = event
+                    progress(f"{len(decisions)}/{len(wanted)} decisions")
+    finally:
+        consumer.close()
+    table = Table("ticket", "text", "queue", "top target", "score", "evidence", "expected")
+    for t in world.tickets:
+        got = decisions.get(t.ticket.id)
+        text = (t.ticket.text or "")[:48] + (" [+screenshot]" if t.ticket.screenshot else "")
+        text += " [+photo]" if t.ticket.photo else ""
+        want = world.expected[t.ticket.id] or "human queue"
+        if got is None:
+            table.add_row(t.ticket.id, text, "-", "(no decision)", "", "", want)
+            continue
+        d = got.decision
+        top = d.targets[0] if d.targets else None
+        reached = "human queue" if d.abstained else (top.doc_id if top else "-")
+        mark = "✓" if reached == want else "✗"
+        table.add_row(
+            t.ticket.id, text, d.queue, top.doc_id if top else "-",
+            f"{top.score:.3f}" if top else "", ",".join(top.evidence) if top else "",
+            f"{want} {mark}",
+        )  # fmt: skip
+    _out.print(table)
+    _out.print(
+        f"space {manifest.space_id}; threshold {next(iter(decisions.values())).decision.threshold:.3f}"
+        if decisions
+        else ""
+    )
+    if wanted - set(decisions):
+        raise ConfigurationError(
+            f"no decision for {sorted(wanted - set(decisions))} within {timeout:.0f}s: is "
+            "`crossroute worker` running?"
+        )
+
+
 @topics_app.command("ensure")
 def topics_ensure() -> None:
     """Create the declared topics that are missing (names, partitions, cleanup policy from

@@ -106,3 +106,8 @@ def test_status_of_stopped_stack_exits_nonzero(tmp_path: object) -> None:
 def test_schemas_check_detects_stale(tmp_path: object) -> None:
     assert run_cli("schemas", "export", "--check").returncode == 0
     assert run_cli("schemas", "export", "--check", "--out", str(tmp_path)).returncode == 1
+
+
+def test_demo_refuses_a_tenant_allowlist_without_its_tenant() -> None:
+    out = run_cli("demo", env={"CROSSROUTE_WORKER__TENANTS": '["acme"]'})
+    _assert_one_line_error(out, 2, "would dead-letter the demo's tenant 'demo'")

@@ -280,3 +280,17 @@ def test_two_workers_split_the_partitions(
     index = env.index(redis_client, embedder.space_id)
     wait_for(lambda: index.exists() and index.count("acme") == n, f"{n} documents", 240, env)
     assert all("batch of" in env.log(i) for i in range(2)), "one worker did all the work"
+
+
+def test_demo_publishes_and_prints_the_decisions(deployment: WorkerEnv) -> None:
+    from tests.unit.test_cli import run_cli
+
+    env = deployment
+    env.env["CROSSROUTE_WORKER__TENANTS"] = '["acme", "demo"]'
+    env.start()
+    out = run_cli("demo", "--timeout", "240", env=env.env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:] + env.log()[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│ t-")]
+    assert [r.split("│")[1].strip() for r in rows] == ["t-1", "t-2", "t-3", "t-4", "t-5"]
+    assert "(no decision)" not in out.stdout
+    assert out.stdout.count("✓") >= 4, out.stdout  # what the demo expects, it mostly gets
