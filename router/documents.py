@@ -157,9 +157,21 @@ class Indexer:
 
     def upsert(self, entities: Sequence[Entity], versions: Sequence[int]) -> IndexOutcome:
         """Embed and write a batch; bad documents are reported in ``failed`` and not written."""
-        if len(entities) != len(versions):
-            raise ValueError(f"{len(entities)} documents but {len(versions)} versions")
         vectors, errors = self.embed(entities)
+        return self.write(entities, versions, vectors, errors)
+
+    def write(
+        self,
+        entities: Sequence[Entity],
+        versions: Sequence[int],
+        vectors: Sequence[np.ndarray | None],
+        errors: Sequence[InputError | None],
+    ) -> IndexOutcome:
+        """Write a batch embedded by :meth:`embed` (so that retrying a write never re-embeds)."""
+        if not len(entities) == len(versions) == len(vectors) == len(errors):
+            raise ValueError(
+                f"{len(entities)} documents, {len(versions)} versions, {len(vectors)} vectors"
+            )
         outcome = IndexOutcome()
         docs = []
         for i, (entity, version, vec, err) in enumerate(

@@ -151,7 +151,6 @@ def worker_cmd(
     Redis is configured), build the default model bundle if missing, declare the topics, create the
     index of the bundle's space (and point `live` at it if no index serves yet), then consume:
     entity events → embedded and indexed, tickets → routed, bad events → dead letters."""
-    import logging
 
     from confluent_kafka.admin import AdminClient
 
@@ -159,20 +158,27 @@ def worker_cmd(
     from router.exceptions import IndexNotFoundError
     from router.index import VectorIndex
     from router.routing import Router
+    from streams.logs import setup_logging
     from streams.pipeline import Pipeline, WorkerMetrics
     from streams.topics import COMPACTED_ROLES, ensure_topics, topic_specs
     from streams.worker import build_app
 
-    logging.basicConfig(
-        level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
     settings = _worker_settings()
+    setup_logging(loglevel, settings.worker.log_format)
     if settings.kafka.security_protocol != "PLAINTEXT":
         raise ConfigurationError("the worker supports PLAINTEXT Kafka only for now")
     stack = DevStack(settings.stack, settings.kafka, settings.redis)
     stack.up()  # starts what is not running; only checks external services
     bundle = _bundle_dir(model)
     if model is None and not (bundle / "manifest.json").is_file():
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ConfigurationError(
+                f"no model bundle in {bundle}, and this install cannot build one (no torch): "
+                "run `crossroute models build --out DIR` where the [train] extras are installed "
+                "and point CROSSROUTE_MODEL__BUNDLE_DIR at DIR"
+            )
         from models.config import load_spec
         from models.export.build import build_bundle
 
@@ -208,6 +214,7 @@ def worker_cmd(
         batch_size=settings.worker.batch_size,
         batch_window_s=settings.worker.batch_window_s,
         datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,
+        session_timeout_s=settings.worker.session_timeout_s,
     )
     _err.print(
         f"worker {settings.worker.group_id}: space {embedder.space_id}, index {index.name}, "
@@ -215,14 +222,17 @@ def worker_cmd(
     )
     import faust
 
-    faust.Worker(app_, loglevel=loglevel, quiet=True).execute_from_commandline()
+    # faust keeps our logging setup (text or JSON) instead of installing its own handlers
+    faust.Worker(
+        app_, loglevel=loglevel, quiet=True, override_logging=False, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 @app.command("demo")
 def demo_cmd(
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for the worker (indexing, then decisions).")
-    ] = 300.0,
+        float, typer.Option(help="Seconds to wait for the worker (bundle, indexing, decisions).")
+    ] = 900.0,
     model: ModelOpt = None,
 ) -> None:
     """Publish a small synthetic shop (articles, warranty policies, products with drawn photos) and
@@ -248,7 +258,18 @@ def demo_cmd(
             f"the demo's tenant {TENANT!r}; add it to CROSSROUTE_WORKER__TENANTS or unset that"
         )
     stack = DevStack(settings.stack, settings.kafka, settings.redis)
-    manifest = load_manifest(_bundle_dir(model), verify=False)
+    deadline = time.monotonic() + timeout
+    bundle = _bundle_dir(model)
+    if not (bundle / "manifest.json").is_file():  # a first worker run builds it: wait
+        with _progress(f"waiting for the worker to build the model bundle in {bundle}"):
+            while not (bundle / "manifest.json").is_file():
+                if time.monotonic() > deadline:
+                    raise ConfigurationError(
+                        f"no model bundle in {bundle} after {timeout:.0f}s: is `crossroute "
+                        "worker` running (it builds the default bundle on its first start)?"
+                    )
+                time.sleep(2)
+    manifest = load_manifest(bundle, verify=False)
     world = demo_world(int(time.time() * 1000))
     ensure_topics(AdminClient(stack.kafka_config()), topic_specs(settings.topics))
     publisher = Publisher(stack.kafka_config(), settings.topics)
@@ -256,7 +277,6 @@ def demo_cmd(
     if report.failed:
         raise ConfigurationError(f"publishing the demo catalog failed: {report.failed[0][1]}")
     index = VectorIndex.for_manifest(_redis_client(settings), manifest, settings.index)
-    deadline = time.monotonic() + timeout
     with _progress(f"waiting for the worker to index {len(world.catalog)} documents") as progress:
         while not (index.exists() and index.count(TENANT) >= len(world.catalog)):
             if time.monotonic() > deadline:

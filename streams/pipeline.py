@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import redis
 from confluent_kafka import KafkaError, Message, Producer
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from router.documents import Entity, Indexer
 from router.exceptions import RequestError
@@ -96,7 +96,18 @@ class WorkerMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
         )  # fmt: skip
         self.embed_seconds = Histogram(
-            "crossroute_embed_seconds", "Embedding + index write time per batch.", registry=r
+            "crossroute_embed_seconds", "Embedding time per batch of entities.", registry=r
+        )
+        self.upsert_seconds = Histogram(
+            "crossroute_upsert_seconds",
+            "Index write time per batch of upserts or deletes (retries included).",
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "crossroute_consumer_lag",
+            "Events behind the end of each assigned partition, after the last batch.",
+            ["topic", "partition"],
+            registry=r,
         )
         self.route_seconds = Histogram(
             "crossroute_route_seconds", "Routing time per ticket batch.", registry=r
@@ -181,9 +192,7 @@ class Pipeline:
                     msg, "unexpected_event", f"{event.type} does not belong on {msg.topic}", result
                 )
         if entities:
-            start = time.perf_counter()
             self._index(entities, result)
-            self.metrics.embed_seconds.observe(time.perf_counter() - start)
         if tickets:
             start = time.perf_counter()
             self._route(tickets, result)
@@ -203,9 +212,15 @@ class Pipeline:
         deletes = [(m, e) for m, e in latest.values() if isinstance(e, _DELETES)]
         if upserts:
             docs: list[Entity] = [_document(e) for _, e in upserts]
+            versions = [e.source_version for _, e in upserts]
+            start = time.perf_counter()
+            vectors, errors = self.indexer.embed(docs)
+            self.metrics.embed_seconds.observe(time.perf_counter() - start)
+            start = time.perf_counter()
             outcome = self._retrying(
-                "redis", lambda: self.indexer.upsert(docs, [e.source_version for _, e in upserts])
+                "redis", lambda: self.indexer.write(docs, versions, vectors, errors)
             )
+            self.metrics.upsert_seconds.observe(time.perf_counter() - start)
             failed = dict(outcome.failed)
             for i, (msg, _) in enumerate(upserts):
                 if i in failed:
@@ -222,7 +237,9 @@ class Pipeline:
                     )
         if deletes:
             refs = [(e.tenant, e.entity_id, e.source_version) for _, e in deletes]
+            start = time.perf_counter()
             written = self._retrying("redis", lambda: self.indexer.delete(refs))
+            self.metrics.upsert_seconds.observe(time.perf_counter() - start)
             result.deleted += written.deleted
             result.stale += written.stale
             self.metrics.stale.inc(written.stale)

@@ -128,6 +128,10 @@ class ConsumerSettings(BaseModel):
     """Folder image URIs (file paths) in events are read from; unset: only inline images."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Prometheus metrics on 127.0.0.1:PORT; 0: off."""
+    session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 10.0
+    """A worker that stops heartbeating (killed, hung) loses its partitions after this long."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per log line (structured logs for shippers)."""
 
 
 class StackSettings(BaseModel):

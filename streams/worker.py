@@ -41,6 +41,7 @@ def build_app(
     batch_size: int,
     batch_window_s: float,
     datadir: Path,
+    session_timeout_s: float = 10.0,
 ) -> Any:
     """The faust app with its two agents (not started)."""
     import faust
@@ -59,6 +60,8 @@ def build_app(
         broker_commit_interval=1.0,
         producer_max_request_size=17 * 1024 * 1024,
         consumer_max_fetch_size=17 * 1024 * 1024,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossroute-batch")
 
@@ -69,12 +72,31 @@ def build_app(
             log.critical("batch processing failed: exiting without committing", exc_info=True)
             logging.shutdown()
             os._exit(EXIT_CRASH)
+        counts = {
+            "indexed": result.indexed, "unchanged": result.unchanged, "stale": result.stale,
+            "deleted": result.deleted, "routed": result.routed,
+            "dead_lettered": result.dead_lettered,
+        }  # fmt: skip
         log.info(
-            "batch of %d: %d indexed, %d unchanged, %d stale, %d deleted, %d routed, "
-            "%d dead-lettered",
-            len(batch), result.indexed, result.unchanged, result.stale, result.deleted,
-            result.routed, result.dead_lettered,
+            "batch of %d: %s", len(batch), ", ".join(f"{v} {k.replace('_', '-')}" for k, v in counts.items()),
+            extra={"event": "batch", "size": len(batch), **counts},
         )  # fmt: skip
+
+    def record_lag(events: Sequence[Any]) -> None:
+        """Lag of each partition the batch came from: its end offset minus what was processed."""
+        last: dict[Any, int] = {}
+        for e in events:
+            last[e.message.tp] = max(last.get(e.message.tp, -1), e.message.offset)
+        for tp, offset in last.items():
+            try:
+                end = app.consumer.highwater(tp)
+            except Exception as e:  # not known yet (no fetch response): skip this round
+                log.debug("no end offset for %s yet: %s", tp, e)
+                continue
+            if end is not None:
+                pipeline.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, end - offset - 1)
+                )
 
     async def run_batches(stream: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -91,6 +113,7 @@ def build_app(
                 for e in events
             ]
             await loop.run_in_executor(executor, process, batch)
+            record_lag(events)
 
     def raw_topic(*names: str) -> Any:
         return app.topic(

@@ -5,6 +5,7 @@ duplicating anything, and splits the partitions with a second worker of the same
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,9 +16,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from router.index import VectorIndex
 from router.schemas import Article, ImageRef, Product, Ticket, WarrantyPolicy
@@ -35,6 +38,7 @@ from streams.events import (
 from streams.producer import Publisher
 from streams.settings import TopicSettings
 from tests.conftest import REPO, require_shared_data
+from tests.integration.conftest import free_port
 from tests.integration.router.conftest import screenshot
 
 pytestmark = pytest.mark.integration
@@ -153,6 +157,9 @@ def test_index_delete_dead_letter_and_route(
     deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
 ) -> None:
     env = deployment
+    metrics_port = free_port()
+    env.env["CROSSROUTE_WORKER__METRICS_PORT"] = str(metrics_port)
+    env.env["CROSSROUTE_WORKER__LOG_FORMAT"] = "json"
     env.start()
     image = sorted((require_shared_data() / "photo-routing" / "images").iterdir())[0].read_bytes()
     good = [
@@ -239,6 +246,33 @@ def test_index_delete_dead_letter_and_route(
     assert decided.decision.targets[0].doc_id == "wp1"
     assert "screenshot_text" in decided.decision.targets[0].evidence
 
+    # observability: the metrics saw all of it, the logs are one JSON object per line
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        )
+        for s in family.samples
+    }  # fmt: skip
+
+    def metric(name: str, **labels: str) -> float:
+        return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    assert metric("crossroute_events_in_total", topic=env.topics.name("articles")) == 12
+    assert metric("crossroute_events_in_total", topic=env.topics.name("tickets")) == 1
+    assert metric("crossroute_events_out_total", topic=env.topics.name("decisions")) == 1
+    assert metric("crossroute_dead_letters_total", reason="invalid_event") == 2
+    assert metric("crossroute_freshness_seconds_count") == len(good)
+    assert metric("crossroute_embed_seconds_count") >= 1
+    assert metric("crossroute_upsert_seconds_count") >= 2  # upserts, then the delete
+    lags = [v for (n, _), v in samples.items() if n == "crossroute_consumer_lag"]
+    assert lags and all(v == 0 for v in lags), lags
+    records = [json.loads(line) for line in env.log().splitlines() if line.startswith("{")]
+    batches = [r for r in records if r.get("event") == "batch"]
+    assert sum(r["indexed"] for r in batches) == len(good)
+    assert sum(r["dead_lettered"] for r in batches) == 4
+    assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
+
 
 def test_kill_9_mid_stream_loses_and_duplicates_nothing(
     deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
@@ -294,3 +328,51 @@ def test_demo_publishes_and_prints_the_decisions(deployment: WorkerEnv) -> None:
     assert [r.split("│")[1].strip() for r in rows] == ["t-1", "t-2", "t-3", "t-4", "t-5"]
     assert "(no decision)" not in out.stdout
     assert out.stdout.count("✓") >= 4, out.stdout  # what the demo expects, it mostly gets
+
+
+@pytest.mark.parametrize("service", ["redis", "kafka"])
+def test_service_restart_mid_stream_loses_nothing(
+    service: str, deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
+) -> None:
+    """Redis (or the broker) goes away mid-stream and comes back on the same data: the worker
+    retries instead of committing or dying, and every event ends up indexed, once."""
+    env = deployment
+    if env.stack.redis_external if service == "redis" else env.stack.kafka_external:
+        pytest.skip(f"{service} is external: the test cannot restart it")
+    worker = env.start()
+    n = 300
+    env.publisher.publish(articles(n))
+    index = env.index(redis_client, embedder.space_id)
+
+    def tolerant(check: Callable[[], bool]) -> Callable[[], bool]:
+        def run() -> bool:
+            try:
+                return check()
+            except (redis.ConnectionError, redis.BusyLoadingError):
+                return False
+
+        return run
+
+    wait_for(
+        tolerant(lambda: index.exists() and index.count("acme") > 20), "first batches", 180, env
+    )
+    env.stack.restart(service)  # type: ignore[arg-type]
+    assert worker.poll() is None, f"the worker exited during the {service} restart:\n{env.log()}"
+    if service == "redis":  # (a broker restart lets the worker drain what it had fetched)
+        assert tolerant(lambda: index.count("acme") < n)(), "the worker finished before the restart"
+    # after the restart: updates of indexed entities and new ones
+    env.publisher.publish([*articles(50, version=2), *articles(100, start=n)])
+    total = n + 100
+
+    def done() -> bool:
+        updated = [index.get("acme", f"a{i}") for i in range(50)]
+        return index.count("acme") == total and all(
+            u and u["source_version"] == "2" for u in updated
+        )
+
+    wait_for(tolerant(done), f"{total} documents and 50 updates after the restart", 300, env)
+    assert worker.poll() is None, "the worker did not survive"
+    keys = list(redis_client.scan_iter(f"{index.prefix}acme:*", count=1000))
+    assert len(keys) == total  # one document per entity, nothing else
+    if service == "redis":
+        assert "redis unavailable" in env.log()  # it did notice, and retried
