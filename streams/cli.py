@@ -307,7 +307,15 @@ def demo_cmd(
                     progress(f"{len(decisions)}/{len(wanted)} decisions")
     finally:
         consumer.close()
-    table = Table("ticket", "text", "queue", "top target", "score", "evidence", "expected")
+    from rich.table import Column
+
+    def whole(name: str) -> Column:  # ids stay whole; the ticket text and the evidence wrap
+        return Column(name, no_wrap=True)
+
+    table = Table(
+        whole("ticket"), "text", whole("queue"), whole("top target"), whole("score"), "evidence",
+        whole("expected"),
+    )  # fmt: skip
     for t in world.tickets:
         got = decisions.get(t.ticket.id)
         text = (t.ticket.text or "")[:48] + (" [+screenshot]" if t.ticket.screenshot else "")
