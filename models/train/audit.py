@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from models.eval.dataset import Pair, load_pairs
 from models.exceptions import InputError
 from models.preprocess import decode_image
 
-__all__ = ["audit_pairs", "write_filtered"]
+__all__ = ["audit_pairs", "head_noun", "token_coherence", "visible_attributes", "write_filtered"]
 
 Progress = Callable[[str], None]
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9'&-]*")
@@ -45,6 +45,84 @@ def _dhash(img: Image.Image) -> int:
     small = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.BILINEAR), dtype=np.int16)
     bits = (small[:, 1:] > small[:, :-1]).flatten()
     return int("".join("1" if b else "0" for b in bits), 2)
+
+
+def head_noun(text: str) -> str:
+    """The last word of the normalised text: a cheap category proxy ("… running shoes" → "shoes")."""
+    words = _norm(text).split()
+    return words[-1] if words else ""
+
+
+def token_coherence(
+    texts: Sequence[str],
+    feats: np.ndarray,
+    min_count: int = 30,
+    rng: np.random.Generator | None = None,
+) -> list[dict[str, Any]]:
+    """Visual coherence of each frequent word (``min_count`` texts or more), lowest first.
+
+    ``feats[i]`` are unit image features of ``texts[i]``'s image. A word's coherence is measured
+    *within* a head noun (black t-shirts vs all t-shirts), so it gets no credit for co-occurring with
+    a category word: brand words gain little, colours and styles more.
+    """
+    rng = rng or np.random.default_rng(0)
+    heads = [head_noun(t) for t in texts]
+    rows_of_head: dict[str, list[int]] = defaultdict(list)
+    token_rows: dict[str, list[int]] = defaultdict(list)
+    for r, (text, head) in enumerate(zip(texts, heads, strict=True)):
+        if not head:
+            continue
+        rows_of_head[head].append(r)
+        for tok in sorted(set(_norm(text).split()[:-1])):
+            token_rows[tok].append(r)
+
+    def mean_sim(rows: list[int]) -> float:
+        pick = np.array(rows) if len(rows) <= 300 else rng.choice(rows, 300, replace=False)
+        sims = feats[pick] @ feats[pick].T
+        return float(np.mean(sims[np.triu_indices(len(pick), 1)]))
+
+    tokens: list[dict[str, Any]] = []
+    for tok, rows in sorted(token_rows.items()):  # sorted: set order varies with PYTHONHASHSEED
+        if len(rows) < min_count:
+            continue
+        by_head: dict[str, list[int]] = defaultdict(list)
+        for r in rows:
+            by_head[heads[r]].append(r)
+        gains, weights = [], []
+        for head, hr in by_head.items():
+            if len(hr) >= 5 and len(rows_of_head[head]) > len(hr):
+                gains.append(mean_sim(hr) - mean_sim(rows_of_head[head]))
+                weights.append(len(hr))
+        if not gains:
+            continue
+        tokens.append(
+            {
+                "token": tok,
+                "count": len(rows),
+                "visual_coherence": round(float(np.average(gains, weights=weights)), 4),
+                "head_nouns": len(by_head),
+            }
+        )
+    tokens.sort(key=lambda t: t["visual_coherence"])
+    return tokens
+
+
+def visible_attributes(
+    texts: Sequence[str], feats: np.ndarray, min_count: int = 30, min_coherence: float = 0.02
+) -> list[frozenset[str]]:
+    """Per text, the words a photo can show: its head noun and its frequent words whose visual
+    coherence is at least ``min_coherence`` (colours, styles; not brands). Two products with the
+    same set look alike to the image encoder whatever their other words say."""
+    grounded = {
+        t["token"]
+        for t in token_coherence(texts, feats, min_count)
+        if t["visual_coherence"] >= min_coherence
+    }
+    out = []
+    for text in texts:
+        words = _norm(text).split()
+        out.append(frozenset({*(w for w in words[:-1] if w in grounded), *words[-1:]}))
+    return out
 
 
 def audit_pairs(
@@ -122,7 +200,6 @@ def audit_pairs(
     if pending:
         feature_chunks.append(embedder.decoded_image_features(pending))
     feats = np.concatenate(feature_chunks) if feature_chunks else np.zeros((0, 1), np.float32)
-    row = {i: r for r, i in enumerate(arr_index)}
     rng = np.random.default_rng(0)
     sample = (
         rng.choice(len(feats), size=min(len(feats), 2000), replace=False)
@@ -134,48 +211,8 @@ def audit_pairs(
         if len(sample) > 1
         else 0.0
     )
-    # A word's coherence is measured *within* a head noun (black t-shirts vs all t-shirts), so it gets
-    # no credit for co-occurring with a category word; brand words gain little, colours and styles more.
-    head_of = {
-        row[i]: _norm(p.text).split()[-1] for i, p in enumerate(pairs) if i in row and _norm(p.text)
-    }
-    rows_of_head: dict[str, list[int]] = defaultdict(list)
-    for r, head in head_of.items():
-        rows_of_head[head].append(r)
-    token_rows: dict[str, list[int]] = defaultdict(list)
-    for i, p in enumerate(pairs):
-        if i in row:
-            for tok in sorted(set(_norm(p.text).split()[:-1])):
-                token_rows[tok].append(row[i])
-
-    def mean_sim(rows: list[int]) -> float:
-        pick = np.array(rows) if len(rows) <= 300 else rng.choice(rows, 300, replace=False)
-        sims = feats[pick] @ feats[pick].T
-        return float(np.mean(sims[np.triu_indices(len(pick), 1)]))
-
-    tokens: list[dict[str, Any]] = []
-    for tok, rows in sorted(token_rows.items()):  # sorted: set order varies with PYTHONHASHSEED
-        if len(rows) < min_token_count:
-            continue
-        by_head: dict[str, list[int]] = defaultdict(list)
-        for r in rows:
-            by_head[head_of[r]].append(r)
-        gains, weights = [], []
-        for head, hr in by_head.items():
-            if len(hr) >= 5 and len(rows_of_head[head]) > len(hr):
-                gains.append(mean_sim(hr) - mean_sim(rows_of_head[head]))
-                weights.append(len(hr))
-        if not gains:
-            continue
-        tokens.append(
-            {
-                "token": tok,
-                "count": len(rows),
-                "visual_coherence": round(float(np.average(gains, weights=weights)), 4),
-                "head_nouns": len(by_head),
-            }
-        )
-    tokens.sort(key=lambda t: t["visual_coherence"])
+    texts = [pairs[i].text for i in arr_index]
+    tokens = token_coherence(texts, feats, min_token_count, rng)
     poorly = [t for t in tokens if t["visual_coherence"] < 0.01 and t["head_nouns"] >= 3]
     reasons = Counter(r.split(" of line")[0].split(":")[0] for r in drops.values())
     report: dict[str, Any] = {

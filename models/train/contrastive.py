@@ -37,6 +37,7 @@ from models.train.features import PairSet
 __all__ = [
     "Heads",
     "TrainConfig",
+    "attribute_sets",
     "info_nce",
     "mine_negatives",
     "split_holdout",
@@ -75,6 +76,9 @@ class TrainConfig:
     """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
+    false_negative_attributes: bool = False
+    """Also drop candidates whose visible attributes (head noun + visually grounded words, see
+    ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
     holdout: float = 0.1
     """Share of each source's groups held back from training to pick the best epoch of each stage
     (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
@@ -147,6 +151,24 @@ def _pca_init(layer: nn.Linear, feats: np.ndarray) -> None:
         layer.bias.zero_()
 
 
+def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
+    """Visible attributes of every pair's text, grounded per source on its own image features."""
+    from models.train.audit import visible_attributes
+
+    feats = pairs.image_feats / np.maximum(
+        np.linalg.norm(pairs.image_feats, axis=1, keepdims=True), 1e-12
+    )
+    out: list[frozenset[str]] = [frozenset()] * len(pairs.texts)
+    sources = np.array(pairs.sources)
+    for source in sorted(set(pairs.sources)):
+        idx = np.flatnonzero(sources == source)
+        for i, attrs in zip(
+            idx, visible_attributes([pairs.texts[i] for i in idx], feats[idx]), strict=True
+        ):
+            out[i] = attrs
+    return out
+
+
 def mine_negatives(
     model: Heads, pairs: PairSet, cfg: TrainConfig
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -164,6 +186,7 @@ def mine_negatives(
     txt_neg = np.zeros((n, k), dtype=np.int64)
     dropped = kept = 0
     sources = np.array(pairs.sources)
+    attrs = attribute_sets(pairs) if cfg.false_negative_attributes else None
     for start in range(0, n, 1024):
         idx = np.arange(start, min(start + 1024, n))
         for anchors, cands, out in ((t, v, img_neg), (v, t, txt_neg)):
@@ -183,11 +206,17 @@ def mine_negatives(
                 txt_close = (
                     pairs.text_feats[cand] @ pairs.text_feats[i] > cfg.false_negative_text_cos
                 )
-                ok = cand[~(img_close | txt_close)][cfg.mine_skip :]
-                dropped += int((img_close | txt_close).sum())
+                close = img_close | txt_close
+                if attrs is not None and attrs[i]:
+                    close |= np.array([attrs[j] == attrs[i] for j in cand], dtype=bool)
+                ok = cand[~close][cfg.mine_skip :]
+                dropped += int(close.sum())
                 rng = np.random.default_rng(cfg.seed + int(i))
                 if len(ok) < k:  # too few safe hard negatives: fill with random other-group items
-                    fill = rng.choice(np.flatnonzero(pairs.groups != pairs.groups[i]), k - len(ok))
+                    others = pairs.groups != pairs.groups[i]
+                    if attrs is not None and attrs[i]:
+                        others &= np.array([a != attrs[i] for a in attrs], dtype=bool)
+                    fill = rng.choice(np.flatnonzero(others), k - len(ok))
                     ok = np.concatenate([ok, fill])
                 out[i] = rng.choice(ok, k, replace=False) if len(ok) > k else ok[:k]
                 kept += k

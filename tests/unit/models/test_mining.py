@@ -1,0 +1,59 @@
+"""Attribute-aware mining: which words a photo can show, and negatives that differ in them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.train.audit import token_coherence, visible_attributes
+from models.train.contrastive import Heads, TrainConfig, mine_negatives
+from models.train.features import PairSet
+
+COLOURS = ("black", "white", "red", "navy")
+TYPES = ("shoes", "shirt")
+BRANDS = ("acme", "globex", "initech", "umbrella", "hooli")
+
+
+def catalogue(n: int = 1000, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """Titles '<brand> men <colour> <type>' whose image features show colour and type only."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(len(COLOURS) * len(TYPES), 32))
+    texts, feats = [], []
+    for _ in range(n):
+        b, c, t = rng.integers(len(BRANDS)), rng.integers(len(COLOURS)), rng.integers(len(TYPES))
+        texts.append(f"{BRANDS[b]} men {COLOURS[c]} {TYPES[t]}")
+        feats.append(centres[c * len(TYPES) + t] + 0.3 * rng.normal(size=32))
+    f = np.array(feats, dtype=np.float32)
+    return texts, f / np.linalg.norm(f, axis=1, keepdims=True)
+
+
+def test_colours_are_grounded_brands_and_ubiquitous_words_are_not() -> None:
+    texts, feats = catalogue()
+    coherence = {t["token"]: t["visual_coherence"] for t in token_coherence(texts, feats)}
+    assert min(coherence[c] for c in COLOURS) > 0.1
+    assert max(abs(coherence[b]) for b in BRANDS) < 0.05
+    attrs = visible_attributes(texts, feats)
+    assert attrs[0] == frozenset(texts[0].split()[2:])  # colour + head noun, no brand, no "men"
+
+
+def test_mined_negatives_never_share_the_anchors_visible_attributes() -> None:
+    texts, feats = catalogue()
+    rng = np.random.default_rng(1)
+    text_feats = rng.normal(size=(len(texts), 16)).astype(np.float32)
+    pairs = PairSet(
+        text_feats / np.linalg.norm(text_feats, axis=1, keepdims=True),
+        feats,
+        np.arange(len(texts)),  # every title its own group: only attributes can protect them
+        tuple(texts),
+        ("shop",) * len(texts),
+        "test",
+    )
+    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_skip=0, mine_pool=32)
+    model = Heads(16, 32, cfg)
+    attrs = [frozenset(t.split()[2:]) for t in texts]
+    plain, _, _ = mine_negatives(model, pairs, cfg)
+    assert any(attrs[j] == attrs[i] for i in range(len(texts)) for j in plain[i])  # it happens
+    filtered_cfg = TrainConfig(**{**cfg.__dict__, "false_negative_attributes": True})
+    img_neg, txt_neg, stats = mine_negatives(model, pairs, filtered_cfg)
+    for i in range(len(texts)):
+        assert all(attrs[j] != attrs[i] for j in (*img_neg[i], *txt_neg[i]))
+    assert stats["candidates_dropped_as_false_negatives"] > 0
