@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -79,6 +79,8 @@ class TrainConfig:
     false_negative_attributes: bool = False
     """Also drop candidates whose visible attributes (head noun + visually grounded words, see
     ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
+    mask_same_attributes: Literal["none", "stage2", "both"] = "none"
+    """In-batch pairs with the same visible attributes are not negatives (in these stages)."""
     holdout: float = 0.1
     """Share of each source's groups held back from training to pick the best epoch of each stage
     (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
@@ -125,14 +127,18 @@ def info_nce(
     groups: torch.Tensor,
     scale: torch.Tensor,
     extra_b: torch.Tensor | None = None,
+    also_same: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between unit vectors ``a[i]`` ↔ ``b[i]``.
 
     Off-diagonal pairs that share a group are masked out (never negatives). ``extra_b`` (n, m, d)
-    adds m mined negatives per row to the a→b direction.
+    adds m mined negatives per row to the a→b direction. ``also_same`` (n, n) masks more pairs
+    (e.g. items with the same visible attributes).
     """
     logits = scale * a @ b.T
     same = groups[:, None] == groups[None, :]
+    if also_same is not None:
+        same = same | also_same
     eye = torch.eye(len(a), dtype=torch.bool)
     logits = logits.masked_fill(same & ~eye, float("-inf"))
     target = torch.arange(len(a))
@@ -182,6 +188,14 @@ def mine_negatives(
         t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
         v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
     n, k = len(t), cfg.mined_per_anchor
+    # Raw features for the false-negative filter, as cosines: image features are the encoder's and
+    # the colour histogram's unit blocks side by side (norm √2), so normalise them as a whole.
+    raw_img = pairs.image_feats / np.maximum(
+        np.linalg.norm(pairs.image_feats, axis=1, keepdims=True), 1e-12
+    )
+    raw_txt = pairs.text_feats / np.maximum(
+        np.linalg.norm(pairs.text_feats, axis=1, keepdims=True), 1e-12
+    )
     img_neg = np.zeros((n, k), dtype=np.int64)
     txt_neg = np.zeros((n, k), dtype=np.int64)
     dropped = kept = 0
@@ -200,12 +214,8 @@ def mine_negatives(
             pool = np.take_along_axis(part, order, axis=1)
             for row, i in enumerate(idx):
                 cand = pool[row][np.isfinite(sims[row, pool[row]])]
-                img_close = (
-                    pairs.image_feats[cand] @ pairs.image_feats[i] > cfg.false_negative_image_cos
-                )
-                txt_close = (
-                    pairs.text_feats[cand] @ pairs.text_feats[i] > cfg.false_negative_text_cos
-                )
+                img_close = raw_img[cand] @ raw_img[i] > cfg.false_negative_image_cos
+                txt_close = raw_txt[cand] @ raw_txt[i] > cfg.false_negative_text_cos
                 close = img_close | txt_close
                 if attrs is not None and attrs[i]:
                     close |= np.array([attrs[j] == attrs[i] for j in cand], dtype=bool)
@@ -328,9 +338,18 @@ def train_heads(
             "pairs": len(pairs.texts),
             "held_back": 0 if val is None else len(val.texts),
         }
+        attr_ids = None
+        if cfg.mask_same_attributes != "none":
+            sets = attribute_sets(pairs)
+            known: dict[frozenset[str], int] = {}
+            attr_ids = np.array(
+                [known.setdefault(a, len(known)) if a else -1 - i for i, a in enumerate(sets)],
+                dtype=np.int64,
+            )
         record["stage1"] = _run_stage(
-            model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1", val
-        )
+            model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1", val,
+            attr_ids if cfg.mask_same_attributes == "both" else None,
+        )  # fmt: skip
         if mined:
             img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg)
             record["mining"] = stats
@@ -345,6 +364,7 @@ def train_heads(
                 progress,
                 "stage 2",
                 val,
+                attr_ids,
             )
         record["temperature"] = round(float(1 / model.scale().item()), 6)
     finally:
@@ -363,6 +383,7 @@ def _run_stage(
     progress: Progress | None,
     name: str,
     val: PairSet | None = None,
+    attr_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train for ``epochs``; with ``val``, end on the epoch that scored best on it (epoch 0, the
     starting point, included: a stage that does not help changes nothing)."""
@@ -383,6 +404,7 @@ def _run_stage(
     t_all = torch.from_numpy(pairs.text_feats)
     v_all = torch.from_numpy(pairs.image_feats)
     g_all = torch.from_numpy(pairs.groups.astype(np.int64))
+    a_all = None if attr_ids is None else torch.from_numpy(attr_ids)
     steps_per_epoch = len(_batches(len(pairs.texts), cfg.batch_size, np.random.default_rng(0)))
     total = epochs * steps_per_epoch
     sched = torch.optim.lr_scheduler.OneCycleLR(
@@ -412,10 +434,11 @@ def _run_stage(
                 extra_t = model.encode_text(
                     t_all[torch.from_numpy(negatives[1][idx].reshape(-1))]
                 ).view(len(idx), -1, cfg.dim)
-            loss = info_nce(t, v, g_all[ti], scale)
+            also = None if a_all is None else a_all[ti][:, None] == a_all[ti][None, :]
+            loss = info_nce(t, v, g_all[ti], scale, also_same=also)
             if extra_v is not None and extra_t is not None:
-                mined = info_nce(t, v, g_all[ti], scale, extra_v) + info_nce(
-                    v, t, g_all[ti], scale, extra_t
+                mined = info_nce(t, v, g_all[ti], scale, extra_v, also) + info_nce(
+                    v, t, g_all[ti], scale, extra_t, also
                 )
                 loss = loss + cfg.mined_weight * mined / 2
             if tp is not None and tp_batches:

@@ -57,3 +57,42 @@ def test_mined_negatives_never_share_the_anchors_visible_attributes() -> None:
     for i in range(len(texts)):
         assert all(attrs[j] != attrs[i] for j in (*img_neg[i], *txt_neg[i]))
     assert stats["candidates_dropped_as_false_negatives"] > 0
+
+
+def test_info_nce_also_same_masks_pairs_like_a_shared_group() -> None:
+    import torch
+
+    from models.train.contrastive import info_nce
+
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1], [0.9, 0.2], [0.0, 1.0]]), dim=-1)
+    scale = torch.tensor(10.0)
+    same_attrs = torch.tensor([[True, True, False], [True, True, False], [False, False, True]])
+    masked = info_nce(a, a, torch.tensor([0, 1, 2]), scale, also_same=same_attrs)
+    grouped = info_nce(a, a, torch.tensor([0, 0, 2]), scale)
+    plain = info_nce(a, a, torch.tensor([0, 1, 2]), scale)
+    assert float(masked) == float(grouped) < float(plain)
+
+
+def test_the_false_negative_filter_compares_cosines_of_concatenated_features() -> None:
+    """Image features are two unit blocks side by side (encoder + colour, norm √2): the filter
+    must normalise them, or every moderately similar candidate looks like a duplicate."""
+    n = 200
+    rng = np.random.default_rng(2)
+    noise = rng.normal(size=(n, 64))
+    block = 0.77 * np.eye(64)[0] + 0.64 * noise / np.linalg.norm(noise, axis=1, keepdims=True)
+    block = (block / np.linalg.norm(block, axis=1, keepdims=True)).astype(np.float32)
+    cos = block @ block.T
+    assert 0.4 < np.median(cos) < 0.8  # alike, but no duplicates
+    wide = np.concatenate([block, block], axis=1)  # norm √2, like encoder ‖ colour features
+    text_feats = rng.normal(size=(n, 16)).astype(np.float32)
+    pairs = PairSet(
+        text_feats / np.linalg.norm(text_feats, axis=1, keepdims=True),
+        wide,
+        np.arange(n),
+        tuple(f"item {i}" for i in range(n)),
+        ("shop",) * n,
+        "test",
+    )
+    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_skip=0, mine_pool=32)
+    _, _, stats = mine_negatives(Heads(16, 128, cfg), pairs, cfg)
+    assert stats["candidates_dropped_as_false_negatives"] < 0.05 * n * 32
