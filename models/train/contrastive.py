@@ -68,18 +68,19 @@ class TrainConfig:
     text_lr_scale: float = 0.1
     """Learning-rate multiplier of the text head (small values keep it near its initialisation)."""
     mined_per_anchor: int = 8
-    mine_skip: int = 8
-    """The nearest candidates skipped: at the very top of the list sit the unlabelled duplicates."""
+    mine_skip: int = 0
+    """The nearest candidates skipped (after the false-negative filter): unlabelled duplicates the
+    filter misses sit at the very top of the list."""
     mine_pool: int = 64
     """Mined negatives are drawn (seeded) from ranks mine_skip..mine_pool that survive the filter."""
     mined_weight: float = 0.5
     """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
-    false_negative_attributes: bool = False
+    false_negative_attributes: bool = True
     """Also drop candidates whose visible attributes (head noun + visually grounded words, see
     ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
-    mask_same_attributes: Literal["none", "stage2", "both"] = "none"
+    mask_same_attributes: Literal["none", "stage2", "both"] = "both"
     """In-batch pairs with the same visible attributes are not negatives (in these stages)."""
     holdout: float = 0.1
     """Share of each source's groups held back from training to pick the best epoch of each stage

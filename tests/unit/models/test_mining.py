@@ -47,7 +47,9 @@ def test_mined_negatives_never_share_the_anchors_visible_attributes() -> None:
         ("shop",) * len(texts),
         "test",
     )
-    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_skip=0, mine_pool=32)
+    cfg = TrainConfig(
+        dim=16, hidden=32, mined_per_anchor=4, mine_pool=32, false_negative_attributes=False
+    )
     model = Heads(16, 32, cfg)
     attrs = [frozenset(t.split()[2:]) for t in texts]
     plain, _, _ = mine_negatives(model, pairs, cfg)
@@ -93,6 +95,6 @@ def test_the_false_negative_filter_compares_cosines_of_concatenated_features() -
         ("shop",) * n,
         "test",
     )
-    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_skip=0, mine_pool=32)
+    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_pool=32)
     _, _, stats = mine_negatives(Heads(16, 128, cfg), pairs, cfg)
     assert stats["candidates_dropped_as_false_negatives"] < 0.05 * n * 32
