@@ -88,10 +88,15 @@ def main() -> int:
         + " | ".join(f"{o['f1']:.3f} (t={o['threshold']:.3f})" for o in oos)
         + " |"
     )
-    args.markdown.parent.mkdir(parents=True, exist_ok=True)
-    args.markdown.write_text("\n".join(lines) + "\n")
-    print(args.markdown.read_text())
+    write_markdown(args.markdown, lines)
     return 0
+
+
+def write_markdown(path: Path, lines: list[str]) -> None:
+    """Write a table (one line per row) and show it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    print(path.read_text())
 
 
 if __name__ == "__main__":

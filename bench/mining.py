@@ -1,0 +1,213 @@
+"""The mining ablation of docs/alignment.md, over several seeds: does stage 2 help, and do the mined
+negatives, not just the extra epochs, help?
+
+    .venv/bin/python bench/mining.py --data ../shared/data --work .crossroute/alignment \
+        --seeds 20261126,7,11 --out bench/mining.json --markdown docs/mining-table.md
+
+Variants (all with the pair sets and support sets of bench/alignment.py, letterbox + colour):
+``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0: the same extra
+epochs without mined negatives), ``mined`` (the default), ``mined-plain`` (mined without the
+attribute-aware filter and masking); ``--variants`` also takes the ablations ``mined-skip8``,
+``mined-nomask`` and ``mined-mask2`` (see ``EXTRA_VARIANTS``). Each variant is trained with
+``train_heads`` (the code behind ``crossroute train``) and scored on the dev splits with the same
+metrics as ``crossroute eval`` (exact search); frozen features are computed once and cached in
+``--work``, so a run takes minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from alignment import PAIRS, SUPPORT, write_markdown
+
+from models.bundle import load_manifest
+from models.embedder import Embedder
+from models.eval.dataset import load_dataset
+from models.eval.metrics import rank_metrics
+from models.preprocess import ColourFeatures
+from models.settings import default_bundle_dir
+from models.train.contrastive import Heads, TrainConfig, train_heads
+from models.train.features import (
+    PairSet,
+    align_pair_texts,
+    encode_pairs,
+    load_pair_sets,
+    support_text_pairs,
+)
+from models.train.run import _with_image_preprocess
+
+EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
+VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
+    "inbatch": (False, {}),
+    "control": (True, {"mined_weight": 0.0}),
+    "mined": (True, {}),
+    "mined-plain": (True, {"false_negative_attributes": False, "mask_same_attributes": "none"}),
+}
+EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of docs/alignment.md
+    "mined-skip8": (
+        True,
+        {"false_negative_attributes": False, "mask_same_attributes": "none", "mine_skip": 8},
+    ),
+    "mined-nomask": (True, {"mask_same_attributes": "none"}),
+    "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
+}
+_STATE: dict[str, Any] = {}
+
+
+def _raw(emb: Embedder, data: Path, name: str, work: Path) -> dict[str, np.ndarray]:
+    """Frozen features of a dev set's corpus ("c") and queries ("q"): text and image, with masks."""
+    cache = work / f"dev-{name}-{emb.manifest.digest()[:16]}.npz"
+    if cache.is_file():
+        return dict(np.load(cache))
+    ds = load_dataset(data / name)
+    out: dict[str, np.ndarray] = {}
+    for part, items in (
+        ("c", [(d.full_text(), d.image) for d in ds.corpus]),
+        ("q", [(q.text, q.image) for q in ds.queries]),
+    ):
+        has_t = np.array([bool(t and t.strip()) for t, _ in items])
+        has_i = np.array([im is not None for _, im in items])
+        tf = np.zeros((len(items), emb.manifest.text.dim), np.float32)
+        if has_t.any():
+            tf[has_t] = emb.text_features(
+                [t or "" for (t, _), h in zip(items, has_t, strict=True) if h]
+            )
+        out[f"{part}_t"], out[f"{part}_ht"], out[f"{part}_hi"] = tf, has_t, has_i
+        idx = np.flatnonzero(has_i)
+        out[f"{part}_i"] = np.zeros((len(items), emb.image_feature_dim), np.float32)
+        for s in range(0, len(idx), 256):
+            decoded, errors = emb.preprocess_images(
+                [ds.root / str(items[i][1]) for i in idx[s : s + 256]]
+            )
+            if any(e is not None for e in errors):
+                raise SystemExit(f"{name}: {next(e for e in errors if e is not None)}")
+            out[f"{part}_i"][idx[s : s + 256]] = emb.decoded_image_features(
+                [im for im in decoded if im is not None]
+            )
+    work.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, **out)
+    return out
+
+
+def _project(model: Heads, r: dict[str, np.ndarray], part: str) -> np.ndarray:
+    """Embed items like ``models.eval.run.embed_items``: sum of the modalities present, unit norm."""
+    ht, hi = r[f"{part}_ht"], r[f"{part}_hi"]
+    v = np.zeros((len(ht), model.text[0].out_features), np.float32)
+    with torch.no_grad():
+        if ht.any():
+            v[ht] += model.encode_text(torch.from_numpy(r[f"{part}_t"][ht])).numpy()
+        if hi.any():
+            v[hi] += model.encode_image(torch.from_numpy(r[f"{part}_i"][hi])).numpy()
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+def _score(model: Heads) -> dict[str, dict[str, float]]:
+    out = {}
+    for name, (relevant, r) in _STATE["dev"].items():
+        scores = _project(model, r, "q") @ _project(model, r, "c").T
+        ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        m = rank_metrics(ranked, relevant, (1, 10))
+        out[name] = {k: round(m[k], 4) for k in ("recall@1", "recall@10", "ndcg@10")}
+    return out
+
+
+def _run(job: tuple[str, int]) -> dict[str, Any]:
+    variant, seed = job
+    mined, overrides = {**VARIANTS, **EXTRA_VARIANTS}[variant]
+    cfg = replace(TrainConfig(), seed=seed, **overrides)
+    start = time.time()
+    model, record = train_heads(_STATE["pairs"], _STATE["support"], cfg, mined=mined)
+    return {
+        "variant": variant,
+        "seed": seed,
+        "seconds": round(time.time() - start),
+        "best_epoch": [record.get(s, {}).get("best_epoch") for s in ("stage1", "stage2")],
+        "mining": record.get("mining"),
+        "metrics": _score(model),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--work", type=Path, default=Path(".crossroute/alignment"))
+    ap.add_argument("--seeds", default="20261126,7,11")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--jobs", type=int, default=2, help="trainings in parallel (one thread each)")
+    ap.add_argument("--out", type=Path, default=Path("bench/mining.json"))
+    ap.add_argument("--markdown", type=Path, default=Path("docs/mining-table.md"))
+    args = ap.parse_args()
+    base_dir = default_bundle_dir()
+    base = load_manifest(base_dir, verify=True)
+    pre = base.spec.image.preprocess.model_copy(update={"crop": "pad", "colour": ColourFeatures()})
+    emb = Embedder(
+        base_dir,
+        base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)}),
+        providers="cpu",
+    )
+    sets, _ = align_pair_texts(load_pair_sets([args.data / p for p in PAIRS]))
+    pairs: PairSet = encode_pairs(emb, sets, args.work / "features")
+    text_pairs = support_text_pairs([args.data / s for s in SUPPORT])
+    q = emb.text_features([t.query for t in text_pairs])
+    a = emb.text_features([t.target for t in text_pairs])
+    _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
+    _STATE["pairs"], _STATE["support"] = pairs, (q, a, g.astype(np.int64))
+    dev = {}
+    for name in EVAL:
+        ds = load_dataset(args.data / name)
+        index = {d.id: i for i, d in enumerate(ds.corpus)}
+        relevant = [frozenset(index[d] for d in ds.qrels.get(x.id, ())) for x in ds.queries]
+        dev[name] = (relevant, _raw(emb, args.data, name, args.work))
+    _STATE["dev"] = dev
+    jobs = [(v, int(s)) for s in args.seeds.split(",") for v in args.variants.split(",")]
+    results = []
+    with get_context("fork").Pool(args.jobs) as pool:  # children share the features read above
+        for r in pool.imap(_run, jobs):
+            print(json.dumps(r), flush=True)
+            results.append(r)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    metrics = [  # the metrics of issue #4's acceptance
+        ("myntra-t2i", "recall@10"),
+        ("myntra-i2t", "recall@10"),
+        ("myntra-attr2i", "ndcg@10"),
+        ("photo-routing", "recall@1"),
+    ]
+    variants = args.variants.split(",")
+    lines = [
+        "| variant | seed | best epochs (stage 1, 2) | "
+        + " | ".join(f"{d} {m}" for d, m in metrics)
+        + " |",
+        "|---|---|---|" + "---|" * len(metrics),
+    ]
+    for r in results:
+        cells = [f"{r['metrics'][d][m]:.3f}" for d, m in metrics]
+        epochs = ", ".join("-" if e is None else str(e) for e in r["best_epoch"])
+        lines.append(f"| {r['variant']} | {r['seed']} | {epochs} | " + " | ".join(cells) + " |")
+    for v in variants:
+        rows = [r for r in results if r["variant"] == v]
+        means = [np.mean([r["metrics"][d][m] for r in rows]) for d, m in metrics]
+        lines.append(
+            f"| **{v}** | mean of {len(rows)} | | "
+            + " | ".join(f"**{x:.3f}**" for x in means)
+            + " |"
+        )
+    write_markdown(args.markdown, lines)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
