@@ -61,6 +61,8 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     ),
     "mined-nomask": (True, {"mask_same_attributes": "none"}),
     "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
+    "inbatch-ema": (False, {"ema_decay": 0.99}),
+    "mined-ema": (True, {"ema_decay": 0.99}),
 }
 _STATE: dict[str, Any] = {}
 

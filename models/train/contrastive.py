@@ -82,6 +82,9 @@ class TrainConfig:
     ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
     mask_same_attributes: Literal["none", "stage2", "both"] = "both"
     """In-batch pairs with the same visible attributes are not negatives (in these stages)."""
+    ema_decay: float = 0.0
+    """Per-step exponential moving average of the weights (0: off); with it, the averaged weights are
+    the ones validated, selected and kept."""
     holdout: float = 0.1
     """Share of each source's groups held back from training to pick the best epoch of each stage
     (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
@@ -416,6 +419,11 @@ def _run_stage(
     )
     losses = []
     step = 0
+    ema = (
+        {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if cfg.ema_decay > 0
+        else None
+    )
     tp = None if text_pairs is None else tuple(torch.from_numpy(x) for x in text_pairs)
     for epoch in range(epochs):
         epoch_loss = []
@@ -450,18 +458,30 @@ def _run_stage(
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             sched.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in model.state_dict().items():
+                        ema[k].mul_(cfg.ema_decay).add_(v.detach(), alpha=1 - cfg.ema_decay)
             step += 1
             epoch_loss.append(float(loss.item()))
         losses.append(round(float(np.mean(epoch_loss)), 5))
         if val is not None:
+            live = None
+            if ema is not None:  # validate (and keep) the averaged weights
+                live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                model.load_state_dict(ema)
             score = validation_score(model, val)["score"]
             scores.append(score)
             if score > best:
                 best = score
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if live is not None:
+                model.load_state_dict(live)
         if progress is not None:
             progress(name, epoch + 1, epochs)
     out: dict[str, Any] = {"epochs": epochs, "lr": lr, "loss_per_epoch": losses}
+    if val is None and ema is not None:
+        model.load_state_dict(ema)
     if val is not None and best_state is not None:
         model.load_state_dict(best_state)
         out["validation_per_epoch"] = scores

@@ -98,3 +98,27 @@ def test_the_false_negative_filter_compares_cosines_of_concatenated_features() -
     cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_pool=32)
     _, _, stats = mine_negatives(Heads(16, 128, cfg), pairs, cfg)
     assert stats["candidates_dropped_as_false_negatives"] < 0.05 * n * 32
+
+
+def test_weight_averaging_is_deterministic_and_keeps_the_averaged_weights() -> None:
+    from models.train.contrastive import train_heads
+
+    texts, feats = catalogue(300)
+    rng = np.random.default_rng(3)
+    text_feats = rng.normal(size=(len(texts), 16)).astype(np.float32)
+    pairs = PairSet(
+        text_feats / np.linalg.norm(text_feats, axis=1, keepdims=True),
+        feats,
+        np.arange(len(texts)),
+        tuple(texts),
+        ("shop",) * len(texts),
+        "test",
+    )
+    base = TrainConfig(dim=16, hidden=32, batch_size=32, stage1_epochs=3, holdout=0.0)
+    ema = TrainConfig(**{**base.__dict__, "ema_decay": 0.9})
+    plain_model, _ = train_heads(pairs, None, base, mined=False)
+    a, _ = train_heads(pairs, None, ema, mined=False)
+    b, _ = train_heads(pairs, None, ema, mined=False)
+    wa, wb, wp = a.tensors(), b.tensors(), plain_model.tensors()
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)  # same inputs, same weights
+    assert any(not np.allclose(wa[k], wp[k]) for k in wa)  # and not the last step's weights
