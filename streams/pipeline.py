@@ -39,6 +39,7 @@ from streams.events import (
     encode_event,
 )
 from streams.exceptions import EventDecodeError, ServiceUnavailableError
+from streams.producer import topic_role
 from streams.settings import ConsumerSettings, TopicSettings
 from streams.topics import MAX_MESSAGE_BYTES
 
@@ -60,6 +61,7 @@ class RawMessage:
     key: bytes | None
     value: bytes
     timestamp_ms: int | None = None
+    headers: Sequence[tuple[str, bytes | None]] = ()
 
 
 @dataclass
@@ -183,14 +185,16 @@ class Pipeline:
                     msg, "unknown_tenant", f"tenant {tenant!r} is not served here", result
                 )
                 continue
-            if isinstance(event, TicketCreated):
-                tickets.append((msg, event))
-            elif isinstance(event, (*_UPSERTS, *_DELETES)):
-                entities.append((msg, event))
-            else:
+            home = self.topics.name(topic_role(event))
+            if msg.topic != home or not isinstance(event, (TicketCreated, *_UPSERTS, *_DELETES)):
                 self._dead_letter(
-                    msg, "unexpected_event", f"{event.type} does not belong on {msg.topic}", result
-                )
+                    msg, "unexpected_event", f"{event.type} belongs on {home}, not {msg.topic}",
+                    result,
+                )  # fmt: skip
+            elif isinstance(event, TicketCreated):
+                tickets.append((msg, event))
+            else:
+                entities.append((msg, event))
         if entities:
             self._index(entities, result)
         if tickets:
@@ -276,6 +280,7 @@ class Pipeline:
 
     def _dead_letter(self, msg: RawMessage, reason: str, error: str, result: BatchResult) -> None:
         headers: list[tuple[str, str | bytes | None]] = [
+            *msg.headers,  # the original headers (trace ids…), then what went wrong
             ("crossroute.error.reason", reason.encode()),
             ("crossroute.error", error[:4000].encode()),
             ("crossroute.source.topic", msg.topic.encode()),

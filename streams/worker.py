@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,7 @@ def build_app(
                     key=e.message.key,
                     value=e.message.value,
                     timestamp_ms=int(e.message.timestamp * 1000) if e.message.timestamp else None,
+                    headers=_headers(e.message.headers),
                 )
                 for e in events
             ]
@@ -127,3 +128,11 @@ def build_app(
     app.agent(raw_topic(*entity_topics), name="entities")(run_batches)
     app.agent(raw_topic(ticket_topic), name="tickets")(run_batches)
     return app
+
+
+def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
+    """Kafka headers as (name, value) pairs, whichever shape the framework handed them in."""
+    if not headers:
+        return ()
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return tuple((str(k), v) for k, v in items)

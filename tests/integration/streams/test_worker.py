@@ -34,6 +34,7 @@ from streams.events import (
     TicketCreated,
     WarrantyPolicyUpserted,
     decode_event,
+    encode_event,
 )
 from streams.producer import Publisher
 from streams.settings import TopicSettings
@@ -205,7 +206,16 @@ def test_index_delete_dead_letter_and_route(
     report = env.publisher.publish([*good, bad_image, other_tenant])
     assert report.failed == []
     raw = Producer(env.stack.kafka_config())
-    raw.produce(env.topics.name("articles"), key=b"acme/junk", value=b"\x00 not json")
+    raw.produce(
+        env.topics.name("articles"),
+        key=b"acme/junk",
+        value=b"\x00 not json",
+        headers=[("trace-id", b"t-42")],
+    )
+    misplaced = ProductUpserted(
+        source_version=1, product=Product(id="sku8", tenant="acme", title="Lost", category="x")
+    )
+    raw.produce(env.topics.name("tickets"), key=misplaced.key, value=encode_event(misplaced))
     raw.produce(
         env.topics.name("products"),
         key=b"acme/sku9",
@@ -218,14 +228,18 @@ def test_index_delete_dead_letter_and_route(
     assert stored is not None and stored["kind"] == "product" and stored["category"] == "shoes"
     assert stored["space_id"] == embedder.space_id and stored["source_version"] == "1"
 
-    dead = consume(env.stack, env.topics.name("dead_letters"), 4)
+    dead = consume(env.stack, env.topics.name("dead_letters"), 5)
     reasons = sorted(dict(m.headers())["crossroute.error.reason"].decode() for m in dead)
-    assert reasons == ["bad_input", "invalid_event", "invalid_event", "unknown_tenant"]
+    assert reasons == [
+        "bad_input", "invalid_event", "invalid_event", "unexpected_event", "unknown_tenant"
+    ]  # fmt: skip
     junk = next(m for m in dead if m.value() == b"\x00 not json")
     headers = dict(junk.headers())
+    assert headers["trace-id"] == b"t-42"  # the original headers travel with the dead letter
     assert headers["crossroute.source.topic"].decode() == env.topics.name("articles")
     assert int(headers["crossroute.source.offset"]) >= 0
     assert index.get("acme", "sku3") is None and index.get("globex", "x1") is None
+    assert index.get("acme", "sku8") is None  # a product on the tickets topic is not indexed
 
     env.publisher.publish([ProductDeleted(source_version=2, tenant_id="acme", id="sku2")])
     wait_for(lambda: index.get("acme", "sku2") is None, "the delete", 60, env)
@@ -259,7 +273,7 @@ def test_index_delete_dead_letter_and_route(
         return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
     assert metric("crossroute_events_in_total", topic=env.topics.name("articles")) == 12
-    assert metric("crossroute_events_in_total", topic=env.topics.name("tickets")) == 1
+    assert metric("crossroute_events_in_total", topic=env.topics.name("tickets")) == 2
     assert metric("crossroute_events_out_total", topic=env.topics.name("decisions")) == 1
     assert metric("crossroute_dead_letters_total", reason="invalid_event") == 2
     assert metric("crossroute_freshness_seconds_count") == len(good)
@@ -270,7 +284,7 @@ def test_index_delete_dead_letter_and_route(
     records = [json.loads(line) for line in env.log().splitlines() if line.startswith("{")]
     batches = [r for r in records if r.get("event") == "batch"]
     assert sum(r["indexed"] for r in batches) == len(good)
-    assert sum(r["dead_lettered"] for r in batches) == 4
+    assert sum(r["dead_lettered"] for r in batches) == 5
     assert all({"ts", "level", "logger", "message"} <= r.keys() for r in records)
 
 
