@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -253,7 +254,7 @@ class Pipeline:
     def _route(self, items: list[tuple[RawMessage, TicketCreated]], result: BatchResult) -> None:
         for msg, event in items:
             try:
-                decision = self._retrying("redis", _bind(self.router.route, event.ticket))
+                decision = self._retrying("redis", partial(self.router.route, event.ticket))
             except RequestError as e:
                 self._dead_letter(msg, "bad_ticket", str(e), result)
                 continue
@@ -328,10 +329,6 @@ class Pipeline:
     def close(self) -> None:
         """Flush what is pending."""
         self._producer.flush(30)
-
-
-def _bind(fn: Callable[[Any], T], arg: Any) -> Callable[[], T]:
-    return lambda: fn(arg)
 
 
 def _tenant_of(event: Any) -> str:

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.projection import l2_normalize
 from models.train.features import PairSet
 
 __all__ = [
@@ -165,9 +166,7 @@ def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
     """Visible attributes of every pair's text, grounded per source on its own image features."""
     from models.train.audit import visible_attributes
 
-    feats = pairs.image_feats / np.maximum(
-        np.linalg.norm(pairs.image_feats, axis=1, keepdims=True), 1e-12
-    )
+    feats = l2_normalize(pairs.image_feats)
     out: list[frozenset[str]] = [frozenset()] * len(pairs.texts)
     sources = np.array(pairs.sources)
     for source in sorted(set(pairs.sources)):
@@ -180,9 +179,11 @@ def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
 
 
 def mine_negatives(
-    model: Heads, pairs: PairSet, cfg: TrainConfig
+    model: Heads, pairs: PairSet, cfg: TrainConfig, attrs: list[frozenset[str]] | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
     """Hard negatives per pair, in both directions, with false-negative filtering.
+
+    ``attrs``: the pairs' visible attributes (:func:`attribute_sets`) when already computed.
 
     Returns:
         (image negatives for each text anchor, text negatives for each image anchor) as index arrays
@@ -194,17 +195,15 @@ def mine_negatives(
     n, k = len(t), cfg.mined_per_anchor
     # Raw features for the false-negative filter, as cosines: image features are the encoder's and
     # the colour histogram's unit blocks side by side (norm √2), so normalise them as a whole.
-    raw_img = pairs.image_feats / np.maximum(
-        np.linalg.norm(pairs.image_feats, axis=1, keepdims=True), 1e-12
-    )
-    raw_txt = pairs.text_feats / np.maximum(
-        np.linalg.norm(pairs.text_feats, axis=1, keepdims=True), 1e-12
-    )
+    raw_img, raw_txt = l2_normalize(pairs.image_feats), l2_normalize(pairs.text_feats)
     img_neg = np.zeros((n, k), dtype=np.int64)
     txt_neg = np.zeros((n, k), dtype=np.int64)
     dropped = kept = 0
     sources = np.array(pairs.sources)
-    attrs = attribute_sets(pairs) if cfg.false_negative_attributes else None
+    if not cfg.false_negative_attributes:
+        attrs = None
+    elif attrs is None:
+        attrs = attribute_sets(pairs)
     for start in range(0, n, 1024):
         idx = np.arange(start, min(start + 1024, n))
         for anchors, cands, out in ((t, v, img_neg), (v, t, txt_neg)):
@@ -343,8 +342,10 @@ def train_heads(
             "held_back": 0 if val is None else len(val.texts),
         }
         attr_ids = None
-        if cfg.mask_same_attributes != "none":
+        sets = None  # visible attributes, computed once for masking and mining
+        if cfg.mask_same_attributes != "none" or (mined and cfg.false_negative_attributes):
             sets = attribute_sets(pairs)
+        if cfg.mask_same_attributes != "none" and sets is not None:
             known: dict[frozenset[str], int] = {}
             attr_ids = np.array(
                 [known.setdefault(a, len(known)) if a else -1 - i for i, a in enumerate(sets)],
@@ -355,7 +356,7 @@ def train_heads(
             attr_ids if cfg.mask_same_attributes == "both" else None,
         )  # fmt: skip
         if mined:
-            img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg)
+            img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg, sets)
             record["mining"] = stats
             record["stage2"] = _run_stage(
                 model,
