@@ -4,7 +4,8 @@ negatives, not just the extra epochs, help?
     .venv/bin/python bench/mining.py --data ../shared/data --work .crossroute/alignment \
         --seeds 20261126,7,11 --out bench/mining.json --markdown docs/mining-table.md
 
-Variants (all with the pair sets and support sets of bench/alignment.py, letterbox + colour):
+Variants (all with the pair sets and support sets of bench/alignment.py, letterbox + colour +
+intermediate-stage features, or without the stages with ``--no-stages``):
 ``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0: the same extra
 epochs without mined negatives), ``mined`` (the default), ``mined-plain`` (mined without the
 attribute-aware filter and masking); ``--variants`` also takes the ablations ``mined-skip8``,
@@ -31,11 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from alignment import PAIRS, SUPPORT, write_markdown
 
-from models.bundle import load_manifest
 from models.embedder import Embedder
 from models.eval.dataset import load_dataset
 from models.eval.metrics import rank_metrics
-from models.preprocess import ColourFeatures
 from models.settings import default_bundle_dir
 from models.train.contrastive import Heads, TrainConfig, train_heads
 from models.train.features import (
@@ -45,7 +44,7 @@ from models.train.features import (
     load_pair_sets,
     support_text_pairs,
 )
-from models.train.run import _with_image_preprocess
+from models.train.run import training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
@@ -61,6 +60,8 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     ),
     "mined-nomask": (True, {"mask_same_attributes": "none"}),
     "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
+    "mined-init": (True, {"stage2_from": "init"}),
+    "control-init": (True, {"stage2_from": "init", "mined_weight": 0.0}),
     "inbatch-ema": (False, {"ema_decay": 0.99}),
     "mined-ema": (True, {"ema_decay": 0.99}),
 }
@@ -149,17 +150,16 @@ def main() -> int:
     ap.add_argument("--seeds", default="20261126,7,11")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--jobs", type=int, default=2, help="trainings in parallel (one thread each)")
+    ap.add_argument(
+        "--no-stages",
+        action="store_true",
+        help="image features without the encoder's intermediate stages (the ablation)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/mining.json"))
     ap.add_argument("--markdown", type=Path, default=Path("docs/mining-table.md"))
     args = ap.parse_args()
-    base_dir = default_bundle_dir()
-    base = load_manifest(base_dir, verify=True)
-    pre = base.spec.image.preprocess.model_copy(update={"crop": "pad", "colour": ColourFeatures()})
-    emb = Embedder(
-        base_dir,
-        base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)}),
-        providers="cpu",
-    )
+    # The features `crossroute train` reads (or, with --no-stages, those of `--no-stages`).
+    emb = training_embedder(default_bundle_dir(), stages=not args.no_stages)
     sets, _ = align_pair_texts(load_pair_sets([args.data / p for p in PAIRS]))
     pairs: PairSet = encode_pairs(emb, sets, args.work / "features")
     text_pairs = support_text_pairs([args.data / s for s in SUPPORT])

@@ -106,6 +106,10 @@ class EncoderFiles(BaseModel):
     tokenizer: str | None = None
     quantization: dict[str, Any] | None = None
     """For an int8 encoder: method and the fidelity measured against fp32 at build time."""
+    stages_output: str | None = None
+    """Image encoders: a second output, the pooled intermediate-stage features (``stages_dim`` wide)
+    that a spec with ``ImagePreprocess.stages`` appends to the image features."""
+    stages_dim: int | None = None
 
 
 class ProjectionInfo(BaseModel):

@@ -115,6 +115,8 @@ class ImagePreprocess(BaseModel):
     matches the torch reference. ``crop="pad"``: letterbox the whole image onto a ``background``
     square, then resize to ``size`` (nothing is cut off: catalogue shots are tall and centre crops
     lose the shoes or the collar). ``colour``: append a colour histogram to the features.
+    ``stages``: append the encoder's pooled intermediate-stage features (its second ONNX output;
+    EfficientNet stages 1-6), which keep the textures and patterns the last stage pools away.
     """
 
     model_config = _FROZEN
@@ -133,6 +135,7 @@ class ImagePreprocess(BaseModel):
     limits: ImageLimits = ImageLimits()
     crop: Literal["center", "pad"] = "center"
     colour: ColourFeatures | None = None
+    stages: bool = False
 
     @model_serializer(mode="wrap")
     def _omit_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -143,6 +146,8 @@ class ImagePreprocess(BaseModel):
             data.pop("crop", None)
         if self.colour is None:
             data.pop("colour", None)
+        if not self.stages:
+            data.pop("stages", None)
         return data
 
     @model_validator(mode="after")

@@ -100,6 +100,15 @@ class Embedder:
         self._image_session = create_session(
             bundle_dir / manifest.image.onnx, providers=providers, threads=threads
         )
+        self._image_outputs = [manifest.image.output]
+        if spec.image.preprocess.stages:
+            if manifest.image.stages_output is None or manifest.image.stages_dim is None:
+                raise ModelsError(
+                    f"{bundle_dir}: the spec asks for intermediate-stage image features but the "
+                    f"image encoder {spec.image.name} exports none (rebuild the base bundle with "
+                    "`crossroute models build`; open_clip encoders have none)"
+                )
+            self._image_outputs.append(manifest.image.stages_output)
         if manifest.text.tokenizer is None:
             raise ModelsError(f"{bundle_dir}: the text encoder has no tokenizer file")
         self._tokenizer = TextTokenizer(bundle_dir / manifest.text.tokenizer, spec.text.preprocess)
@@ -133,10 +142,18 @@ class Embedder:
         return self.manifest.dim
 
     @property
+    def encoder_feature_dim(self) -> int:
+        """Width of :meth:`image_features`: the pooled features, plus the stage features if asked."""
+        image = self.manifest.image
+        stages = image.stages_dim if len(self._image_outputs) > 1 else None
+        return image.dim + (stages or 0)
+
+    @property
     def image_feature_dim(self) -> int:
-        """Width of the image features the head reads: the encoder's, plus the colour histogram."""
+        """Width of the image features the head reads: the encoder's (:attr:`encoder_feature_dim`),
+        plus the colour histogram."""
         colour = self.manifest.spec.image.preprocess.colour
-        return self.manifest.image.dim + (colour.dim if colour is not None else 0)
+        return self.encoder_feature_dim + (colour.dim if colour is not None else 0)
 
     @property
     def providers(self) -> list[str]:
@@ -159,27 +176,28 @@ class Embedder:
         return out
 
     def image_features(self, arrays: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
-        """Unit-norm image-encoder features of preprocessed ``(n, 3, H, W)`` arrays."""
-        out = np.zeros((len(arrays), self.manifest.image.dim), dtype=np.float32)
+        """Image-encoder features of preprocessed ``(n, 3, H, W)`` arrays: the unit-norm pooled
+        features, then (when the spec asks for them) the unit-norm stage features of each stage."""
+        out = np.zeros((len(arrays), self.encoder_feature_dim), dtype=np.float32)
         name = self.manifest.image.inputs[0]
         for start in range(0, len(arrays), batch_size):
-            (feats,) = self._image_session.run(
-                [self.manifest.image.output], {name: arrays[start : start + batch_size]}
+            feats = self._image_session.run(
+                self._image_outputs, {name: arrays[start : start + batch_size]}
             )
-            out[start : start + batch_size] = feats
+            out[start : start + batch_size] = np.concatenate(feats, axis=1)
         return out
 
     def decoded_image_features(
         self, images: Sequence[Image.Image], *, batch_size: int = 32
     ) -> np.ndarray:
-        """Image features of decoded images, ``(n, image_feature_dim)``: the unit-norm encoder features,
-        then (when the spec asks for it) the unit-norm colour histogram.
+        """Image features of decoded images, ``(n, image_feature_dim)``: the encoder features
+        (:meth:`image_features`), then (when the spec asks for it) the unit-norm colour histogram.
 
         Images are resized and normalised one batch at a time, so memory stays bounded by the batch
         (a 224 px float tensor is 0.6 MB per image).
         """
         spec = self.manifest.spec.image.preprocess
-        enc_dim = self.manifest.image.dim
+        enc_dim = self.encoder_feature_dim
         out = np.zeros((len(images), self.image_feature_dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]

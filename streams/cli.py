@@ -732,6 +732,14 @@ def train_cmd(
             help="Append a colour histogram to the image features (trained methods).",
         ),
     ] = True,
+    stages: Annotated[
+        bool,
+        typer.Option(
+            "--stages/--no-stages",
+            help="Append the image encoder's pooled intermediate-stage features (textures, "
+            "patterns) to the image features (trained methods; needs a timm base bundle).",
+        ),
+    ] = True,
 ) -> None:
     """Fit the alignment head on curated pairs and write a bundle that reuses the base bundle's
     encoders. Seeded and deterministic on CPU: the same inputs give the same weights and space id."""
@@ -755,7 +763,7 @@ def train_cmd(
             base_dir, pairs, out, method=method,  # type: ignore[arg-type]
             support_folders=support or [], cache_dir=settings.stack.cache_dir / "features",
             progress=progress, epoch_progress=epochs,
-            image_crop=image_crop, colour=colour,  # type: ignore[arg-type]
+            image_crop=image_crop, colour=colour, stages=stages,  # type: ignore[arg-type]
         )  # fmt: skip
     _out.print(f"wrote {out}\nspace id: {manifest.space_id} (head {method}, {manifest.dim}-d)")
 

@@ -98,7 +98,7 @@ def _export_text(spec: BundleSpec, work: Path, progress: Progress) -> EncoderFil
     dynamic = {name: {0: "batch", 1: "seq"} for name in tower.input_names}
     export_module(
         tower.module, example, work / "text.onnx",
-        input_names=tower.input_names, output_name="text_embeds", dynamic=dynamic, opset=spec.opset,
+        input_names=tower.input_names, output_names=("text_embeds",), dynamic=dynamic, opset=spec.opset,
     )  # fmt: skip
     quantization = None
     onnx_file = "text.onnx"
@@ -143,9 +143,10 @@ def _export_image(spec: BundleSpec, work: Path, progress: Progress) -> EncoderFi
     tower = load_image_tower(spec.image)
     size = spec.image.preprocess.size
     example = [torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))]
+    outputs = ("image_feats", "stage_feats") if tower.stages_dim else ("image_feats",)
     export_module(
         tower.module, example, work / "image.onnx",
-        input_names=("pixel_values",), output_name="image_feats",
+        input_names=("pixel_values",), output_names=outputs,
         dynamic={"pixel_values": {0: "batch"}}, opset=spec.opset,
     )  # fmt: skip
     return EncoderFiles(
@@ -154,6 +155,8 @@ def _export_image(spec: BundleSpec, work: Path, progress: Progress) -> EncoderFi
         output="image_feats",
         dim=spec.image.dim,
         source=tower.source,
+        stages_output="stage_feats" if tower.stages_dim else None,
+        stages_dim=tower.stages_dim or None,
     )
 
 

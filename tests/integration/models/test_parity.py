@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 import torch
 
 from models.embedder import Embedder
+from models.exceptions import ModelsError
 from models.export.towers import load_image_tower, load_text_tower, reference_image_transform
 from models.preprocess import decode_image, image_to_array
 
@@ -67,7 +69,7 @@ def test_image_serving_matches_torch_reference(
     with torch.inference_mode():
         ref = image_module(
             torch.stack([transform(decode_image(p, spec, p.name)) for p in real_images])
-        ).numpy()
+        )[0].numpy()
     feats = embedder.image_features(
         np.stack([image_to_array(decode_image(p, spec, p.name), spec) for p in real_images])
     )
@@ -84,8 +86,54 @@ def test_onnx_matches_torch_on_identical_tensors(
 ) -> None:
     x = torch.randn(8, 3, 224, 224, generator=torch.Generator().manual_seed(3))
     with torch.inference_mode():
-        ref = image_module(x).numpy()
+        ref = image_module(x)[0].numpy()
     assert _cos(embedder.image_features(x.numpy()), ref).min() >= 0.99999
+
+
+def test_pooled_output_is_timms_pooled_features(image_module: torch.nn.Module) -> None:
+    """The exported module walks the backbone itself (to tap the stages): its first output must
+    stay exactly what timm's own forward pools."""
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ours = image_module(x)[0]
+        timms = torch.nn.functional.normalize(image_module.backbone(x), dim=1)  # type: ignore[operator]
+    assert float((ours - timms).abs().max()) < 1e-6
+
+
+def test_stage_features_match_torch(embedder: Embedder, image_module: torch.nn.Module) -> None:
+    image = embedder.manifest.image
+    assert image.stages_output is not None and image.stages_dim == 24 + 40 + 80 + 112 + 192 + 320
+    spec = embedder.manifest.spec
+    staged = spec.model_copy(
+        update={
+            "image": spec.image.model_copy(
+                update={"preprocess": spec.image.preprocess.model_copy(update={"stages": True})}
+            )
+        }
+    )
+    served = Embedder(
+        embedder.bundle_dir, embedder.manifest.model_copy(update={"spec": staged}), providers="cpu"
+    )
+    assert served.image_feature_dim == image.dim + image.stages_dim
+    x = torch.randn(4, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        pooled, stages = (t.numpy() for t in image_module(x))
+    feats = served.image_features(x.numpy())
+    assert np.abs(feats[:, : image.dim] - pooled).max() < 1e-5
+    assert np.abs(feats[:, image.dim :] - stages).max() < 1e-5
+    # Each stage is unit-norm on its own.
+    widths = np.cumsum([0, 24, 40, 80, 112, 192, 320])
+    for a, b in itertools.pairwise(widths):
+        assert np.allclose(np.linalg.norm(stages[:, a:b], axis=1), 1.0, atol=1e-5)
+    # A bundle whose image encoder exports no stage features cannot serve such a spec.
+    bare = embedder.manifest.model_copy(
+        update={
+            "spec": staged,
+            "image": image.model_copy(update={"stages_output": None, "stages_dim": None}),
+        }
+    )
+    with pytest.raises(ModelsError, match="intermediate-stage"):
+        Embedder(embedder.bundle_dir, bare, providers="cpu")
 
 
 def test_text_serving_matches_torch_reference(

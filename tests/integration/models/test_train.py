@@ -88,9 +88,12 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
         default_bundle, small_pairs[:1], tmp_path / "m", method="inbatch", config=SMALL
     )
     pre = manifest.spec.image.preprocess
-    assert pre.crop == "pad" and pre.colour is not None
+    assert pre.crop == "pad" and pre.colour is not None and pre.stages
+    assert manifest.image.stages_dim is not None
     served = Embedder.load(tmp_path / "m", providers="cpu")
-    assert served.image_feature_dim == manifest.image.dim + pre.colour.dim
+    assert served.image_feature_dim == (
+        manifest.image.dim + manifest.image.stages_dim + pre.colour.dim
+    )
     # Serving = head(features exactly as training computed them): same letterbox, same histogram.
     pairs = encode_pairs(served, load_pair_sets(small_pairs[:1]))
     images = [small_pairs[0] / p.image for p in load_pair_sets(small_pairs[:1])[0][2][:8]]
@@ -101,9 +104,11 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
     # Center crop without colour is another space.
     plain = train_bundle(
         default_bundle, small_pairs[:1], tmp_path / "p", method="inbatch", config=SMALL,
-        image_crop="center", colour=False,
+        image_crop="center", colour=False, stages=False,
     )  # fmt: skip
     assert plain.space_id != manifest.space_id and plain.spec.image.preprocess.colour is None
+    assert not plain.spec.image.preprocess.stages
+    assert Embedder.load(tmp_path / "p", providers="cpu").image_feature_dim == manifest.image.dim
 
 
 def test_pair_texts_align_with_the_indexed_article(tmp_path: Path) -> None:
