@@ -60,8 +60,6 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     ),
     "mined-nomask": (True, {"mask_same_attributes": "none"}),
     "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
-    "mined-init": (True, {"stage2_from": "init"}),
-    "control-init": (True, {"stage2_from": "init", "mined_weight": 0.0}),
     "inbatch-ema": (False, {"ema_decay": 0.99}),
     "mined-ema": (True, {"ema_decay": 0.99}),
 }

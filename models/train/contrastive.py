@@ -83,11 +83,6 @@ class TrainConfig:
     ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
     mask_same_attributes: Literal["none", "stage2", "both"] = "both"
     """In-batch pairs with the same visible attributes are not negatives (in these stages)."""
-    stage2_from: Literal["stage1", "init"] = "stage1"
-    """``stage1``: stage 2 continues from the stage-1 weights (``stage2_epochs`` at ``stage2_lr``).
-    ``init``: stage 2 starts again from stage 1's initial weights with stage 1's schedule
-    (``stage1_epochs`` at ``lr``), in-batch plus the negatives mined with the stage-1 model, and
-    must beat stage 1's held-back score to be kept: the two stages differ only in those negatives."""
     ema_decay: float = 0.0
     """Per-step exponential moving average of the weights (0: off); with it, the averaged weights are
     the ones validated, selected and kept."""
@@ -341,7 +336,6 @@ def train_heads(
                 first.bias.zero_()
         else:
             _pca_init(first, all_texts)
-        init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         record: dict[str, Any] = {
             "config": asdict(cfg),
             "pairs": len(pairs.texts),
@@ -364,16 +358,19 @@ def train_heads(
         if mined:
             img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg, sets)
             record["mining"] = stats
-            epochs, lr, baseline = cfg.stage2_epochs, cfg.stage2_lr, None
-            if cfg.stage2_from == "init":
-                epochs, lr = cfg.stage1_epochs, cfg.lr
-                if val is not None:
-                    baseline = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                model.load_state_dict(init_state)
             record["stage2"] = _run_stage(
-                model, pairs, text_pairs, cfg, epochs, lr, (img_neg, txt_neg), progress,
-                "stage 2", val, attr_ids, baseline,
-            )  # fmt: skip
+                model,
+                pairs,
+                text_pairs,
+                cfg,
+                cfg.stage2_epochs,
+                cfg.stage2_lr,
+                (img_neg, txt_neg),
+                progress,
+                "stage 2",
+                val,
+                attr_ids,
+            )
         record["temperature"] = round(float(1 / model.scale().item()), 6)
     finally:
         torch.set_num_threads(threads)
@@ -392,24 +389,16 @@ def _run_stage(
     name: str,
     val: PairSet | None = None,
     attr_ids: np.ndarray | None = None,
-    baseline: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Train for ``epochs``; with ``val``, end on the epoch that scored best on it. Epoch 0 is the
-    starting point, or ``baseline`` (other weights) when given: a stage that does not beat it
-    changes nothing."""
+    """Train for ``epochs``; with ``val``, end on the epoch that scored best on it (epoch 0, the
+    starting point, included: a stage that does not help changes nothing)."""
     rng = np.random.default_rng(cfg.seed + (1 if negatives else 0))
     best_state = None
     scores: list[float] = []
     if val is not None:
-        live = None
-        if baseline is not None:
-            live = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            model.load_state_dict(baseline)
         best = validation_score(model, val)["score"]
         scores.append(best)
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if live is not None:
-            model.load_state_dict(live)
     text_params = list(model.text.parameters())
     other = [p for n, p in model.named_parameters() if not n.startswith("text.")]
     opt = torch.optim.AdamW(
