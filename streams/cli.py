@@ -591,8 +591,13 @@ def models_info(
     text, image = manifest.text, manifest.image
     max_len = spec.text.preprocess.max_length
     _out.print(f"text      {spec.text.name} → {text.onnx} ({text.dim}-d, max {max_len} tokens)")
-    size = spec.image.preprocess.size
-    _out.print(f"image     {spec.image.name} → {image.onnx} ({image.dim}-d, {size}px)")
+    pre = spec.image.preprocess
+    extras = [f"{pre.size}px", f"crop {pre.crop}"]
+    if pre.stages and image.stages_dim:
+        extras.append(f"+ {image.stages_dim}-d stage features")
+    if pre.colour is not None:
+        extras.append(f"+ {pre.colour.dim}-bin colour histogram")
+    _out.print(f"image     {spec.image.name} → {image.onnx} ({image.dim}-d, {', '.join(extras)})")
     _out.print(f"ocr       {spec.ocr.name if spec.ocr else '-'}")
     _out.print(f"head      {spec.head.method}")
     _out.print(
