@@ -3,6 +3,7 @@ the silent-failure mode (a wrong-size vector is only visible in ``hash_indexing_
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -41,6 +42,12 @@ def index(redis_client: redis.Redis) -> Iterator[tuple[str, str]]:
         ],
         definition=IndexDefinition(prefix=[prefix], index_type=IndexType.HASH),
     )
+    # A key written while the initial background scan still runs can be indexed twice (once by the
+    # scan, once by the keyspace event), which double-counts its failure: wait for the scan to end.
+    deadline = time.monotonic() + 10
+    while str(_info(redis_client, name).get("indexing", "0")) not in ("0", "b'0'"):
+        assert time.monotonic() < deadline, "the index's initial scan did not finish in 10 s"
+        time.sleep(0.02)
     yield name, prefix
     redis_client.ft(name).dropindex(delete_documents=True)
 
