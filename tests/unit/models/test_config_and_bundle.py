@@ -107,3 +107,35 @@ def test_space_id_covers_files_and_training_not_labels() -> None:
         compute_space_id(spec, files, proj.model_copy(update={"training": {"loss": 2.0}}))
         == with_proj
     )
+
+
+def test_image_feature_options_are_part_of_the_space_and_absent_at_their_defaults() -> None:
+    from models.bundle import FileEntry
+    from models.config import ColourFeatures
+
+    spec = load_spec("default")
+    files = {"image.onnx": FileEntry(sha256="a" * 64, bytes=1)}
+    pre = spec.image.preprocess
+    # Options added after bundles existed are left out while at their default: old ids stay valid.
+    dumped = pre.model_dump(mode="json")
+    assert not {"crop", "colour", "stages"} & set(dumped)
+
+    def with_pre(**update: object) -> BundleSpec:
+        image = spec.image.model_copy(update={"preprocess": pre.model_copy(update=update)})
+        return spec.model_copy(update={"image": image})
+
+    ids = {
+        compute_space_id(s, files, None)
+        for s in (
+            spec,
+            with_pre(stages=True),
+            with_pre(crop="pad"),
+            with_pre(colour=ColourFeatures()),
+            with_pre(stages=True, crop="pad", colour=ColourFeatures()),
+        )
+    }
+    assert len(ids) == 5
+    assert with_pre(stages=True).image.preprocess.model_dump(mode="json")["stages"] is True
+    # A spec written to JSON and read back keeps the option.
+    again = BundleSpec.model_validate_json(with_pre(stages=True).model_dump_json())
+    assert again.image.preprocess.stages
