@@ -106,7 +106,8 @@ class Embedder:
                 raise ModelsError(
                     f"{bundle_dir}: the spec asks for intermediate-stage image features but the "
                     f"image encoder {spec.image.name} exports none (rebuild the base bundle with "
-                    "`crossroute models build`; open_clip encoders have none)"
+                    "`crossroute models build`, or train with `--no-stages`; open_clip encoders "
+                    "have none)"
                 )
             self._image_outputs.append(manifest.image.stages_output)
         if manifest.text.tokenizer is None:
