@@ -146,7 +146,7 @@ class Embedder:
     def encoder_feature_dim(self) -> int:
         """Width of :meth:`image_features`: the pooled features, plus the stage features if asked."""
         image = self.manifest.image
-        stages = image.stages_dim if len(self._image_outputs) > 1 else None
+        stages = image.stages_dim if self.manifest.spec.image.preprocess.stages else None
         return image.dim + (stages or 0)
 
     @property
