@@ -193,8 +193,9 @@ def mine_negatives(
         t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
         v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
     n, k = len(t), cfg.mined_per_anchor
-    # Raw features for the false-negative filter, as cosines: image features are the encoder's and
-    # the colour histogram's unit blocks side by side (norm √2), so normalise them as a whole.
+    # Raw features for the false-negative filter, as cosines: image features are unit blocks side by
+    # side (pooled encoder features, then stage features and the colour histogram when the spec asks
+    # for them; norm √blocks), so normalise them as a whole.
     raw_img, raw_txt = l2_normalize(pairs.image_feats), l2_normalize(pairs.text_feats)
     img_neg = np.zeros((n, k), dtype=np.int64)
     txt_neg = np.zeros((n, k), dtype=np.int64)
@@ -377,6 +378,11 @@ def train_heads(
     return model, record
 
 
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's weights."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _run_stage(
     model: Heads,
     pairs: PairSet,
@@ -398,7 +404,7 @@ def _run_stage(
     if val is not None:
         best = validation_score(model, val)["score"]
         scores.append(best)
-        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        best_state = _snapshot(model)
     text_params = list(model.text.parameters())
     other = [p for n, p in model.named_parameters() if not n.startswith("text.")]
     opt = torch.optim.AdamW(
@@ -420,11 +426,7 @@ def _run_stage(
     )
     losses = []
     step = 0
-    ema = (
-        {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if cfg.ema_decay > 0
-        else None
-    )
+    ema = _snapshot(model) if cfg.ema_decay > 0 else None
     tp = None if text_pairs is None else tuple(torch.from_numpy(x) for x in text_pairs)
     for epoch in range(epochs):
         epoch_loss = []
@@ -469,13 +471,13 @@ def _run_stage(
         if val is not None:
             live = None
             if ema is not None:  # validate (and keep) the averaged weights
-                live = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                live = _snapshot(model)
                 model.load_state_dict(ema)
             score = validation_score(model, val)["score"]
             scores.append(score)
             if score > best:
                 best = score
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best_state = _snapshot(model)
             if live is not None:
                 model.load_state_dict(live)
         if progress is not None:
