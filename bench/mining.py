@@ -5,7 +5,8 @@ negatives, not just the extra epochs, help?
         --seeds 20261126,7,11 --out bench/mining.json --markdown docs/mining-table.md
 
 Variants (all with the pair sets and support sets of bench/alignment.py, letterbox + colour +
-intermediate-stage features, or without the stages with ``--no-stages``):
+intermediate-stage image features and hashed-word text features, or without the stages with
+``--no-stages``, without the words with ``--no-lexical``):
 ``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0: the same extra
 epochs without mined negatives), ``mined`` (the default), ``mined-plain`` (mined without the
 attribute-aware filter and masking); ``--variants`` also takes the ablations ``mined-skip8``,
@@ -79,9 +80,9 @@ def _raw(emb: Embedder, data: Path, name: str, work: Path) -> dict[str, np.ndarr
     ):
         has_t = np.array([bool(t and t.strip()) for t, _ in items])
         has_i = np.array([im is not None for _, im in items])
-        tf = np.zeros((len(items), emb.manifest.text.dim), np.float32)
+        tf = np.zeros((len(items), emb.text_feature_dim), np.float32)
         if has_t.any():
-            tf[has_t] = emb.text_features(
+            tf[has_t] = emb.head_text_features(
                 [t or "" for (t, _), h in zip(items, has_t, strict=True) if h]
             )
         out[f"{part}_t"], out[f"{part}_ht"], out[f"{part}_hi"] = tf, has_t, has_i
@@ -153,16 +154,23 @@ def main() -> int:
         action="store_true",
         help="image features without the encoder's intermediate stages (the ablation)",
     )
+    ap.add_argument(
+        "--no-lexical",
+        action="store_true",
+        help="text features without the hashed-word block (the ablation)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/mining.json"))
     ap.add_argument("--markdown", type=Path, default=Path("docs/mining-table.md"))
     args = ap.parse_args()
-    # The features `crossroute train` reads (or, with --no-stages, those of `--no-stages`).
-    emb = training_embedder(default_bundle_dir(), stages=not args.no_stages)
+    # The features `crossroute train` reads (or those of `--no-stages` / `--no-lexical`).
+    emb = training_embedder(
+        default_bundle_dir(), stages=not args.no_stages, lexical=not args.no_lexical
+    )
     sets, _ = align_pair_texts(load_pair_sets([args.data / p for p in PAIRS]))
     pairs: PairSet = encode_pairs(emb, sets, args.work / "features")
     text_pairs = support_text_pairs([args.data / s for s in SUPPORT])
-    q = emb.text_features([t.query for t in text_pairs])
-    a = emb.text_features([t.target for t in text_pairs])
+    q = emb.head_text_features([t.query for t in text_pairs])
+    a = emb.head_text_features([t.target for t in text_pairs])
     _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
     _STATE["pairs"], _STATE["support"] = pairs, (q, a, g.astype(np.int64))
     dev = {}

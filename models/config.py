@@ -33,6 +33,7 @@ __all__ = [
     "ImageEncoderSpec",
     "ImageLimits",
     "ImagePreprocess",
+    "LexicalFeatures",
     "OcrSpec",
     "OpenClipSource",
     "TextEncoderSpec",
@@ -55,8 +56,32 @@ def digest(obj: object) -> str:
     return hashlib.sha256(canonical_json(obj)).hexdigest()
 
 
+class LexicalFeatures(BaseModel):
+    """Hashed words appended to the text encoder's features (a lexical block next to the dense one).
+
+    A sentence encoder blurs the words a catalogue lives by: brand names, "navy" against "blue",
+    "kurta" against "kurti". The text's words (Unicode ``\\w+`` runs, case-folded, each counted once)
+    are hashed with CRC-32 into ``buckets`` bins; the block is scaled to norm ``weight`` (0 for a text
+    without words). A trained head learns a vector per bin; the hash needs no vocabulary file, so
+    serving and training read the same features from the text alone. ``weight`` sets how much the
+    block counts against the unit-norm encoder features (and how fast its weights learn).
+    """
+
+    model_config = _FROZEN
+
+    buckets: Annotated[int, Field(ge=16, le=1 << 20)] = 8192
+    weight: Annotated[float, Field(gt=0, le=100)] = 3.0
+    hash: Literal["crc32"] = "crc32"
+
+    @property
+    def dim(self) -> int:
+        """Length of the block."""
+        return self.buckets
+
+
 class TextPreprocess(BaseModel):
-    """Tokenization of the text tower (implemented with ``tokenizers``, no torch)."""
+    """Tokenization of the text tower (implemented with ``tokenizers``, no torch), and the optional
+    lexical block (:class:`LexicalFeatures`) next to the encoder's features."""
 
     model_config = _FROZEN
 
@@ -66,6 +91,15 @@ class TextPreprocess(BaseModel):
     pad_token: str = "[PAD]"  # noqa: S105  # a vocabulary token, not a secret
     collapse_whitespace: bool = True
     """Fold runs of whitespace to one space and strip the ends before tokenizing."""
+    lexical: LexicalFeatures | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so the manifests and space ids of existing bundles stay valid.
+        data: dict[str, Any] = handler(self)
+        if self.lexical is None:
+            data.pop("lexical", None)
+        return data
 
 
 class ImageLimits(BaseModel):

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from models.bundle import Manifest, load_manifest
-from models.exceptions import EmptyInputError, InputError, ModelsError
+from models.exceptions import BundleFormatError, EmptyInputError, InputError, ModelsError
 from models.ocr import OcrEngine
 from models.preprocess import (
     ImageInput,
@@ -24,6 +24,7 @@ from models.preprocess import (
     colour_histogram,
     decode_image,
     image_to_array,
+    lexical_features,
     normalize_text,
 )
 from models.projection import Head, load_head
@@ -114,6 +115,14 @@ class Embedder:
             raise ModelsError(f"{bundle_dir}: the text encoder has no tokenizer file")
         self._tokenizer = TextTokenizer(bundle_dir / manifest.text.tokenizer, spec.text.preprocess)
         self._head: Head = load_head(bundle_dir, manifest)
+        widths = self._head.input_dims()
+        expected = {"text": self.text_feature_dim, "image": self.image_feature_dim}
+        for tower, width in widths.items():
+            if width is not None and width != expected[tower]:
+                raise BundleFormatError(
+                    f"{bundle_dir}: the {tower} head reads {width} features but the spec gives "
+                    f"{expected[tower]} (projection weights and spec do not belong together)"
+                )
         self._ocr: OcrEngine | None = None
         if manifest.ocr is not None and spec.ocr is not None:
             self._ocr = OcrEngine(
@@ -150,6 +159,13 @@ class Embedder:
         return image.dim + (stages or 0)
 
     @property
+    def text_feature_dim(self) -> int:
+        """Width of the text features the head reads (:meth:`head_text_features`): the encoder's,
+        plus the lexical block when the spec asks for it."""
+        lexical = self.manifest.spec.text.preprocess.lexical
+        return self.manifest.text.dim + (lexical.dim if lexical is not None else 0)
+
+    @property
     def image_feature_dim(self) -> int:
         """Width of the image features the head reads: the encoder's (:attr:`encoder_feature_dim`),
         plus the colour histogram."""
@@ -175,6 +191,19 @@ class Embedder:
             (feats,) = self._text_session.run([self.manifest.text.output], feed)
             out[idx] = feats
         return out
+
+    def with_lexical(self, texts: Sequence[str], feats: np.ndarray) -> np.ndarray:
+        """``feats`` (the encoder features of ``texts``) with the lexical block appended when the
+        spec asks for it (unchanged otherwise): the head's text input."""
+        lexical = self.manifest.spec.text.preprocess.lexical
+        if lexical is None:
+            return feats
+        return np.concatenate([feats, lexical_features(texts, lexical)], axis=1)
+
+    def head_text_features(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """What the head reads for each text, ``(n, text_feature_dim)``: :meth:`text_features`,
+        then the lexical block when the spec asks for it."""
+        return self.with_lexical(texts, self.text_features(texts, batch_size=batch_size))
 
     def image_features(self, arrays: np.ndarray, *, batch_size: int = 32) -> np.ndarray:
         """Image-encoder features of preprocessed ``(n, 3, H, W)`` arrays: the unit-norm pooled
@@ -243,7 +272,7 @@ class Embedder:
         good = [i for i, e in enumerate(errors) if e is None]
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
         if good:
-            feats = self.text_features([clean[i] for i in good], batch_size=batch_size)
+            feats = self.head_text_features([clean[i] for i in good], batch_size=batch_size)
             vectors[good] = self._head.text(feats)
         return EmbeddingBatch(self.space_id, vectors, tuple(errors))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tokenizers import Tokenizer
 
-from models.config import ColourFeatures, ImageLimits, ImagePreprocess, TextPreprocess
+from models.config import (
+    ColourFeatures,
+    ImageLimits,
+    ImagePreprocess,
+    LexicalFeatures,
+    TextPreprocess,
+)
 from models.exceptions import EmptyInputError, ImageDecodeError, ImageTooLargeError
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "colour_histogram",
     "decode_image",
     "image_to_array",
+    "lexical_features",
     "normalize_text",
     "read_image_bytes",
     "title_and_text",
@@ -36,6 +44,7 @@ ImageInput = bytes | Path | Image.Image
 
 _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 _WS = re.compile(r"\s+")
+_WORD = re.compile(r"\w+")
 
 
 def read_image_bytes(source: bytes | Path, limits: ImageLimits, name: str) -> bytes:
@@ -184,6 +193,25 @@ def colour_histogram(img: Image.Image, spec: ColourFeatures) -> np.ndarray:
     hist = np.bincount(index.ravel(), weights=weight.ravel(), minlength=spec.dim)
     total = hist.sum()
     out: np.ndarray = np.sqrt(hist / total if total > 0 else hist).astype(np.float32)
+    return out
+
+
+def lexical_features(texts: Sequence[str], spec: LexicalFeatures) -> np.ndarray:
+    """The hashed-word block of each text, ``(n, spec.buckets)`` float32 of norm ``spec.weight``
+    (all zeros for a text without words).
+
+    Words are Unicode ``\\w+`` runs of the case-folded text, each counted once; a word's bin is the
+    CRC-32 of its UTF-8 bytes modulo ``spec.buckets`` (stable across platforms and processes,
+    unlike Python's salted ``hash``).
+    """
+    out = np.zeros((len(texts), spec.buckets), dtype=np.float32)
+    for row, text in enumerate(texts):
+        words = set(_WORD.findall(text.casefold()))
+        if not words:
+            continue
+        for word in words:
+            out[row, zlib.crc32(word.encode()) % spec.buckets] += 1.0
+        out[row] *= np.float32(spec.weight) / np.linalg.norm(out[row])
     return out
 
 

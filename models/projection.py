@@ -48,6 +48,10 @@ class Head(Protocol):
 
     def image(self, feats: np.ndarray) -> np.ndarray: ...
 
+    def input_dims(self) -> dict[str, int | None]:
+        """Feature width each tower reads (``None``: any)."""
+        ...
+
 
 @dataclass(frozen=True)
 class NaiveHead:
@@ -66,6 +70,9 @@ class NaiveHead:
 
     def image(self, feats: np.ndarray) -> np.ndarray:
         return self._pad(feats)
+
+    def input_dims(self) -> dict[str, int | None]:
+        return {"text": None, "image": None}
 
 
 @dataclass(frozen=True)
@@ -119,6 +126,9 @@ class MlpHead:
             if i < len(layers) - 1:
                 x = gelu_tanh(x)
         return l2_normalize(x)
+
+    def input_dims(self) -> dict[str, int | None]:
+        return {tower: int(layers[0][0].shape[1]) for tower, layers in self.towers.items()}
 
     def text(self, feats: np.ndarray) -> np.ndarray:
         return self._apply("text", feats.astype(np.float32, copy=False))

@@ -590,7 +590,11 @@ def models_info(
     )
     text, image = manifest.text, manifest.image
     max_len = spec.text.preprocess.max_length
-    _out.print(f"text      {spec.text.name} → {text.onnx} ({text.dim}-d, max {max_len} tokens)")
+    lexical = spec.text.preprocess.lexical
+    words = f", + {lexical.dim}-bin hashed words" if lexical is not None else ""
+    _out.print(
+        f"text      {spec.text.name} → {text.onnx} ({text.dim}-d, max {max_len} tokens{words})"
+    )
     pre = spec.image.preprocess
     extras = [f"{pre.size}px", f"crop {pre.crop}"]
     if pre.stages and image.stages_dim:
@@ -745,6 +749,14 @@ def train_cmd(
             "patterns) to the image features (trained methods; needs a timm base bundle).",
         ),
     ] = True,
+    lexical: Annotated[
+        bool,
+        typer.Option(
+            "--lexical/--no-lexical",
+            help="Append hashed words (brands, colours, product types) to the text features "
+            "(inbatch and mined).",
+        ),
+    ] = True,
 ) -> None:
     """Fit the alignment head on curated pairs and write a bundle that reuses the base bundle's
     encoders. Seeded and deterministic on CPU: the same inputs give the same weights and space id."""
@@ -769,6 +781,7 @@ def train_cmd(
             support_folders=support or [], cache_dir=settings.stack.cache_dir / "features",
             progress=progress, epoch_progress=epochs,
             image_crop=image_crop, colour=colour, stages=stages,  # type: ignore[arg-type]
+            lexical=lexical,
         )  # fmt: skip
     _out.print(f"wrote {out}\nspace id: {manifest.space_id} (head {method}, {manifest.dim}-d)")
 

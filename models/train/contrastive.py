@@ -1,6 +1,7 @@
 """Contrastive training of the projection heads (torch, CPU, deterministic).
 
-Heads: text ``Linear(d_text, D)``, by default D = d_text initialised as the identity and trained at a
+Heads: text ``Linear(d_text, D)``, by default D = the encoder's width, initialised as the identity on
+the encoder features (and zero on the lexical block, when the text features have one) and trained at a
 tenth of the learning rate (LiT-style: text↔text routing starts exactly at raw-encoder cosine and only
 moves where the support pairs pull it; ``text_init="pca"`` gives a smaller D from the principal
 directions instead); image ``Linear(d_img, H) → GELU → Linear(H, D)``.
@@ -195,8 +196,10 @@ def mine_negatives(
     n, k = len(t), cfg.mined_per_anchor
     # Raw features for the false-negative filter, as cosines: image features are unit blocks side by
     # side (pooled encoder features, then stage features and the colour histogram when the spec asks
-    # for them; norm √blocks), so normalise them as a whole.
-    raw_img, raw_txt = l2_normalize(pairs.image_feats), l2_normalize(pairs.text_feats)
+    # for them; norm √blocks), so normalise them as a whole. Texts are compared on the encoder's
+    # features alone (not the lexical block).
+    text_dim = pairs.text_feats.shape[1] - pairs.lexical_dim
+    raw_img, raw_txt = l2_normalize(pairs.image_feats), l2_normalize(pairs.text_feats[:, :text_dim])
     img_neg = np.zeros((n, k), dtype=np.int64)
     txt_neg = np.zeros((n, k), dtype=np.int64)
     dropped = kept = 0
@@ -268,6 +271,7 @@ def _subset(pairs: PairSet, idx: np.ndarray) -> PairSet:
         tuple(pairs.texts[i] for i in idx),
         tuple(pairs.sources[i] for i in idx),
         pairs.digest,
+        pairs.lexical_dim,
     )
 
 
@@ -324,19 +328,19 @@ def train_heads(
     pairs, val = split_holdout(pairs, cfg.holdout, cfg.seed)
     try:
         model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], cfg)
-        all_texts = (
-            pairs.text_feats
-            if text_pairs is None
-            else np.concatenate([pairs.text_feats, text_pairs[0], text_pairs[1]])
-        )
         first = model.text[0]
         assert isinstance(first, nn.Linear)  # noqa: S101  # built just above
-        if cfg.text_init == "identity":
+        if cfg.text_init == "identity":  # (a lexical block's columns start at zero)
             with torch.no_grad():
                 first.weight.copy_(torch.eye(cfg.dim, first.in_features))
                 first.bias.zero_()
         else:
-            _pca_init(first, all_texts)
+            _pca_init(
+                first,
+                pairs.text_feats
+                if text_pairs is None
+                else np.concatenate([pairs.text_feats, text_pairs[0], text_pairs[1]]),
+            )
         record: dict[str, Any] = {
             "config": asdict(cfg),
             "pairs": len(pairs.texts),

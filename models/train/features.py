@@ -39,13 +39,15 @@ class TextPair:
 class PairSet:
     """Pairs with their frozen features, ready for training."""
 
-    text_feats: np.ndarray  # (n, text_dim), unit norm
+    text_feats: np.ndarray  # (n, text_dim): unit-norm encoder features (+ the lexical block)
     image_feats: np.ndarray  # (n, image_dim), unit norm
     groups: np.ndarray  # (n,) int group ids, unique across sources
     texts: tuple[str, ...]
     sources: tuple[str, ...]
     digest: str
     """sha256 over the canonical pairs and the sha256 of every image's bytes (the training-data digest)."""
+    lexical_dim: int = 0
+    """The last ``lexical_dim`` columns of ``text_feats`` are the lexical block (not unit norm)."""
 
 
 def _noop(_: str) -> None:
@@ -116,9 +118,12 @@ def encode_pairs(
     sources = tuple(name for name, _, pairs in sets for _ in pairs)
     group_names = [f"{name}/{p.group}" for name, _, pairs in sets for p in pairs]
     _, groups = np.unique(np.array(group_names), return_inverse=True)
+    lexical = embedder.manifest.spec.text.preprocess.lexical
+    lexical_dim = 0 if lexical is None else lexical.dim
     if cached is not None and cached.is_file():
         data = np.load(cached)
-        return PairSet(data["text"], data["image"], groups, texts, sources, digest)
+        text = embedder.with_lexical(texts, data["text"])
+        return PairSet(text, data["image"], groups, texts, sources, digest, lexical_dim)
     progress(f"encoding {len(texts)} pair texts")
     text_feats = embedder.text_features(list(texts))
     chunks = []
@@ -137,7 +142,8 @@ def encode_pairs(
     if cached is not None:
         cached.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cached, text=text_feats, image=image_feats)
-    return PairSet(text_feats, image_feats, groups, texts, sources, digest)
+    text = embedder.with_lexical(texts, text_feats)
+    return PairSet(text, image_feats, groups, texts, sources, digest, lexical_dim)
 
 
 def support_text_pairs(folders: Sequence[Path]) -> list[TextPair]:

@@ -25,7 +25,15 @@ from models.bundle import (
     staged_bundle,
     write_manifest,
 )
-from models.config import BundleSpec, ColourFeatures, HeadSpec, ImagePreprocess, canonical_json
+from models.config import (
+    BundleSpec,
+    ColourFeatures,
+    HeadSpec,
+    ImagePreprocess,
+    LexicalFeatures,
+    TextPreprocess,
+    canonical_json,
+)
 from models.embedder import Embedder
 from models.train.features import (
     PairSet,
@@ -53,13 +61,17 @@ def derive_bundle(
     projection: tuple[dict[str, np.ndarray], str, dict[str, Any]] | None,
     *,
     image_preprocess: ImagePreprocess | None = None,
+    text_preprocess: TextPreprocess | None = None,
 ) -> Manifest:
     """Write ``out``: the base bundle's encoders + a head (weights, data digest, training record),
-    optionally with another image preprocessing (letterbox, colour features) than the base's."""
+    optionally with another image preprocessing (letterbox, colour and stage features) or text
+    preprocessing (the lexical block) than the base's."""
     from safetensors.numpy import save_file
 
     base = load_manifest(base_dir, verify=True)
-    spec = _with_image_preprocess(base.spec, image_preprocess).model_copy(update={"head": head})
+    spec = _with_preprocess(base.spec, image_preprocess, text_preprocess).model_copy(
+        update={"head": head}
+    )
     with staged_bundle(out) as work:
         for rel in base.files:
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +110,11 @@ def training_embedder(
     image_crop: Literal["center", "pad"] = "pad",
     colour: bool = True,
     stages: bool = True,
+    lexical: bool = True,
 ) -> Embedder:
-    """The base bundle's encoders reading images the way a trained head will (the defaults are
-    ``crossroute train``'s): letterbox or centre crop, colour histogram, intermediate-stage features.
+    """The base bundle's encoders reading images and texts the way a trained head will (the
+    defaults are ``crossroute train``'s): letterbox or centre crop, colour histogram,
+    intermediate-stage features; the lexical block next to the text features.
 
     Raises:
         ModelsError: ``stages`` and the base image encoder exports no stage features.
@@ -113,14 +127,22 @@ def training_embedder(
             "stages": stages,
         }
     )
-    manifest = base.model_copy(update={"spec": _with_image_preprocess(base.spec, pre)})
+    text_pre = base.spec.text.preprocess.model_copy(
+        update={"lexical": LexicalFeatures() if lexical else None}
+    )
+    manifest = base.model_copy(update={"spec": _with_preprocess(base.spec, pre, text_pre)})
     return Embedder(base_dir, manifest, providers="cpu")
 
 
-def _with_image_preprocess(spec: BundleSpec, pre: ImagePreprocess | None) -> BundleSpec:
-    if pre is None:
-        return spec
-    return spec.model_copy(update={"image": spec.image.model_copy(update={"preprocess": pre})})
+def _with_preprocess(
+    spec: BundleSpec, image: ImagePreprocess | None, text: TextPreprocess | None = None
+) -> BundleSpec:
+    update: dict[str, Any] = {}
+    if image is not None:
+        update["image"] = spec.image.model_copy(update={"preprocess": image})
+    if text is not None:
+        update["text"] = spec.text.model_copy(update={"preprocess": text})
+    return spec.model_copy(update=update)
 
 
 def _data_digest(pairs: PairSet, text_pairs: Sequence[TextPair]) -> str:
@@ -152,6 +174,7 @@ def train_bundle(
     image_crop: Literal["center", "pad"] = "pad",
     colour: bool = True,
     stages: bool = True,
+    lexical: bool = True,
 ) -> Manifest:
     """Train a head with ``method`` on the pairs of ``pair_folders`` and derive a bundle into ``out``.
 
@@ -159,13 +182,22 @@ def train_bundle(
     ridge map from image features into the text-encoder space; text stays raw), ``inbatch``
     (contrastive heads, in-batch negatives), ``mined`` (``inbatch`` then mined hard negatives).
     Trained methods read images as ``image_crop`` says, with a colour histogram when ``colour`` and
-    the encoder's intermediate-stage features when ``stages`` (recorded in the derived bundle's
-    spec); ``naive`` keeps the base bundle's preprocessing.
+    the encoder's intermediate-stage features when ``stages``; the contrastive methods read texts
+    with the lexical block when ``lexical`` (all recorded in the derived bundle's spec). ``naive``
+    keeps the base bundle's preprocessing; ``linear`` maps into the raw text-encoder space, so its
+    texts have no lexical block.
     """
     if method == "naive":
         return derive_bundle(base_dir, out, HeadSpec(method="naive"), None)
-    embedder = training_embedder(base_dir, image_crop=image_crop, colour=colour, stages=stages)
+    embedder = training_embedder(
+        base_dir,
+        image_crop=image_crop,
+        colour=colour,
+        stages=stages,
+        lexical=lexical and method != "linear",
+    )
     pre = embedder.manifest.spec.image.preprocess
+    text_pre = embedder.manifest.spec.text.preprocess
     sets, retexted = align_pair_texts(load_pair_sets(pair_folders))
     if retexted:
         progress(f"{retexted} pairs use the full text of the corpus document their title names")
@@ -197,8 +229,8 @@ def train_bundle(
     tp = None
     if text_pairs:
         progress(f"encoding {len(text_pairs)} support text pairs")
-        q = embedder.text_features([t.query for t in text_pairs])
-        a = embedder.text_features([t.target for t in text_pairs])
+        q = embedder.head_text_features([t.query for t in text_pairs])
+        a = embedder.head_text_features([t.target for t in text_pairs])
         _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
         tp = (q, a, g.astype(np.int64))
     progress(
@@ -217,4 +249,5 @@ def train_bundle(
         HeadSpec(method=method, dim=cfg.dim),
         (model.tensors(), digest, record),
         image_preprocess=pre,
+        text_preprocess=text_pre,
     )

@@ -14,6 +14,7 @@ from safetensors.numpy import load_file
 
 from models.bundle import load_manifest
 from models.embedder import Embedder
+from models.exceptions import BundleFormatError
 from models.projection import MlpHead
 from models.train.contrastive import Heads, TrainConfig, info_nce, mine_negatives
 from models.train.features import align_pair_texts, encode_pairs, load_pair_sets
@@ -101,14 +102,36 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
     assert (
         np.abs(served.embed_images(images).vectors - head.image(pairs.image_feats[:8])).max() < 1e-5
     )
-    # Center crop without colour is another space.
+    # Texts: the encoder features and the hashed-word block, as training read them.
+    lexical = manifest.spec.text.preprocess.lexical
+    assert lexical is not None and pairs.lexical_dim == lexical.dim
+    assert served.text_feature_dim == manifest.text.dim + lexical.dim
+    texts = list(pairs.texts[:8])
+    assert np.abs(served.embed_texts(texts).vectors - head.text(pairs.text_feats[:8])).max() < 1e-5
+    # The trained lexical weights are used: without the block the vectors differ.
+    encoder_only = np.arange(served.text_feature_dim) < manifest.text.dim
+    stripped = head.text(pairs.text_feats[:8] * encoder_only)
+    assert np.abs(served.embed_texts(texts).vectors - stripped).max() > 1e-3
+    # Weights that do not fit the spec's features are refused when the bundle opens.
+    no_words = manifest.spec.text.preprocess.model_copy(update={"lexical": None})
+    spec = manifest.spec.model_copy(
+        update={"text": manifest.spec.text.model_copy(update={"preprocess": no_words})}
+    )
+    with pytest.raises(BundleFormatError, match="text head reads"):
+        Embedder(tmp_path / "m", manifest.model_copy(update={"spec": spec}), providers="cpu")
+    # Center crop without colour, stages or words is another space.
     plain = train_bundle(
         default_bundle, small_pairs[:1], tmp_path / "p", method="inbatch", config=SMALL,
-        image_crop="center", colour=False, stages=False,
+        image_crop="center", colour=False, stages=False, lexical=False,
     )  # fmt: skip
     assert plain.space_id != manifest.space_id and plain.spec.image.preprocess.colour is None
-    assert not plain.spec.image.preprocess.stages
-    assert Embedder.load(tmp_path / "p", providers="cpu").image_feature_dim == manifest.image.dim
+    assert not plain.spec.image.preprocess.stages and plain.spec.text.preprocess.lexical is None
+    plain_served = Embedder.load(tmp_path / "p", providers="cpu")
+    assert plain_served.image_feature_dim == manifest.image.dim
+    assert plain_served.text_feature_dim == manifest.text.dim
+    # The linear baseline maps into the raw text space: no lexical block.
+    linear = train_bundle(default_bundle, small_pairs[:1], tmp_path / "l", method="linear")
+    assert linear.spec.text.preprocess.lexical is None
 
 
 def test_pair_texts_align_with_the_indexed_article(tmp_path: Path) -> None:

@@ -139,3 +139,25 @@ def test_image_feature_options_are_part_of_the_space_and_absent_at_their_default
     # A spec written to JSON and read back keeps the option.
     again = BundleSpec.model_validate_json(with_pre(stages=True).model_dump_json())
     assert again.image.preprocess.stages
+
+
+def test_the_lexical_block_is_part_of_the_space_and_absent_by_default() -> None:
+    from models.bundle import FileEntry
+    from models.config import LexicalFeatures
+
+    spec = load_spec("default")
+    files = {"text.onnx": FileEntry(sha256="a" * 64, bytes=1)}
+    assert "lexical" not in spec.text.preprocess.model_dump(mode="json")
+
+    def with_lexical(lexical: LexicalFeatures | None) -> BundleSpec:
+        pre = spec.text.preprocess.model_copy(update={"lexical": lexical})
+        return spec.model_copy(update={"text": spec.text.model_copy(update={"preprocess": pre})})
+
+    ids = {
+        compute_space_id(with_lexical(x), files, None)
+        for x in (None, LexicalFeatures(), LexicalFeatures(buckets=4096), LexicalFeatures(weight=1))
+    }
+    assert len(ids) == 4
+    assert compute_space_id(with_lexical(None), files, None) == compute_space_id(spec, files, None)
+    again = BundleSpec.model_validate_json(with_lexical(LexicalFeatures()).model_dump_json())
+    assert again.text.preprocess.lexical == LexicalFeatures()

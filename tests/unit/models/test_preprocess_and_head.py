@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from models.config import ColourFeatures, ImageLimits, ImagePreprocess, TextPreprocess
+from models.config import (
+    ColourFeatures,
+    ImageLimits,
+    ImagePreprocess,
+    LexicalFeatures,
+    TextPreprocess,
+)
 from models.exceptions import (
     BundleFormatError,
     EmptyInputError,
@@ -21,6 +27,7 @@ from models.preprocess import (
     colour_histogram,
     decode_image,
     image_to_array,
+    lexical_features,
     normalize_text,
     title_and_text,
 )
@@ -82,6 +89,21 @@ def test_colour_histogram_sees_colour_and_ignores_background() -> None:
     # Greys go to the grey bins by value, whatever their (meaningless) hue.
     grey = colour_histogram(Image.new("RGB", (64, 64), (128, 128, 130)), spec)
     assert grey[spec.dim - spec.val_bins :].sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_lexical_features_hash_each_word_once_to_a_stable_bin() -> None:
+    spec = LexicalFeatures(buckets=8192, weight=3.0)
+    x = lexical_features(["Navy  T-Shirt navy", "NAVY t shirt", "", "!!", "Café"], spec)
+    assert x.shape == (5, 8192) and x.dtype == np.float32
+    # Case-folded, split on non-word characters, each word once: the first two texts are equal.
+    np.testing.assert_array_equal(x[0], x[1])
+    # CRC-32 bins (fixed across processes and platforms; Python's hash() is salted).
+    assert set(np.flatnonzero(x[0])) == {2515, 6824, 3088}  # navy, t, shirt
+    assert np.flatnonzero(x[4]).tolist() == [693]  # "café": Unicode words count
+    np.testing.assert_allclose(np.linalg.norm(x[[0, 4]], axis=1), 3.0, rtol=1e-6)
+    assert not x[2].any() and not x[3].any()  # no words: a zero block, not NaN
+    small = lexical_features(["navy t shirt"], LexicalFeatures(buckets=16, weight=1.0))
+    assert small.shape == (1, 16) and np.linalg.norm(small) == pytest.approx(1.0)
 
 
 def test_title_and_text() -> None:
