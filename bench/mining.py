@@ -71,7 +71,9 @@ def _raw(emb: Embedder, data: Path, name: str, work: Path) -> dict[str, np.ndarr
     """Frozen features of a dev set's corpus ("c") and queries ("q"): text and image, with masks."""
     cache = work / f"dev-{name}-{emb.manifest.digest()[:16]}.npz"
     if cache.is_file():
-        return dict(np.load(cache))
+        cached = dict(np.load(cache))
+        if cached["c_t"].shape[1] == emb.text_feature_dim:  # else: written by an older revision
+            return cached
     ds = load_dataset(data / name)
     out: dict[str, np.ndarray] = {}
     for part, items in (
