@@ -32,6 +32,9 @@ from models.runtime import Providers, create_session
 
 __all__ = ["Embedder", "EmbeddingBatch", "ScreenshotBatch"]
 
+TEXT_CHUNK = 1024
+"""Texts featurised and projected together by :meth:`Embedder.embed_texts` (bounds its memory)."""
+
 
 @dataclass(frozen=True)
 class EmbeddingBatch:
@@ -269,11 +272,14 @@ class Embedder:
         errors: list[InputError | None] = [
             None if t else EmptyInputError(labels[i], "text is empty") for i, t in enumerate(clean)
         ]
-        good = [i for i, e in enumerate(errors) if e is None]
+        # Shortest first, so each chunk pads to similar lengths; a chunk's head input (with a
+        # lexical block, 8192 floats per text) is all that is held at once.
+        good = sorted((i for i, e in enumerate(errors) if e is None), key=lambda i: len(clean[i]))
         vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
-        if good:
-            feats = self.head_text_features([clean[i] for i in good], batch_size=batch_size)
-            vectors[good] = self._head.text(feats)
+        for start in range(0, len(good), TEXT_CHUNK):
+            chunk = good[start : start + TEXT_CHUNK]
+            feats = self.head_text_features([clean[i] for i in chunk], batch_size=batch_size)
+            vectors[chunk] = self._head.text(feats)
         return EmbeddingBatch(self.space_id, vectors, tuple(errors))
 
     def embed_images(

@@ -108,6 +108,12 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
     assert served.text_feature_dim == manifest.text.dim + lexical.dim
     texts = list(pairs.texts[:8])
     assert np.abs(served.embed_texts(texts).vectors - head.text(pairs.text_feats[:8])).max() < 1e-5
+    # In chunks (embed_texts holds one chunk's features at a time), the same vectors, in order.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("models.embedder.TEXT_CHUNK", 3)
+        chunked = served.embed_texts([*texts, " "])
+    assert np.abs(chunked.vectors[:8] - head.text(pairs.text_feats[:8])).max() < 1e-5
+    assert chunked.errors[8] is not None and not chunked.vectors[8].any()
     # The trained lexical weights are used: without the block the vectors differ.
     encoder_only = np.arange(served.text_feature_dim) < manifest.text.dim
     stripped = head.text(pairs.text_feats[:8] * encoder_only)
