@@ -118,12 +118,27 @@ def encode_pairs(
     sources = tuple(name for name, _, pairs in sets for _ in pairs)
     group_names = [f"{name}/{p.group}" for name, _, pairs in sets for p in pairs]
     _, groups = np.unique(np.array(group_names), return_inverse=True)
-    lexical = embedder.manifest.spec.text.preprocess.lexical
-    lexical_dim = 0 if lexical is None else lexical.dim
     if cached is not None and cached.is_file():
         data = np.load(cached)
-        text = embedder.with_lexical(texts, data["text"])
-        return PairSet(text, data["image"], groups, texts, sources, digest, lexical_dim)
+        text_feats, image_feats = data["text"], data["image"]
+    else:
+        text_feats, image_feats = _encode(embedder, sets, texts, progress)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cached, text=text_feats, image=image_feats)
+    # The cache holds encoder features only; the lexical block (if any) is cheap and added here.
+    lexical_dim = embedder.text_feature_dim - embedder.manifest.text.dim
+    text = embedder.with_lexical(texts, text_feats)
+    return PairSet(text, image_feats, groups, texts, sources, digest, lexical_dim)
+
+
+def _encode(
+    embedder: Embedder,
+    sets: list[tuple[str, Path, list[Pair]]],
+    texts: tuple[str, ...],
+    progress: Progress,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder features of the pair texts, and image features of the pair images."""
     progress(f"encoding {len(texts)} pair texts")
     text_feats = embedder.text_features(list(texts))
     chunks = []
@@ -138,12 +153,7 @@ def encode_pairs(
             chunks.append(embedder.decoded_image_features([im for im in decoded if im is not None]))
             done += len(chunk)
             progress(f"encoding pair images {done}/{len(texts)} ({name})")
-    image_feats = np.concatenate(chunks)
-    if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cached, text=text_feats, image=image_feats)
-    text = embedder.with_lexical(texts, text_feats)
-    return PairSet(text, image_feats, groups, texts, sources, digest, lexical_dim)
+    return text_feats, np.concatenate(chunks)
 
 
 def support_text_pairs(folders: Sequence[Path]) -> list[TextPair]:
