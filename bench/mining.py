@@ -10,7 +10,9 @@ intermediate-stage image features and hashed-word text features, or without the 
 ``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0: the same extra
 epochs without mined negatives), ``mined`` (the default), ``mined-plain`` (mined without the
 attribute-aware filter and masking); ``--variants`` also takes the ablations ``mined-skip8``,
-``mined-nomask`` and ``mined-mask2`` (see ``EXTRA_VARIANTS``). Each variant is trained with
+``mined-nomask``, ``mined-mask2``, ``mined-batch`` and the ``-do1`` (feature dropout) ones (see
+``EXTRA_VARIANTS``). ``--trace FILE.md`` also scores the dev splits after every epoch of every stage
+(a diagnostic: training never sees them) and writes that table. Each variant is trained with
 ``train_heads`` (the code behind ``crossroute train``) and scored on the dev splits with the same
 metrics as ``crossroute eval`` (exact search); frozen features are computed once and cached in
 ``--work``, so a run takes minutes.
@@ -63,6 +65,12 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
     "inbatch-ema": (False, {"ema_decay": 0.99}),
     "mined-ema": (True, {"ema_decay": 0.99}),
+    # a share of each stage-2 batch filled with mined neighbourhoods (negatives of each other)
+    "mined-batch": (True, {"mined_weight": 0.0, "mined_batch_share": 0.5}),
+    # dropout on the heads' input features (word dropout on the lexical block)
+    "inbatch-do1": (False, {"feature_dropout": 0.1}),
+    "control-do1": (True, {"feature_dropout": 0.1, "mined_weight": 0.0}),
+    "mined-do1": (True, {"feature_dropout": 0.1}),
 }
 _STATE: dict[str, Any] = {}
 
@@ -131,8 +139,16 @@ def _run(job: tuple[str, int]) -> dict[str, Any]:
     mined, overrides = {**VARIANTS, **EXTRA_VARIANTS}[variant]
     cfg = replace(TrainConfig(), seed=seed, **overrides)
     start = time.time()
-    model, record = train_heads(_STATE["pairs"], _STATE["support"], cfg, mined=mined)
-    return {
+    trace: list[dict[str, Any]] = []
+
+    def observe(stage: str, epoch: int, model: Heads) -> None:
+        trace.append({"stage": stage, "epoch": epoch, "metrics": _score(model)})
+
+    model, record = train_heads(
+        _STATE["pairs"], _STATE["support"], cfg, mined=mined,
+        observe=observe if _STATE["trace"] else None,
+    )  # fmt: skip
+    out = {
         "variant": variant,
         "seed": seed,
         "seconds": round(time.time() - start),
@@ -140,6 +156,17 @@ def _run(job: tuple[str, int]) -> dict[str, Any]:
         "mining": record.get("mining"),
         "metrics": _score(model),
     }
+    if trace:  # the held-back score of each epoch next to its dev metrics
+        held = {
+            s: record[s].get("validation_per_epoch", [])
+            for s in ("stage1", "stage2")
+            if s in record
+        }
+        for row in trace:
+            scores = held.get(row["stage"].replace(" ", ""), [])
+            row["held_back"] = scores[row["epoch"]] if row["epoch"] < len(scores) else None
+        out["trace"] = trace
+    return out
 
 
 def main() -> int:
@@ -160,6 +187,12 @@ def main() -> int:
         "--no-lexical",
         action="store_true",
         help="text features without the hashed-word block (the ablation)",
+    )
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        metavar="FILE.md",
+        help="also score the dev splits after every epoch and write that table here",
     )
     ap.add_argument("--out", type=Path, default=Path("bench/mining.json"))
     ap.add_argument("--markdown", type=Path, default=Path("docs/mining-table.md"))
@@ -182,6 +215,7 @@ def main() -> int:
         relevant = [frozenset(index[d] for d in ds.qrels.get(x.id, ())) for x in ds.queries]
         dev[name] = (relevant, _raw(emb, args.data, name, args.work))
     _STATE["dev"] = dev
+    _STATE["trace"] = args.trace is not None
     jobs = [(v, int(s)) for s in args.seeds.split(",") for v in args.variants.split(",")]
     results = []
     with get_context("fork").Pool(args.jobs) as pool:  # children share the features read above
@@ -197,12 +231,7 @@ def main() -> int:
         ("photo-routing", "recall@1"),
     ]
     variants = args.variants.split(",")
-    lines = [
-        "| variant | seed | best epochs (stage 1, 2) | "
-        + " | ".join(f"{d} {m}" for d, m in metrics)
-        + " |",
-        "|---|---|---|" + "---|" * len(metrics),
-    ]
+    lines = _header(["variant", "seed", "best epochs (stage 1, 2)"], metrics)
     for r in results:
         cells = [f"{r['metrics'][d][m]:.3f}" for d, m in metrics]
         epochs = ", ".join("-" if e is None else str(e) for e in r["best_epoch"])
@@ -216,7 +245,30 @@ def main() -> int:
             + " |"
         )
     write_markdown(args.markdown, lines)
+    if args.trace is not None:
+        write_markdown(args.trace, _trace_lines(results, metrics))
     return 0
+
+
+def _header(columns: list[str], metrics: list[tuple[str, str]]) -> list[str]:
+    """A markdown table's first two lines: ``columns``, then one column per (dataset, metric)."""
+    names = columns + [f"{d} {m}" for d, m in metrics]
+    return ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+
+
+def _trace_lines(results: list[dict[str, Any]], metrics: list[tuple[str, str]]) -> list[str]:
+    """One row per (run, stage, epoch): the held-back score that selects epochs, and dev metrics."""
+    lines = _header(["variant", "seed", "stage", "epoch", "held-back score"], metrics)
+    for r in results:
+        for row in r.get("trace", []):
+            held = "-" if row["held_back"] is None else f"{row['held_back']:.4f}"
+            cells = [f"{row['metrics'][d][m]:.3f}" for d, m in metrics]
+            lines.append(
+                f"| {r['variant']} | {r['seed']} | {row['stage']} | {row['epoch']} | {held} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return lines
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ __all__ = [
 ]
 
 Progress = Callable[[str, int, int], None]
+Observer = Callable[[str, int, "Heads"], None]
+"""Called with (stage name, epoch, model in eval mode) at each stage's start (epoch 0) and after each
+of its epochs: a diagnostic hook (``bench/mining.py --trace``); it must not change the model."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,11 @@ class TrainConfig:
     """Mined negatives are drawn (seeded) from ranks mine_skip..mine_pool that survive the filter."""
     mined_weight: float = 0.5
     """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
+    mined_batch_share: float = 0.0
+    """Stage 2: share of each batch filled with mined neighbourhoods (a seed pair's mined items),
+    so that they are negatives of each other in both directions, not only of their anchor."""
+    mined_batch_per_seed: int = 7
+    """Mined neighbours added per seed pair when ``mined_batch_share`` > 0."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
     false_negative_attributes: bool = True
@@ -84,6 +92,8 @@ class TrainConfig:
     ``models.train.audit.visible_attributes``) equal the anchor's: the same thing under another brand."""
     mask_same_attributes: Literal["none", "stage2", "both"] = "both"
     """In-batch pairs with the same visible attributes are not negatives (in these stages)."""
+    feature_dropout: float = 0.0
+    """Dropout on the heads' input features while training (word dropout on the lexical block)."""
     ema_decay: float = 0.0
     """Per-step exponential moving average of the weights (0: off); with it, the averaged weights are
     the ones validated, selected and kept."""
@@ -106,12 +116,13 @@ class Heads(nn.Module):
             nn.Linear(cfg.hidden, cfg.dim),
         )
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.init_temperature)))
+        self.dropout = cfg.feature_dropout
 
     def encode_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(x), dim=-1)
+        return F.normalize(self.text(F.dropout(x, self.dropout, self.training)), dim=-1)
 
     def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image(x), dim=-1)
+        return F.normalize(self.image(F.dropout(x, self.dropout, self.training)), dim=-1)
 
     def scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(100.0)).exp()
@@ -190,9 +201,12 @@ def mine_negatives(
         (image negatives for each text anchor, text negatives for each image anchor) as index arrays
         of shape (n, mined_per_anchor), and mining statistics.
     """
+    training = model.training
+    model.eval()
     with torch.no_grad():
         t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
         v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
+    model.train(training)
     n, k = len(t), cfg.mined_per_anchor
     # Raw features for the false-negative filter, as cosines: image features are unit blocks side by
     # side (pooled encoder features, then stage features and the colour histogram when the spec asks
@@ -278,9 +292,12 @@ def _subset(pairs: PairSet, idx: np.ndarray) -> PairSet:
 def validation_score(model: Heads, val: PairSet) -> dict[str, float]:
     """Retrieval on held-back pairs, per source: text→image and image→text recall@1/@10 (a hit is
     any item of the same group); ``score`` is their mean over directions, cut-offs and sources."""
+    training = model.training
+    model.eval()
     with torch.no_grad():
         t = model.encode_text(torch.from_numpy(val.text_feats)).numpy()
         v = model.encode_image(torch.from_numpy(val.image_feats)).numpy()
+    model.train(training)
     sources = np.array(val.sources)
     out: dict[str, float] = {}
     per_source = []
@@ -306,6 +323,41 @@ def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
     return [order[i : i + size] for i in range(0, n - size // 4, size)]
 
 
+def _neighbourhood_batches(
+    n: int,
+    size: int,
+    rng: np.random.Generator,
+    neighbours: np.ndarray,
+    share: float,
+    per_seed: int,
+) -> list[np.ndarray]:
+    """As many batches as :func:`_batches` gives; each is ``1 - share`` of a permutation, whose
+    first items are seeds, plus up to ``per_seed`` of each seed's mined neighbours (rows of
+    ``neighbours``) until the batch is full (random items when neighbours run out)."""
+    count = len(_batches(n, size, rng))
+    take = max(1, round(size * (1 - share)))
+    order = np.concatenate([rng.permutation(n) for _ in range(math.ceil(count * take / n) + 1)])
+    out = []
+    for b in range(count):
+        base = order[b * take : (b + 1) * take]
+        chosen = list(dict.fromkeys(base.tolist()))
+        seen = set(chosen)
+        for i in base:
+            if len(chosen) >= size:
+                break
+            extra = [j for j in dict.fromkeys(neighbours[i].tolist()) if j not in seen]
+            extra = extra[: min(per_seed, size - len(chosen))]
+            chosen.extend(extra)
+            seen.update(extra)
+        while len(chosen) < size:
+            j = int(rng.integers(n))
+            if j not in seen:
+                chosen.append(j)
+                seen.add(j)
+        out.append(np.array(chosen, dtype=np.int64))
+    return out
+
+
 def train_heads(
     pairs: PairSet,
     text_pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
@@ -313,6 +365,7 @@ def train_heads(
     *,
     mined: bool,
     progress: Progress | None = None,
+    observe: Observer | None = None,
 ) -> tuple[Heads, dict[str, Any]]:
     """Train the heads; return them and a JSON-ready training record.
 
@@ -320,6 +373,7 @@ def train_heads(
         pairs: text↔image pairs with frozen features.
         text_pairs: support (query features, target features, group ids), or None.
         mined: run stage 2 (mined negatives) after stage 1.
+        observe: see :data:`Observer`.
     """
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
@@ -358,7 +412,7 @@ def train_heads(
             )
         record["stage1"] = _run_stage(
             model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1", val,
-            attr_ids if cfg.mask_same_attributes == "both" else None,
+            attr_ids if cfg.mask_same_attributes == "both" else None, observe,
         )  # fmt: skip
         if mined:
             img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg, sets)
@@ -375,8 +429,10 @@ def train_heads(
                 "stage 2",
                 val,
                 attr_ids,
+                observe,
             )
         record["temperature"] = round(float(1 / model.scale().item()), 6)
+        model.eval()
     finally:
         torch.set_num_threads(threads)
     return model, record
@@ -399,10 +455,19 @@ def _run_stage(
     name: str,
     val: PairSet | None = None,
     attr_ids: np.ndarray | None = None,
+    observe: Observer | None = None,
 ) -> dict[str, Any]:
     """Train for ``epochs``; with ``val``, end on the epoch that scored best on it (epoch 0, the
     starting point, included: a stage that does not help changes nothing)."""
     rng = np.random.default_rng(cfg.seed + (1 if negatives else 0))
+
+    def observed(epoch: int) -> None:
+        if observe is not None:
+            model.eval()
+            observe(name, epoch, model)
+            model.train()
+
+    observed(0)
     best_state = None
     scores: list[float] = []
     if val is not None:
@@ -437,13 +502,22 @@ def _run_stage(
         tp_batches: list[np.ndarray] = []
         if text_pairs is not None:
             tp_batches = _batches(len(text_pairs[0]), cfg.batch_size, rng)
-        for b, idx in enumerate(_batches(len(pairs.texts), cfg.batch_size, rng)):
+        if negatives is not None and cfg.mined_batch_share > 0:
+            mixed = np.empty((len(pairs.texts), 2 * negatives[0].shape[1]), dtype=np.int64)
+            mixed[:, 0::2], mixed[:, 1::2] = negatives[0], negatives[1]
+            batches = _neighbourhood_batches(
+                len(pairs.texts), cfg.batch_size, rng, mixed, cfg.mined_batch_share,
+                cfg.mined_batch_per_seed,
+            )  # fmt: skip
+        else:
+            batches = _batches(len(pairs.texts), cfg.batch_size, rng)
+        for b, idx in enumerate(batches):
             ti = torch.from_numpy(idx)
             t = model.encode_text(t_all[ti])
             v = model.encode_image(v_all[ti])
             scale = model.scale()
             extra_v = extra_t = None
-            if negatives is not None:
+            if negatives is not None and cfg.mined_weight > 0:
                 extra_v = model.encode_image(
                     v_all[torch.from_numpy(negatives[0][idx].reshape(-1))]
                 ).view(len(idx), -1, cfg.dim)
@@ -484,6 +558,7 @@ def _run_stage(
                 best_state = _snapshot(model)
             if live is not None:
                 model.load_state_dict(live)
+        observed(epoch + 1)
         if progress is not None:
             progress(name, epoch + 1, epochs)
     out: dict[str, Any] = {"epochs": epochs, "lr": lr, "loss_per_epoch": losses}

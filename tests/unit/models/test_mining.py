@@ -100,13 +100,11 @@ def test_the_false_negative_filter_compares_cosines_of_concatenated_features() -
     assert stats["candidates_dropped_as_false_negatives"] < 0.05 * n * 32
 
 
-def test_weight_averaging_is_deterministic_and_keeps_the_averaged_weights() -> None:
-    from models.train.contrastive import train_heads
-
-    texts, feats = catalogue(300)
+def _tiny_pairs(n: int = 300) -> PairSet:
+    texts, feats = catalogue(n)
     rng = np.random.default_rng(3)
     text_feats = rng.normal(size=(len(texts), 16)).astype(np.float32)
-    pairs = PairSet(
+    return PairSet(
         text_feats / np.linalg.norm(text_feats, axis=1, keepdims=True),
         feats,
         np.arange(len(texts)),
@@ -114,11 +112,83 @@ def test_weight_averaging_is_deterministic_and_keeps_the_averaged_weights() -> N
         ("shop",) * len(texts),
         "test",
     )
+
+
+def _same(a: Heads, b: Heads) -> bool:
+    wa, wb = a.tensors(), b.tensors()
+    return all(np.array_equal(wa[k], wb[k]) for k in wa)
+
+
+def test_weight_averaging_is_deterministic_and_keeps_the_averaged_weights() -> None:
+    from models.train.contrastive import train_heads
+
+    pairs = _tiny_pairs()
     base = TrainConfig(dim=16, hidden=32, batch_size=32, stage1_epochs=3, holdout=0.0)
     ema = TrainConfig(**{**base.__dict__, "ema_decay": 0.9})
     plain_model, _ = train_heads(pairs, None, base, mined=False)
     a, _ = train_heads(pairs, None, ema, mined=False)
     b, _ = train_heads(pairs, None, ema, mined=False)
-    wa, wb, wp = a.tensors(), b.tensors(), plain_model.tensors()
-    assert all(np.array_equal(wa[k], wb[k]) for k in wa)  # same inputs, same weights
+    assert _same(a, b)  # same inputs, same weights
+    wa, wp = a.tensors(), plain_model.tensors()
     assert any(not np.allclose(wa[k], wp[k]) for k in wa)  # and not the last step's weights
+
+
+def test_neighbourhood_batches_put_a_seeds_mined_items_next_to_it() -> None:
+    from models.train.contrastive import _batches, _neighbourhood_batches
+
+    n, size = 1000, 64
+    neighbours = (np.arange(n)[:, None] + np.arange(1, 9)[None, :]) % n  # i's items: i+1..i+8
+    batches = _neighbourhood_batches(n, size, np.random.default_rng(0), neighbours, 0.5, 3)
+    assert len(batches) == len(_batches(n, size, np.random.default_rng(0)))  # same steps per epoch
+    for b in batches:
+        assert len(b) == size == len(set(b.tolist()))  # full, no pair twice
+        members = set(b.tolist())
+        seed = int(b[0])  # the first item is a seed: its first three mined items are in the batch
+        assert {(seed + k) % n for k in (1, 2, 3)} <= members
+    plain = _neighbourhood_batches(n, size, np.random.default_rng(0), neighbours, 0.0, 3)
+    assert all(len(b) == size for b in plain)
+
+
+def test_feature_dropout_trains_only_and_the_observer_sees_every_epoch() -> None:
+    import torch
+
+    from models.train.contrastive import train_heads, validation_score
+
+    pairs = _tiny_pairs()
+    cfg = TrainConfig(
+        dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.2,
+        feature_dropout=0.5, mined_per_anchor=2, mine_pool=8,
+    )  # fmt: skip
+    seen: list[tuple[str, int, bool]] = []
+    model, record = train_heads(
+        pairs, None, cfg, mined=True, observe=lambda s, e, m: seen.append((s, e, m.training))
+    )
+    assert seen == [("stage 1", e, False) for e in range(3)] + [
+        ("stage 2", e, False) for e in range(2)
+    ]
+    assert not model.training  # returned ready to embed: no dropout
+    x = torch.from_numpy(pairs.image_feats[:8])
+    assert torch.equal(model.encode_image(x), model.encode_image(x))
+    model.train()
+    assert not torch.equal(model.encode_image(x), model.encode_image(x))  # dropout while training
+    validation_score(model, pairs)
+    assert model.training  # validation restores the mode it found
+    again, record2 = train_heads(pairs, None, cfg, mined=True)  # the observer changes nothing
+    assert _same(model, again)
+    assert record["stage1"]["validation_per_epoch"] == record2["stage1"]["validation_per_epoch"]
+
+
+def test_stage_two_can_fill_batches_with_mined_neighbourhoods() -> None:
+    from models.train.contrastive import train_heads
+
+    pairs = _tiny_pairs()
+    base = TrainConfig(
+        dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.0,
+        mined_per_anchor=4, mine_pool=16, mined_weight=0.0,
+    )  # fmt: skip
+    hard = TrainConfig(**{**base.__dict__, "mined_batch_share": 0.5})
+    a, _ = train_heads(pairs, None, base, mined=True)
+    b, _ = train_heads(pairs, None, hard, mined=True)
+    c, _ = train_heads(pairs, None, hard, mined=True)
+    assert _same(b, c)  # deterministic
+    assert not _same(a, b)  # other batches, other weights
