@@ -41,6 +41,14 @@ def port_in_use(host: str, port: int) -> bool:
     return False
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status of our child ``pid`` if it has exited (a crash, or a stop by another
+    process): else it stays a zombie, and its ``Popen`` warns that it is still running at exit."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        del _CHILDREN[pid]
+
+
 def _start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -75,6 +83,7 @@ class ManagedProcess:
             return None
         if _start_ticks(pid) != ticks:
             self.pid_file.unlink(missing_ok=True)
+            _reap(pid)
             return None
         return pid
 

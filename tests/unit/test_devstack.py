@@ -63,17 +63,21 @@ def test_sigterm_ignored_then_killed(tmp_path: Path) -> None:
 
 
 def test_crashed_process_is_reported_with_log_tail(tmp_path: Path) -> None:
+    from streams.devstack import process
+
     proc = _proc(tmp_path)
-    proc.start(
+    pid = proc.start(
         [sys.executable, "-c", "print('boom: bad config'); raise SystemExit(3)"],
         env={},
         cwd=tmp_path,
     )
+    child = process._CHILDREN[pid]
     deadline = time.monotonic() + 10
     while not proc.exited() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.exited()
     assert "boom: bad config" in proc.log_tail()
+    assert child.returncode == 3 and pid not in process._CHILDREN  # reaped: no zombie left
 
 
 def test_port_in_use_detected() -> None:
