@@ -190,6 +190,17 @@ def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
     return out
 
 
+def _embed(model: Heads, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' projected texts and images, in eval mode (no dropout); the model's mode is kept."""
+    training = model.training
+    model.eval()
+    with torch.no_grad():
+        t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
+        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
+    model.train(training)
+    return t, v
+
+
 def mine_negatives(
     model: Heads, pairs: PairSet, cfg: TrainConfig, attrs: list[frozenset[str]] | None = None
 ) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
@@ -201,12 +212,7 @@ def mine_negatives(
         (image negatives for each text anchor, text negatives for each image anchor) as index arrays
         of shape (n, mined_per_anchor), and mining statistics.
     """
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
-        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
-    model.train(training)
+    t, v = _embed(model, pairs)
     n, k = len(t), cfg.mined_per_anchor
     # Raw features for the false-negative filter, as cosines: image features are unit blocks side by
     # side (pooled encoder features, then stage features and the colour histogram when the spec asks
@@ -292,12 +298,7 @@ def _subset(pairs: PairSet, idx: np.ndarray) -> PairSet:
 def validation_score(model: Heads, val: PairSet) -> dict[str, float]:
     """Retrieval on held-back pairs, per source: text→image and image→text recall@1/@10 (a hit is
     any item of the same group); ``score`` is their mean over directions, cut-offs and sources."""
-    training = model.training
-    model.eval()
-    with torch.no_grad():
-        t = model.encode_text(torch.from_numpy(val.text_feats)).numpy()
-        v = model.encode_image(torch.from_numpy(val.image_feats)).numpy()
-    model.train(training)
+    t, v = _embed(model, val)
     sources = np.array(val.sources)
     out: dict[str, float] = {}
     per_source = []

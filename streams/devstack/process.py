@@ -142,12 +142,9 @@ class ManagedProcess:
 
     @staticmethod
     def _gone(pid: int) -> bool:
-        child = _CHILDREN.get(pid)
-        if child is not None:  # our own child: reap it
-            if child.poll() is None:
-                return False
-            del _CHILDREN[pid]
-            return True
+        if pid in _CHILDREN:  # our own child: reap it
+            _reap(pid)
+            return pid not in _CHILDREN
         return _start_ticks(pid) is None
 
 

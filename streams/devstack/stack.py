@@ -221,11 +221,19 @@ class DevStack:
             shutil.rmtree(self.settings.state_dir)
         return stopped
 
-    def restart(self, name: ServiceName) -> None:
-        """Stop one embedded service and start it again on the same data (for recovery tests)."""
+    def restart(self, name: ServiceName, while_down: Callable[[], None] | None = None) -> None:
+        """Stop one embedded service and start it again on the same data (for recovery tests).
+
+        Args:
+            name: the service.
+            while_down: called after the stop and before the start (e.g. to wait until a client
+                has noticed the outage).
+        """
         if self._is_external(name):
             raise StackError(f"{name} is external: the dev stack cannot restart it")
         self._process(name).stop(timeout_s=60)
+        if while_down is not None:
+            while_down()
         if name == "kafka":
             self._start_kafka()
         else:

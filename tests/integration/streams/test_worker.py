@@ -370,10 +370,13 @@ def test_service_restart_mid_stream_loses_nothing(
     wait_for(
         tolerant(lambda: index.exists() and index.count("acme") > 20), "first batches", 180, env
     )
-    before = index.count("acme")  # counted before the restart: after it, Redis may still be loading
-    env.stack.restart(service)  # type: ignore[arg-type]
+    assert index.count("acme") < n, "the worker finished before the restart: nothing to retry"
+
+    def noticed() -> None:  # Redis stays down until the worker has tried to write, and retries
+        wait_for(lambda: "redis unavailable" in env.log(), "the worker to notice", 120, env)
+
+    env.stack.restart(service, noticed if service == "redis" else None)  # type: ignore[arg-type]
     assert worker.poll() is None, f"the worker exited during the {service} restart:\n{env.log()}"
-    assert before < n, "the worker finished before the restart: nothing was left to retry"
     # after the restart: updates of indexed entities and new ones
     env.publisher.publish([*articles(50, version=2), *articles(100, start=n)])
     total = n + 100
@@ -388,5 +391,3 @@ def test_service_restart_mid_stream_loses_nothing(
     assert worker.poll() is None, "the worker did not survive"
     keys = list(redis_client.scan_iter(f"{index.prefix}acme:*", count=1000))
     assert len(keys) == total  # one document per entity, nothing else
-    if service == "redis":
-        assert "redis unavailable" in env.log()  # it did notice, and retried
