@@ -7,10 +7,13 @@ negatives, not just the extra epochs, help?
 Variants (all with the pair sets and support sets of bench/alignment.py, letterbox + colour +
 intermediate-stage image features and hashed-word text features, or without the stages with
 ``--no-stages``, without the words with ``--no-lexical``):
-``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0: the same extra
-epochs without mined negatives), ``mined`` (the default), ``mined-plain`` (mined without the
-attribute-aware filter and masking); ``--variants`` also takes the ablations ``mined-skip8``,
-``mined-nomask``, ``mined-mask2``, ``mined-batch`` and the ``-do1`` (feature dropout) ones (see
+``inbatch`` (stage 1 only), ``control`` (stage 2 with the mined loss weighted 0 and no edits: the
+same extra epochs without mined negatives), ``mined-noedits`` (stage 2's mined neighbours only, the
+``mined`` of the revisions before one-word edits), ``mined`` (the default: one-word edits of each
+photo's own text as negatives from stage-1 epoch 4 on, then stage 2); ``--variants`` also takes the
+ablations ``mined-plain`` (no attribute-aware filter and masking), ``mined-skip8``,
+``mined-nomask``, ``mined-mask2``, ``mined-batch``, the ``-do1`` (feature dropout) and the
+``mined-edit*`` ones (see
 ``EXTRA_VARIANTS``). ``--trace FILE.md`` also scores the dev splits after every epoch of every stage
 (a diagnostic: training never sees them) and writes that table. Each variant is trained with
 ``train_heads`` (the code behind ``crossroute train``) and scored on the dev splits with the same
@@ -47,30 +50,46 @@ from models.train.features import (
     load_pair_sets,
     support_text_pairs,
 )
-from models.train.run import training_embedder
+from models.train.run import pair_edits, training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
+NO_EDITS = {"edit_negatives": 0}
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "inbatch": (False, {}),
-    "control": (True, {"mined_weight": 0.0}),
+    "control": (True, {"mined_weight": 0.0, **NO_EDITS}),
+    "mined-noedits": (True, NO_EDITS),
     "mined": (True, {}),
-    "mined-plain": (True, {"false_negative_attributes": False, "mask_same_attributes": "none"}),
 }
 EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of docs/alignment.md
+    # (all without one-word edits, as they were measured before the edits existed)
+    "mined-plain": (
+        True,
+        {"false_negative_attributes": False, "mask_same_attributes": "none", **NO_EDITS},
+    ),
     "mined-skip8": (
         True,
-        {"false_negative_attributes": False, "mask_same_attributes": "none", "mine_skip": 8},
+        {
+            "false_negative_attributes": False,
+            "mask_same_attributes": "none",
+            "mine_skip": 8,
+            **NO_EDITS,
+        },
     ),
-    "mined-nomask": (True, {"mask_same_attributes": "none"}),
-    "mined-mask2": (True, {"mask_same_attributes": "stage2"}),
+    "mined-nomask": (True, {"mask_same_attributes": "none", **NO_EDITS}),
+    "mined-mask2": (True, {"mask_same_attributes": "stage2", **NO_EDITS}),
     "inbatch-ema": (False, {"ema_decay": 0.99}),
-    "mined-ema": (True, {"ema_decay": 0.99}),
+    "mined-ema": (True, {"ema_decay": 0.99, **NO_EDITS}),
     # a share of each stage-2 batch filled with mined neighbourhoods (negatives of each other)
-    "mined-batch": (True, {"mined_weight": 0.0, "mined_batch_share": 0.5}),
+    "mined-batch": (True, {"mined_weight": 0.0, "mined_batch_share": 0.5, **NO_EDITS}),
     # dropout on the heads' input features (word dropout on the lexical block)
     "inbatch-do1": (False, {"feature_dropout": 0.1}),
-    "control-do1": (True, {"feature_dropout": 0.1, "mined_weight": 0.0}),
-    "mined-do1": (True, {"feature_dropout": 0.1}),
+    "control-do1": (True, {"feature_dropout": 0.1, "mined_weight": 0.0, **NO_EDITS}),
+    "mined-do1": (True, {"feature_dropout": 0.1, **NO_EDITS}),
+    # one-word edits of each photo's own text as extra text negatives (models.train.edits)
+    # one-word edits: the default (spelled out), in stage 2 only, and earlier, more and heavier
+    "mined-edit4": (True, {"edit_negatives": 4, "edit_from_epoch": 4}),
+    "mined-edit-stage2": (True, {"edit_negatives": 4, "edit_from_epoch": None}),
+    "mined-edit2x8": (True, {"edit_negatives": 8, "edit_from_epoch": 2, "edit_weight": 1.0}),
 }
 _STATE: dict[str, Any] = {}
 
@@ -147,6 +166,7 @@ def _run(job: tuple[str, int]) -> dict[str, Any]:
     model, record = train_heads(
         _STATE["pairs"], _STATE["support"], cfg, mined=mined,
         observe=observe if _STATE["trace"] else None,
+        edits=_STATE["edits"] if cfg.edit_negatives else None,
     )  # fmt: skip
     out = {
         "variant": variant,
@@ -208,6 +228,11 @@ def main() -> int:
     a = emb.head_text_features([t.target for t in text_pairs])
     _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
     _STATE["pairs"], _STATE["support"] = pairs, (q, a, g.astype(np.int64))
+    _STATE["edits"] = None
+    if any(
+        {**VARIANTS, **EXTRA_VARIANTS}[v][1].get("edit_negatives") for v in args.variants.split(",")
+    ):
+        _STATE["edits"] = pair_edits(emb, pairs, args.work / "features")
     dev = {}
     for name in EVAL:
         ds = load_dataset(args.data / name)

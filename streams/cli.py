@@ -757,6 +757,14 @@ def train_cmd(
             "(inbatch and mined).",
         ),
     ] = True,
+    edits: Annotated[
+        bool,
+        typer.Option(
+            "--edits/--no-edits",
+            help="mined: also train against one-word edits of each photo's own text ('Navy' for "
+            "'Black'), the substitutions learnt from minimal pairs in the pair texts.",
+        ),
+    ] = True,
 ) -> None:
     """Fit the alignment head on curated pairs and write a bundle that reuses the base bundle's
     encoders. Seeded and deterministic on CPU: the same inputs give the same weights and space id."""
@@ -781,7 +789,7 @@ def train_cmd(
             support_folders=support or [], cache_dir=settings.stack.cache_dir / "features",
             progress=progress, epoch_progress=epochs,
             image_crop=image_crop, colour=colour, stages=stages,  # type: ignore[arg-type]
-            lexical=lexical,
+            lexical=lexical, edits=edits,
         )  # fmt: skip
     _out.print(f"wrote {out}\nspace id: {manifest.space_id} (head {method}, {manifest.dim}-d)")
 

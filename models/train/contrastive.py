@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.projection import l2_normalize
+from models.train.edits import EditSet
 from models.train.features import PairSet
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "attribute_sets",
     "info_nce",
+    "mine_edits",
     "mine_negatives",
     "split_holdout",
     "train_heads",
@@ -85,6 +87,16 @@ class TrainConfig:
     so that they are negatives of each other in both directions, not only of their anchor."""
     mined_batch_per_seed: int = 7
     """Mined neighbours added per seed pair when ``mined_batch_share`` > 0."""
+    edit_negatives: int = 4
+    """``mined``: per image, this many one-word edits of its own text (``models.train.edits``:
+    "Navy" for "Black"), those the current model finds closest to the image (re-mined each epoch),
+    as extra text negatives in stage 2 and in stage 1 from ``edit_from_epoch`` on (needs the
+    ``edits`` argument of :func:`train_heads`; 0: off)."""
+    edit_from_epoch: int | None = 4
+    """Stage 1 trains this many epochs on in-batch negatives only (the curriculum), then adds the
+    edits (None: stage 2 only)."""
+    edit_weight: float = 0.5
+    """Weight of the image→text loss with the edits as extra negatives."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
     false_negative_attributes: bool = True
@@ -145,12 +157,14 @@ def info_nce(
     scale: torch.Tensor,
     extra_b: torch.Tensor | None = None,
     also_same: torch.Tensor | None = None,
+    extra_valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE between unit vectors ``a[i]`` ↔ ``b[i]``.
 
     Off-diagonal pairs that share a group are masked out (never negatives). ``extra_b`` (n, m, d)
-    adds m mined negatives per row to the a→b direction. ``also_same`` (n, n) masks more pairs
-    (e.g. items with the same visible attributes).
+    adds m mined negatives per row to the a→b direction; ``extra_valid`` (n, m) marks the real
+    ones when rows have fewer. ``also_same`` (n, n) masks more pairs (e.g. items with the same
+    visible attributes).
     """
     logits = scale * a @ b.T
     same = groups[:, None] == groups[None, :]
@@ -161,7 +175,10 @@ def info_nce(
     target = torch.arange(len(a))
     a2b = logits
     if extra_b is not None:
-        a2b = torch.cat([logits, scale * torch.einsum("nd,nmd->nm", a, extra_b)], dim=1)
+        extra = scale * torch.einsum("nd,nmd->nm", a, extra_b)
+        if extra_valid is not None:
+            extra = extra.masked_fill(~extra_valid, float("-inf"))
+        a2b = torch.cat([logits, extra], dim=1)
     return (F.cross_entropy(a2b, target) + F.cross_entropy(logits.T, target)) / 2
 
 
@@ -264,11 +281,32 @@ def mine_negatives(
     )
 
 
-def split_holdout(pairs: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet | None]:
-    """Hold back ``share`` of each source's groups (whole groups, seeded); sources with fewer than
-    20 groups (class-like groups, e.g. photo categories) hold back ``share`` of their pairs instead."""
-    if share <= 0:
-        return pairs, None
+def mine_edits(model: Heads, pairs: PairSet, edits: EditSet, k: int) -> np.ndarray:
+    """Per pair, the ``k`` edits of its own text closest to its image under ``model`` (hardest
+    first; -1 where a text has fewer edits), shape (n, k)."""
+    _, v = _embed(model, pairs)
+    training = model.training
+    model.eval()
+    sims = np.zeros(len(edits.owner), np.float32)
+    with torch.no_grad():
+        for start in range(0, len(edits.owner), 2048):
+            idx = np.arange(start, min(start + 2048, len(edits.owner)))
+            e = model.encode_text(torch.from_numpy(edits.head_features(idx))).numpy()
+            sims[idx] = np.einsum("nd,nd->n", e, v[edits.owner[idx]])
+    model.train(training)
+    out = np.full((len(pairs.texts), k), -1, dtype=np.int64)
+    order = np.lexsort((-sims, edits.owner))  # by owner, then hardest first (stable)
+    owners = edits.owner[order]
+    starts = np.searchsorted(owners, np.arange(len(pairs.texts)))
+    ends = np.searchsorted(owners, np.arange(len(pairs.texts)), side="right")
+    for i in np.flatnonzero(ends > starts):
+        take = order[starts[i] : min(ends[i], starts[i] + k)]
+        out[i, : len(take)] = take
+    return out
+
+
+def _holdout(pairs: PairSet, share: float, seed: int) -> np.ndarray:
+    """Which pairs :func:`split_holdout` holds back (boolean mask)."""
     rng = np.random.default_rng(seed)
     sources = np.array(pairs.sources)
     held = np.zeros(len(sources), dtype=bool)
@@ -280,6 +318,15 @@ def split_holdout(pairs: PairSet, share: float, seed: int) -> tuple[PairSet, Pai
             held[idx[np.isin(pairs.groups[idx], chosen)]] = True
         else:
             held[rng.choice(idx, max(1, round(share * len(idx))), replace=False)] = True
+    return held
+
+
+def split_holdout(pairs: PairSet, share: float, seed: int) -> tuple[PairSet, PairSet | None]:
+    """Hold back ``share`` of each source's groups (whole groups, seeded); sources with fewer than
+    20 groups (class-like groups, e.g. photo categories) hold back ``share`` of their pairs instead."""
+    if share <= 0:
+        return pairs, None
+    held = _holdout(pairs, share, seed)
     return _subset(pairs, np.flatnonzero(~held)), _subset(pairs, np.flatnonzero(held))
 
 
@@ -367,6 +414,7 @@ def train_heads(
     mined: bool,
     progress: Progress | None = None,
     observe: Observer | None = None,
+    edits: EditSet | None = None,
 ) -> tuple[Heads, dict[str, Any]]:
     """Train the heads; return them and a JSON-ready training record.
 
@@ -375,12 +423,25 @@ def train_heads(
         text_pairs: support (query features, target features, group ids), or None.
         mined: run stage 2 (mined negatives) after stage 1.
         observe: see :data:`Observer`.
+        edits: one-word edits of ``pairs``' texts (owners index ``pairs``), the candidates of
+            ``cfg.edit_negatives``.
+
+    Raises:
+        ValueError: ``cfg.edit_negatives`` > 0 with ``mined`` but no ``edits``.
     """
+    if mined and cfg.edit_negatives > 0 and edits is None:
+        raise ValueError("edit_negatives > 0 needs the one-word edits of the pair texts (edits=)")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # bit-identical results whatever the machine's core count
-    pairs, val = split_holdout(pairs, cfg.holdout, cfg.seed)
+    if cfg.holdout > 0:
+        held = _holdout(pairs, cfg.holdout, cfg.seed)
+        if edits is not None:
+            edits = edits.subset(~held)
+        pairs, val = _subset(pairs, np.flatnonzero(~held)), _subset(pairs, np.flatnonzero(held))
+    else:
+        val = None
     try:
         model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], cfg)
         first = model.text[0]
@@ -411,12 +472,18 @@ def train_heads(
                 [known.setdefault(a, len(known)) if a else -1 - i for i, a in enumerate(sets)],
                 dtype=np.int64,
             )
+        use_edits = edits if mined and cfg.edit_negatives > 0 else None
         record["stage1"] = _run_stage(
             model, pairs, text_pairs, cfg, cfg.stage1_epochs, cfg.lr, None, progress, "stage 1", val,
             attr_ids if cfg.mask_same_attributes == "both" else None, observe,
+            None if use_edits is None or cfg.edit_from_epoch is None
+            else (use_edits, cfg.edit_from_epoch),
         )  # fmt: skip
         if mined:
             img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg, sets)
+            if use_edits is not None:
+                stats["edits"] = len(use_edits.owner)
+                stats["images_with_edits"] = len(np.unique(use_edits.owner))
             record["mining"] = stats
             record["stage2"] = _run_stage(
                 model,
@@ -431,12 +498,30 @@ def train_heads(
                 val,
                 attr_ids,
                 observe,
+                None if use_edits is None else (use_edits, 0),
             )
         record["temperature"] = round(float(1 / model.scale().item()), 6)
         model.eval()
     finally:
         torch.set_num_threads(threads)
     return model, record
+
+
+def _out_dim(model: Heads) -> int:
+    last = model.image[-1]
+    assert isinstance(last, nn.Linear)  # noqa: S101  # built in Heads.__init__
+    return last.out_features
+
+
+def _edit_embeddings(
+    model: Heads, edits: EditSet, chosen: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The projected edits ``chosen`` (n, k; -1: none) as (n, k, d), and which are real (n, k)."""
+    valid = torch.from_numpy(chosen >= 0)
+    out = torch.zeros((*chosen.shape, _out_dim(model)), dtype=torch.float32)
+    if valid.any():
+        out[valid] = model.encode_text(torch.from_numpy(edits.head_features(chosen[chosen >= 0])))
+    return out, valid
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -457,6 +542,7 @@ def _run_stage(
     val: PairSet | None = None,
     attr_ids: np.ndarray | None = None,
     observe: Observer | None = None,
+    edits: tuple[EditSet, int] | None = None,
 ) -> dict[str, Any]:
     """Train for ``epochs``; with ``val``, end on the epoch that scored best on it (epoch 0, the
     starting point, included: a stage that does not help changes nothing)."""
@@ -512,6 +598,9 @@ def _run_stage(
             )  # fmt: skip
         else:
             batches = _batches(len(pairs.texts), cfg.batch_size, rng)
+        chosen = None  # this epoch's edit negatives, mined with the model as it is now
+        if edits is not None and epoch >= edits[1]:
+            chosen = mine_edits(model, pairs, edits[0], cfg.edit_negatives)
         for b, idx in enumerate(batches):
             ti = torch.from_numpy(idx)
             t = model.encode_text(t_all[ti])
@@ -532,6 +621,11 @@ def _run_stage(
                     v, t, g_all[ti], scale, extra_t, also
                 )
                 loss = loss + cfg.mined_weight * mined / 2
+            if chosen is not None and edits is not None:
+                edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx])
+                loss = loss + cfg.edit_weight * info_nce(
+                    v, t, g_all[ti], scale, edit_t, also, valid
+                )
             if tp is not None and tp_batches:
                 j = torch.from_numpy(tp_batches[b % len(tp_batches)])
                 q, a = model.encode_text(tp[0][j]), model.encode_text(tp[1][j])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,6 +36,7 @@ from models.config import (
     canonical_json,
 )
 from models.embedder import Embedder
+from models.train.edits import EditSet, encode_edits
 from models.train.features import (
     PairSet,
     TextPair,
@@ -44,7 +46,7 @@ from models.train.features import (
     support_text_pairs,
 )
 
-__all__ = ["Method", "derive_bundle", "train_bundle", "training_embedder"]
+__all__ = ["Method", "derive_bundle", "pair_edits", "train_bundle", "training_embedder"]
 
 Method = Literal["naive", "linear", "inbatch", "mined"]
 Progress = Callable[[str], None]
@@ -145,6 +147,23 @@ def _with_preprocess(
     return spec.model_copy(update=update)
 
 
+def pair_edits(
+    embedder: Embedder, pairs: PairSet, cache_dir: Path | None, progress: Progress = _noop
+) -> EditSet:
+    """One-word edits of the pair texts (``models.train.edits``), encoded by ``embedder``'s text
+    encoder (cached next to the pair features)."""
+    return encode_edits(
+        pairs.texts,
+        pairs.sources,
+        pairs.image_feats,
+        embedder.text_features,
+        embedder.manifest.spec.text.preprocess.lexical,
+        cache_dir=cache_dir,
+        cache_key=embedder.manifest.digest(),
+        progress=progress,
+    )
+
+
 def _data_digest(pairs: PairSet, text_pairs: Sequence[TextPair]) -> str:
     h = hashlib.sha256(pairs.digest.encode())
     for t in text_pairs:
@@ -175,6 +194,7 @@ def train_bundle(
     colour: bool = True,
     stages: bool = True,
     lexical: bool = True,
+    edits: bool = True,
 ) -> Manifest:
     """Train a head with ``method`` on the pairs of ``pair_folders`` and derive a bundle into ``out``.
 
@@ -183,7 +203,9 @@ def train_bundle(
     (contrastive heads, in-batch negatives), ``mined`` (``inbatch`` then mined hard negatives).
     Trained methods read images as ``image_crop`` says, with a colour histogram when ``colour`` and
     the encoder's intermediate-stage features when ``stages``; the contrastive methods read texts
-    with the lexical block when ``lexical`` (all recorded in the derived bundle's spec). ``naive``
+    with the lexical block when ``lexical`` (all recorded in the derived bundle's spec); ``mined``
+    adds one-word edits of the pair texts as negatives unless ``edits`` is off (or the config's
+    ``edit_negatives`` is 0). ``naive``
     keeps the base bundle's preprocessing; ``linear`` maps into the raw text-encoder space, so its
     texts have no lexical block.
     """
@@ -226,6 +248,12 @@ def train_bundle(
     from models.train.contrastive import TrainConfig, train_heads
 
     cfg = config if config is not None else TrainConfig()
+    if not edits:
+        cfg = replace(cfg, edit_negatives=0)
+    edit_set = None
+    if method == "mined" and cfg.edit_negatives > 0:
+        edit_set = pair_edits(embedder, pairs, cache_dir, progress)
+        progress(f"{len(edit_set.owner)} one-word edits of {len(set(edit_set.owner))} pair texts")
     tp = None
     if text_pairs:
         progress(f"encoding {len(text_pairs)} support text pairs")
@@ -236,7 +264,9 @@ def train_bundle(
     progress(
         f"training ({method}) on {len(pairs.texts)} pairs + {len(text_pairs)} support text pairs"
     )
-    model, record = train_heads(pairs, tp, cfg, mined=method == "mined", progress=epoch_progress)
+    model, record = train_heads(
+        pairs, tp, cfg, mined=method == "mined", progress=epoch_progress, edits=edit_set
+    )
     record = {
         "method": method,
         **record,

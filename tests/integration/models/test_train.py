@@ -23,8 +23,9 @@ from tests.conftest import require_shared_data
 from tests.unit.test_cli import run_cli
 
 SMALL = TrainConfig(
-    stage1_epochs=2, stage2_epochs=1, batch_size=64, hidden=128, dim=64, mined_per_anchor=4
-)
+    stage1_epochs=2, stage2_epochs=1, batch_size=64, hidden=128, dim=64, mined_per_anchor=4,
+    edit_negatives=0,  # (one-word edits: test_mined_trains_against_one_word_edits_of_real_titles)
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,39 @@ def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         (folder / "images").symlink_to(data / name / "images", target_is_directory=True)
         out.append(folder)
     return out
+
+
+def test_mined_trains_against_one_word_edits_of_real_titles(
+    default_bundle: Path, tmp_path: Path
+) -> None:
+    data = require_shared_data()
+    folder = tmp_path / "catalogue"  # consecutive product ids: the same brands in several colours
+    folder.mkdir()
+    lines = (data / "myntra-t2i" / "pairs.jsonl").read_text().splitlines()[:240]
+    (folder / "pairs.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "images").symlink_to(data / "myntra-t2i" / "images", target_is_directory=True)
+    cfg = TrainConfig(**{**SMALL.__dict__, "edit_negatives": 2, "edit_from_epoch": 1})
+    cache = tmp_path / "cache"
+    first, again, off = (
+        train_bundle(
+            default_bundle,
+            [folder],
+            tmp_path / name,
+            method="mined",
+            config=cfg,
+            cache_dir=cache,
+            edits=edits,
+        )
+        for name, edits in (("a", True), ("b", True), ("c", False))
+    )  # fmt: skip  (b reads the edits' features from the cache)
+    assert first.projection is not None and off.projection is not None
+    mining = first.projection.training["mining"]
+    assert mining["edits"] > 50 and mining["images_with_edits"] > 20  # e.g. Black → Blue
+    assert len(list(cache.glob("edits-*.npy"))) == 1
+    assert again.space_id == first.space_id  # deterministic, cached features included
+    assert "edits" not in off.projection.training["mining"]
+    assert off.projection.training["config"]["edit_negatives"] == 0
+    assert off.space_id != first.space_id
 
 
 def test_info_nce_masks_same_group_by_hand() -> None:

@@ -157,7 +157,7 @@ def test_feature_dropout_trains_only_and_the_observer_sees_every_epoch() -> None
     pairs = _tiny_pairs()
     cfg = TrainConfig(
         dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.2,
-        feature_dropout=0.5, mined_per_anchor=2, mine_pool=8,
+        feature_dropout=0.5, mined_per_anchor=2, mine_pool=8, edit_negatives=0,
     )  # fmt: skip
     seen: list[tuple[str, int, bool]] = []
     model, record = train_heads(
@@ -184,7 +184,7 @@ def test_stage_two_can_fill_batches_with_mined_neighbourhoods() -> None:
     pairs = _tiny_pairs()
     base = TrainConfig(
         dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.0,
-        mined_per_anchor=4, mine_pool=16, mined_weight=0.0,
+        mined_per_anchor=4, mine_pool=16, mined_weight=0.0, edit_negatives=0,
     )  # fmt: skip
     hard = TrainConfig(**{**base.__dict__, "mined_batch_share": 0.5})
     a, _ = train_heads(pairs, None, base, mined=True)

@@ -1,0 +1,159 @@
+"""One-word edits: substitutes learnt from minimal pairs, edited texts, and their use in training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from models.config import LexicalFeatures
+from models.preprocess import lexical_features
+from models.train.contrastive import TrainConfig, info_nce, mine_edits, train_heads
+from models.train.edits import EditSet, encode_edits, one_word_edits, substitutes
+from models.train.features import PairSet
+
+from .test_mining import BRANDS, COLOURS, TYPES, _same, catalogue
+
+
+def test_colours_and_categories_substitute_brands_and_absent_alternatives_do_not() -> None:
+    texts, feats = catalogue()
+    # brands have minimal pairs, but their photos look alike; "men" has no alternative
+    assert set(substitutes(texts, feats, min_distinctness=0.0)) > set(BRANDS)
+    subs = substitutes(texts, feats, min_distinctness=0.02)
+    assert set(subs) == {*COLOURS, *TYPES}
+    assert set(subs["black"]) == set(COLOURS) - {"black"}
+    assert subs["shoes"] == ["shirt"]
+    # most frequent first: black/white get the most contexts (11 more brands with both)
+    extra = [f"zeta{i} men {c} shoes" for i in range(11) for c in ("black", "white")]
+    like = [texts.index(f"acme men {t.split()[2]} shoes") for t in extra]
+    subs = substitutes(
+        [*texts, *extra], np.concatenate([feats, feats[like]]), min_distinctness=0.02
+    )
+    assert subs["black"][0] == "white"
+
+
+def test_without_enough_minimal_pairs_there_is_nothing_to_substitute() -> None:
+    texts, feats = catalogue(40)
+    assert substitutes(texts, feats, min_pairs=1000) == {}
+    assert substitutes(texts[:1], feats[:1]) == {}
+
+
+def test_edits_change_one_word_keep_the_case_and_alternate_between_words() -> None:
+    subs = {"black": ["white", "red", "navy"], "men": ["women"]}
+    owner, edits = one_word_edits(["Acme MEN Black Shoes", "no match here"], subs, per_text=3)
+    assert owner.tolist() == [0, 0, 0]
+    # each word's first substitute, in text order (men → women, black → white), then black's next
+    assert edits == ["Acme WOMEN Black Shoes", "Acme MEN White Shoes", "Acme MEN Red Shoes"]
+    owner, edits = one_word_edits(["black black"], {"black": ["white"]})
+    assert edits == ["white black", "black white"]  # each occurrence is its own edit
+
+
+def _edit_set(texts: list[str], owner: list[int], dim: int = 16) -> EditSet:
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(len(texts), dim)).astype(np.float32)
+    return EditSet(
+        np.array(owner), tuple(texts), f / np.linalg.norm(f, axis=1, keepdims=True), None
+    )
+
+
+def test_edit_sets_follow_their_pairs_through_a_subset_and_read_like_the_head() -> None:
+    spec = LexicalFeatures(buckets=64, weight=3.0)
+    edits = _edit_set(["a b", "c d", "e f", "g h"], [0, 2, 2, 3])
+    edits = EditSet(edits.owner, edits.texts, edits.encoder_feats, spec)
+    feats = edits.head_features(np.array([1, 3]))
+    assert feats.shape == (2, 16 + 64)
+    np.testing.assert_array_equal(feats[:, :16], edits.encoder_feats[[1, 3]])
+    np.testing.assert_array_equal(feats[:, 16:], lexical_features(["c d", "g h"], spec))
+    kept = edits.subset(np.array([True, False, True, True]))  # pair 1 held back: 2 → 1, 3 → 2
+    assert kept.owner.tolist() == [0, 1, 1, 2]
+    kept = edits.subset(np.array([False, True, True, False]))
+    assert kept.owner.tolist() == [1, 1]
+    assert kept.texts == ("c d", "e f")
+
+
+def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
+    from pathlib import Path
+
+    assert isinstance(tmp_path, Path)
+    texts, feats = catalogue(300)
+    calls: list[int] = []
+
+    def encode(batch: list[str]) -> np.ndarray:
+        calls.append(len(batch))
+        return np.ones((len(batch), 4), np.float32)
+
+    args = (texts, ["shop"] * len(texts), feats, encode, None)
+    first = encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-1")
+    again = encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-1")
+    assert len(calls) == 1 and len(first.owner) == calls[0] > 0
+    assert again.texts == first.texts
+    np.testing.assert_array_equal(again.encoder_feats, first.encoder_feats)
+    encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-2")  # another encoder
+    assert len(calls) == 2
+    for i, text in zip(first.owner, first.texts, strict=True):
+        a, b = texts[i].split(), text.split()
+        assert sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
+def test_masked_extra_negatives_count_as_absent() -> None:
+    rng = np.random.default_rng(0)
+    a, b, extra = (torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=s)), dim=-1)
+                   for s in ((6, 8), (6, 8), (6, 3, 8)))  # fmt: skip
+    groups, scale = torch.arange(6), torch.tensor(10.0)
+    valid = torch.zeros((6, 3), dtype=torch.bool)
+    valid[:, 0] = True
+    masked = info_nce(a, b, groups, scale, extra, extra_valid=valid)
+    assert torch.allclose(masked, info_nce(a, b, groups, scale, extra[:, :1]))
+    assert not torch.allclose(masked, info_nce(a, b, groups, scale, extra))
+
+
+def _pairs_with_edits() -> tuple[PairSet, EditSet]:
+    texts, feats = catalogue(300)
+    rng = np.random.default_rng(3)
+    enc = {w: rng.normal(size=16) for w in {*BRANDS, *COLOURS, *TYPES, "men"}}
+
+    def encode(batch: list[str]) -> np.ndarray:  # a toy text encoder: sum of word vectors
+        out = np.array([sum(enc[w] for w in t.split()) for t in batch], dtype=np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    pairs = PairSet(encode(texts), feats, np.arange(len(texts)), tuple(texts), ("shop",) * 300, "t")
+    return pairs, encode_edits(texts, pairs.sources, feats, encode, None, per_text=4)
+
+
+def test_mined_edits_are_each_images_own_edits_hardest_first() -> None:
+    from models.train.contrastive import Heads, _embed
+
+    pairs, edits = _pairs_with_edits()
+    model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
+    chosen = mine_edits(model, pairs, edits, 3)
+    assert chosen.shape == (300, 3) and (chosen >= 0).all()
+    assert (edits.owner[chosen] == np.arange(300)[:, None]).all()
+    _, v = _embed(model, pairs)
+    with torch.no_grad():
+        e = model.encode_text(torch.from_numpy(edits.head_features(chosen.reshape(-1)))).numpy()
+    sims = np.einsum("nkd,nd->nk", e.reshape(300, 3, 16), v)
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+    few = mine_edits(model, pairs, edits, 6)  # 4 edits per text: the rest is -1
+    assert (few[:, 4:] == -1).all() and (few[:, :4] >= 0).all()
+
+
+def test_training_with_edits_is_deterministic_and_needs_them() -> None:
+    pairs, edits = _pairs_with_edits()
+    cfg = TrainConfig(
+        dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.2,
+        mined_per_anchor=2, mine_pool=8, edit_negatives=0,
+    )  # fmt: skip
+    with_edits = TrainConfig(**{**cfg.__dict__, "edit_negatives": 2, "edit_from_epoch": 1})
+    plain, _ = train_heads(pairs, None, cfg, mined=True, edits=edits)  # edits unused: off
+    alone, _ = train_heads(pairs, None, cfg, mined=True)
+    assert _same(plain, alone)
+    a, record = train_heads(pairs, None, with_edits, mined=True, edits=edits)
+    b, _ = train_heads(pairs, None, with_edits, mined=True, edits=edits)
+    assert _same(a, b)
+    assert record["mining"]["edits"] > 0
+    stage2_only = TrainConfig(**{**with_edits.__dict__, "edit_from_epoch": None, "holdout": 0.0})
+    c, _ = train_heads(pairs, None, stage2_only, mined=True, edits=edits)
+    d, _ = train_heads(pairs, None, TrainConfig(**{**cfg.__dict__, "holdout": 0.0}), mined=True)
+    assert not _same(c, d)  # (no held-back selection that could keep stage 2's start)
+    with pytest.raises(ValueError, match="edits"):
+        train_heads(pairs, None, with_edits, mined=True)
