@@ -43,6 +43,7 @@ from models.eval.dataset import load_dataset
 from models.eval.metrics import rank_metrics
 from models.settings import default_bundle_dir
 from models.train.contrastive import Heads, TrainConfig, train_heads
+from models.train.edits import EditSet
 from models.train.features import (
     PairSet,
     align_pair_texts,
@@ -85,12 +86,15 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     "inbatch-do1": (False, {"feature_dropout": 0.1}),
     "control-do1": (True, {"feature_dropout": 0.1, "mined_weight": 0.0, **NO_EDITS}),
     "mined-do1": (True, {"feature_dropout": 0.1, **NO_EDITS}),
-    # one-word edits of each photo's own text as extra text negatives (models.train.edits)
     # one-word edits: the default (spelled out), in stage 2 only, and earlier, more and heavier
     "mined-edit4": (True, {"edit_negatives": 4, "edit_from_epoch": 4}),
     "mined-edit-stage2": (True, {"edit_negatives": 4, "edit_from_epoch": None}),
     "mined-edit2x8": (True, {"edit_negatives": 8, "edit_from_epoch": 2, "edit_weight": 1.0}),
+    # the control of the edits: mined's schedule and loss terms, with an empty edit set (the edit
+    # term is a symmetric InfoNCE, so without edits it still adds in-batch loss)
+    "mined-edit-empty": (True, {}),
 }
+VARIANTS_ALL = {**VARIANTS, **EXTRA_VARIANTS}
 _STATE: dict[str, Any] = {}
 
 
@@ -153,9 +157,15 @@ def _score(model: Heads) -> dict[str, dict[str, float]]:
     return out
 
 
+def _no_edits(edits: EditSet) -> EditSet:
+    """An edit set with no edits (same encoder width and lexical spec)."""
+    none = np.zeros(0, dtype=np.int64)
+    return EditSet(none, (), edits.encoder_feats[none], edits.lexical)
+
+
 def _run(job: tuple[str, int]) -> dict[str, Any]:
     variant, seed = job
-    mined, overrides = {**VARIANTS, **EXTRA_VARIANTS}[variant]
+    mined, overrides = VARIANTS_ALL[variant]
     cfg = replace(TrainConfig(), seed=seed, **overrides)
     start = time.time()
     trace: list[dict[str, Any]] = []
@@ -166,7 +176,9 @@ def _run(job: tuple[str, int]) -> dict[str, Any]:
     model, record = train_heads(
         _STATE["pairs"], _STATE["support"], cfg, mined=mined,
         observe=observe if _STATE["trace"] else None,
-        edits=_STATE["edits"] if cfg.edit_negatives else None,
+        edits=(_no_edits(_STATE["edits"]) if variant == "mined-edit-empty" else _STATE["edits"])
+        if cfg.edit_negatives
+        else None,
     )  # fmt: skip
     out = {
         "variant": variant,
@@ -229,8 +241,10 @@ def main() -> int:
     _, g = np.unique(np.array([t.group for t in text_pairs]), return_inverse=True)
     _STATE["pairs"], _STATE["support"] = pairs, (q, a, g.astype(np.int64))
     _STATE["edits"] = None
+    configs = [replace(TrainConfig(), **VARIANTS_ALL[v][1]) for v in args.variants.split(",")]
     if any(
-        {**VARIANTS, **EXTRA_VARIANTS}[v][1].get("edit_negatives") for v in args.variants.split(",")
+        VARIANTS_ALL[v][0] and c.edit_negatives > 0
+        for v, c in zip(args.variants.split(","), configs, strict=True)
     ):
         _STATE["edits"] = pair_edits(emb, pairs, args.work / "features")
     dev = {}

@@ -11,10 +11,13 @@ Loss: symmetric InfoNCE with a learnable temperature (CLIP's ``logit_scale``, cl
 group-aware masking — pairs that share a group are never negatives of each other — plus the same loss
 on support text↔article pairs through the text head, so ticket routing learns rather than drifts.
 
-Curriculum: stage 1 uses in-batch negatives only. Stage 2 mines, with the stage-1 model, each pair's
-nearest *other-group* items in the training corpus and adds them as extra negatives, after removing
-likely false negatives: candidates whose raw image features or raw texts are near-identical to the
-positive's (the same product under another title). Stage 2 starts from stage 1 at a lower LR.
+Curriculum: stage 1 uses in-batch negatives only for its first ``edit_from_epoch`` epochs; with
+``mined``, each image then also gets one-word edits of its own text (``models.train.edits``) as
+negatives, the ones the current model finds hardest, re-mined every epoch. Stage 2 mines, with the
+stage-1 model, each pair's nearest *other-group* items in the training corpus and adds them as extra
+negatives, after removing likely false negatives: candidates whose raw image features or raw texts are
+near-identical to the positive's (the same product under another title) or that show the same visible
+attributes. Stage 2 starts from stage 1 at a lower LR and keeps the edits.
 
 Model selection: ``holdout`` of each source's groups is held back from training; each stage ends on
 its epoch with the best retrieval on those held-back *training* pairs (epoch 0, where the stage
@@ -96,7 +99,9 @@ class TrainConfig:
     """Stage 1 trains this many epochs on in-batch negatives only (the curriculum), then adds the
     edits (None: stage 2 only)."""
     edit_weight: float = 0.5
-    """Weight of the image→text loss with the edits as extra negatives."""
+    """Weight of the extra InfoNCE term whose image→text direction has the edits as extra
+    negatives. (The term is symmetric, so it also adds in-batch loss, edits or not:
+    ``bench/mining.py --variants mined-edit-empty`` measures that part alone.)"""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
     false_negative_attributes: bool = True
@@ -427,10 +432,13 @@ def train_heads(
             ``cfg.edit_negatives``.
 
     Raises:
-        ValueError: ``cfg.edit_negatives`` > 0 with ``mined`` but no ``edits``.
+        ValueError: ``cfg.edit_negatives`` > 0 with ``mined`` but no ``edits``, or edits whose
+            owners are not pairs of ``pairs``.
     """
     if mined and cfg.edit_negatives > 0 and edits is None:
         raise ValueError("edit_negatives > 0 needs the one-word edits of the pair texts (edits=)")
+    if edits is not None and len(edits.owner) and int(edits.owner.max()) >= len(pairs.texts):
+        raise ValueError("the edits belong to another pair set: an owner index is out of range")
     torch.manual_seed(cfg.seed)
     torch.use_deterministic_algorithms(True)
     threads = torch.get_num_threads()

@@ -2,7 +2,8 @@
 
 Nearest-neighbour mining (``contrastive.mine_negatives``) can only offer other training pairs as
 negatives, and a head that has fitted its pairs already keeps them apart: they give little gradient.
-An edit is a text nobody trained on that differs from a pair's text in one word: "Puma Men **Navy**
+An edit differs from a pair's text in one word, and is mostly a text nobody trained on (about 4% of
+them on Myntra happen to be another pair's text): "Puma Men **Navy**
 T-shirt" for the photo of "Puma Men Black T-shirt". It asks the head exactly the near-miss question
 ("black running shoe" vs "black walking shoe") and nothing else.
 
@@ -10,13 +11,15 @@ Which words may replace which is learnt from the pairs themselves, not from a wo
 are *substitutes* when the corpus holds **minimal pairs** for them, texts that are identical except
 for that one word ("Nike Men Black Shoes" / "Nike Men White Shoes"), in at least ``min_pairs``
 different contexts. In a catalogue these are colours, genders, patterns and usage words; brands also
-show up and are filtered by how differently their photos look (see :func:`substitutes`). The
-stage-1 model then picks, per photo, the edits it finds hardest (``contrastive.train_heads``).
+show up and are filtered by how differently their photos look (see :func:`substitutes`). During
+training, the current model picks, per photo, the edits it finds hardest, again every epoch
+(``contrastive.train_heads``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
@@ -140,8 +143,9 @@ def one_word_edits(
     """Up to ``per_text`` edits of each text: one word replaced by one of its substitutes.
 
     Substitutes are taken in turn across the text's words (each word's most frequent first), so a
-    text with a colour and a gender word gets both kinds of edits. The replacement keeps the
-    original's capitalisation (``Black`` → ``Navy``). Edits equal to the text itself are skipped.
+    text with a colour and a gender word gets both kinds of edits. The replacement follows the
+    original's case when it is lower, Title or UPPER (``Black`` → ``Navy``). Edits equal to the
+    text itself are skipped.
 
     Returns:
         (owner index per edit, edited texts).
@@ -185,8 +189,15 @@ def encode_edits(
 ) -> EditSet:
     """Edits of every pair text (substitutes learnt per source), with encoder features from
     ``encode`` (cached on disk under ``cache_dir``, keyed by the edited texts and ``cache_key``,
-    which should name the text encoder, e.g. its file hash)."""
+    which must name the text encoder and its preprocessing, e.g. a manifest digest).
+
+    Raises:
+        ValueError: ``cache_dir`` without a ``cache_key``.
+    """
     from models.projection import l2_normalize
+
+    if cache_dir is not None and not cache_key:
+        raise ValueError("caching edit features needs a cache_key that names the text encoder")
 
     src = np.array(sources)
     feats = l2_normalize(image_feats)
@@ -207,7 +218,10 @@ def encode_edits(
         if progress is not None:
             progress(f"encoding {len(edit_texts)} one-word edits of the pair texts")
         enc = encode(edit_texts) if edit_texts else np.zeros((0, 0), np.float32)
-        if cached is not None:
+        if cached is not None:  # written whole or not at all (an interrupted run leaves no file)
             cached.parent.mkdir(parents=True, exist_ok=True)
-            np.save(cached, enc)
+            partial = cached.with_suffix(".partial")
+            with partial.open("wb") as f:
+                np.save(f, enc)
+            os.replace(partial, cached)
     return EditSet(owner, tuple(edit_texts), enc.astype(np.float32), lexical)

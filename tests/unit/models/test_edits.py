@@ -90,6 +90,9 @@ def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
     np.testing.assert_array_equal(again.encoder_feats, first.encoder_feats)
     encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-2")  # another encoder
     assert len(calls) == 2
+    assert not list(tmp_path.glob("*.partial"))  # written whole, then renamed
+    with pytest.raises(ValueError, match="cache_key"):  # a cache must name its encoder
+        encode_edits(*args, per_text=2, cache_dir=tmp_path)
     for i, text in zip(first.owner, first.texts, strict=True):
         a, b = texts[i].split(), text.split()
         assert sum(x != y for x, y in zip(a, b, strict=True)) == 1
@@ -157,3 +160,18 @@ def test_training_with_edits_is_deterministic_and_needs_them() -> None:
     assert not _same(c, d)  # (no held-back selection that could keep stage 2's start)
     with pytest.raises(ValueError, match="edits"):
         train_heads(pairs, None, with_edits, mined=True)
+    other = EditSet(edits.owner + 300, edits.texts, edits.encoder_feats, None)  # another pair set
+    with pytest.raises(ValueError, match="another pair set"):
+        train_heads(pairs, None, with_edits, mined=True, edits=other)
+
+
+def test_a_pair_set_without_minimal_pairs_trains_with_no_edits() -> None:
+    pairs, _ = _pairs_with_edits()
+    none = encode_edits(pairs.texts[:1], pairs.sources[:1], pairs.image_feats[:1], np.ones, None)
+    assert len(none.owner) == 0
+    cfg = TrainConfig(
+        dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.2,
+        mined_per_anchor=2, mine_pool=8, edit_negatives=2, edit_from_epoch=1,
+    )  # fmt: skip
+    _, record = train_heads(pairs, None, cfg, mined=True, edits=none)
+    assert record["mining"]["edits"] == 0 and record["mining"]["images_with_edits"] == 0
