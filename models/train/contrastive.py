@@ -27,7 +27,8 @@ started, included), never on dev or test data.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -212,14 +213,23 @@ def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
     return out
 
 
-def _embed(model: Heads, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs' projected texts and images, in eval mode (no dropout); the model's mode is kept."""
+@contextmanager
+def _inference(model: Heads) -> Iterator[None]:
+    """Eval mode (no dropout) and no gradients inside; the model's mode is restored after."""
     training = model.training
     model.eval()
-    with torch.no_grad():
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(training)
+
+
+def _embed(model: Heads, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs' projected texts and images, in eval mode (no dropout); the model's mode is kept."""
+    with _inference(model):
         t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
         v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
-    model.train(training)
     return t, v
 
 
@@ -289,16 +299,13 @@ def mine_negatives(
 def mine_edits(model: Heads, pairs: PairSet, edits: EditSet, k: int) -> np.ndarray:
     """Per pair, the ``k`` edits of its own text closest to its image under ``model`` (hardest
     first; -1 where a text has fewer edits), shape (n, k)."""
-    _, v = _embed(model, pairs)
-    training = model.training
-    model.eval()
     sims = np.zeros(len(edits.owner), np.float32)
-    with torch.no_grad():
+    with _inference(model):
+        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
         for start in range(0, len(edits.owner), 2048):
             idx = np.arange(start, min(start + 2048, len(edits.owner)))
             e = model.encode_text(torch.from_numpy(edits.head_features(idx))).numpy()
             sims[idx] = np.einsum("nd,nd->n", e, v[edits.owner[idx]])
-    model.train(training)
     out = np.full((len(pairs.texts), k), -1, dtype=np.int64)
     order = np.lexsort((-sims, edits.owner))  # by owner, then hardest first (stable)
     owners = edits.owner[order]
@@ -515,18 +522,12 @@ def train_heads(
     return model, record
 
 
-def _out_dim(model: Heads) -> int:
-    last = model.image[-1]
-    assert isinstance(last, nn.Linear)  # noqa: S101  # built in Heads.__init__
-    return last.out_features
-
-
 def _edit_embeddings(
-    model: Heads, edits: EditSet, chosen: np.ndarray
+    model: Heads, edits: EditSet, chosen: np.ndarray, dim: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The projected edits ``chosen`` (n, k; -1: none) as (n, k, d), and which are real (n, k)."""
+    """The projected edits ``chosen`` (n, k; -1: none) as (n, k, dim), and which are real (n, k)."""
     valid = torch.from_numpy(chosen >= 0)
-    out = torch.zeros((*chosen.shape, _out_dim(model)), dtype=torch.float32)
+    out = torch.zeros((*chosen.shape, dim), dtype=torch.float32)
     if valid.any():
         out[valid] = model.encode_text(torch.from_numpy(edits.head_features(chosen[chosen >= 0])))
     return out, valid
@@ -630,7 +631,7 @@ def _run_stage(
                 )
                 loss = loss + cfg.mined_weight * mined / 2
             if chosen is not None and edits is not None:
-                edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx])
+                edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx], cfg.dim)
                 loss = loss + cfg.edit_weight * info_nce(
                     v, t, g_all[ti], scale, edit_t, also, valid
                 )

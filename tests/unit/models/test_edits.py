@@ -113,7 +113,7 @@ def test_masked_extra_negatives_count_as_absent() -> None:
 def _pairs_with_edits() -> tuple[PairSet, EditSet]:
     texts, feats = catalogue(300)
     rng = np.random.default_rng(3)
-    enc = {w: rng.normal(size=16) for w in {*BRANDS, *COLOURS, *TYPES, "men"}}
+    enc = {w: rng.normal(size=16) for w in sorted({*BRANDS, *COLOURS, *TYPES, "men"})}
 
     def encode(batch: list[str]) -> np.ndarray:  # a toy text encoder: sum of word vectors
         out = np.array([sum(enc[w] for w in t.split()) for t in batch], dtype=np.float32)
