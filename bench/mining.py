@@ -55,6 +55,7 @@ from models.train.run import pair_edits, training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
 NO_EDITS = {"edit_negatives": 0}
+SYMMETRIC = {"edit_loss": "symmetric", "edit_negatives": 4, "edit_from_epoch": 4}
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "inbatch": (False, {}),
     "control": (True, {"mined_weight": 0.0, **NO_EDITS}),
@@ -86,13 +87,27 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     "inbatch-do1": (False, {"feature_dropout": 0.1}),
     "control-do1": (True, {"feature_dropout": 0.1, "mined_weight": 0.0, **NO_EDITS}),
     "mined-do1": (True, {"feature_dropout": 0.1, **NO_EDITS}),
-    # one-word edits: the default (spelled out), in stage 2 only, and earlier, more and heavier
-    "mined-edit4": (True, {"edit_negatives": 4, "edit_from_epoch": 4}),
-    "mined-edit-stage2": (True, {"edit_negatives": 4, "edit_from_epoch": None}),
-    "mined-edit2x8": (True, {"edit_negatives": 8, "edit_from_epoch": 2, "edit_weight": 1.0}),
-    # the control of the edits: mined's schedule and loss terms, with an empty edit set (the edit
-    # term is a symmetric InfoNCE, so without edits it still adds in-batch loss)
-    "mined-edit-empty": (True, {}),
+    # one-word edits as a symmetric InfoNCE term (the first design): from stage-1 epoch 4, in
+    # stage 2 only, and earlier, more and heavier
+    "mined-edit4": (True, SYMMETRIC),
+    "mined-edit-stage2": (True, {**SYMMETRIC, "edit_from_epoch": None}),
+    "mined-edit2x8": (
+        True,
+        {**SYMMETRIC, "edit_negatives": 8, "edit_from_epoch": 2, "edit_weight": 1.0},
+    ),
+    # the control of the symmetric term: same schedule and loss terms, with an empty edit set (the
+    # term still adds in-batch loss without edits)
+    "mined-edit-empty": (True, SYMMETRIC),
+    # the edit term's other forms: the image→text direction alone (batch texts + edits as
+    # candidates), and each image against its own text and edits only
+    "mined-edit-i2t": (True, {"edit_loss": "i2t"}),
+    "mined-edit-local": (True, {"edit_loss": "local"}),
+    # ... with the temperature moved by the other loss terms only
+    "mined-edit-fixedtemp": (True, {"edit_moves_temperature": False}),
+    "mined-edit-local-fixedtemp": (
+        True,
+        {"edit_loss": "local", "edit_moves_temperature": False},
+    ),
 }
 VARIANTS_ALL = {**VARIANTS, **EXTRA_VARIANTS}
 _STATE: dict[str, Any] = {}
@@ -228,7 +243,16 @@ def main() -> int:
     )
     ap.add_argument("--out", type=Path, default=Path("bench/mining.json"))
     ap.add_argument("--markdown", type=Path, default=Path("docs/mining-table.md"))
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="train nothing: write the markdown (and --trace) tables from the results in --out",
+    )
     args = ap.parse_args()
+    if args.render:
+        results = json.loads(args.out.read_text())
+        _write_tables(results, list(dict.fromkeys(r["variant"] for r in results)), args)
+        return 0
     # The features `crossroute train` reads (or those of `--no-stages` / `--no-lexical`).
     emb = training_embedder(
         default_bundle_dir(), stages=not args.no_stages, lexical=not args.no_lexical
@@ -263,13 +287,20 @@ def main() -> int:
             results.append(r)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+    _write_tables(results, args.variants.split(","), args)
+    return 0
+
+
+def _write_tables(
+    results: list[dict[str, Any]], variants: list[str], args: argparse.Namespace
+) -> None:
+    """The per-seed and mean table (``--markdown``), and the trace table (``--trace``)."""
     metrics = [  # the metrics of issue #4's acceptance
         ("myntra-t2i", "recall@10"),
         ("myntra-i2t", "recall@10"),
         ("myntra-attr2i", "ndcg@10"),
         ("photo-routing", "recall@1"),
     ]
-    variants = args.variants.split(",")
     lines = _header(["variant", "seed", "best epochs (stage 1, 2)"], metrics)
     for r in results:
         cells = [f"{r['metrics'][d][m]:.3f}" for d, m in metrics]
@@ -286,7 +317,6 @@ def main() -> int:
     write_markdown(args.markdown, lines)
     if args.trace is not None:
         write_markdown(args.trace, _trace_lines(results, metrics))
-    return 0
 
 
 def _header(columns: list[str], metrics: list[tuple[str, str]]) -> list[str]:

@@ -45,6 +45,7 @@ __all__ = [
     "Heads",
     "TrainConfig",
     "attribute_sets",
+    "edit_loss",
     "info_nce",
     "mine_edits",
     "mine_negatives",
@@ -100,9 +101,17 @@ class TrainConfig:
     """Stage 1 trains this many epochs on in-batch negatives only (the curriculum), then adds the
     edits (None: stage 2 only)."""
     edit_weight: float = 0.5
-    """Weight of the extra InfoNCE term whose image→text direction has the edits as extra
-    negatives. (The term is symmetric, so it also adds in-batch loss, edits or not:
-    ``bench/mining.py --variants mined-edit-empty`` measures that part alone.)"""
+    """Weight of the edit term (see ``edit_loss``)."""
+    edit_loss: Literal["symmetric", "i2t", "local"] = "symmetric"
+    """``symmetric``: InfoNCE whose image→text direction has the batch's texts plus the edits as
+    candidates, and whose text→image direction is the in-batch one (so it adds in-batch loss,
+    edits or not: ``bench/mining.py --variants mined-edit-empty`` measures that part alone);
+    ``i2t``: the image→text direction alone; ``local``: each image against its own text and its
+    edits only (:func:`edit_loss`, no in-batch term). The last two cost i2t recall on Myntra dev
+    (docs/alignment.md)."""
+    edit_moves_temperature: bool = True
+    """False: the edit term reads the learnt temperature but sends it no gradient, so that
+    near-miss texts (cosines close to the positive's) do not sharpen the in-batch losses too."""
     false_negative_image_cos: float = 0.92
     false_negative_text_cos: float = 0.92
     false_negative_attributes: bool = True
@@ -164,8 +173,11 @@ def info_nce(
     extra_b: torch.Tensor | None = None,
     also_same: torch.Tensor | None = None,
     extra_valid: torch.Tensor | None = None,
+    *,
+    symmetric: bool = True,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE between unit vectors ``a[i]`` ↔ ``b[i]``.
+    """Symmetric InfoNCE between unit vectors ``a[i]`` ↔ ``b[i]`` (``symmetric=False``: the a→b
+    direction alone).
 
     Off-diagonal pairs that share a group are masked out (never negatives). ``extra_b`` (n, m, d)
     adds m mined negatives per row to the a→b direction; ``extra_valid`` (n, m) marks the real
@@ -185,7 +197,25 @@ def info_nce(
         if extra_valid is not None:
             extra = extra.masked_fill(~extra_valid, float("-inf"))
         a2b = torch.cat([logits, extra], dim=1)
+    if not symmetric:
+        return F.cross_entropy(a2b, target)
     return (F.cross_entropy(a2b, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def edit_loss(
+    v: torch.Tensor,
+    t: torch.Tensor,
+    edit_t: torch.Tensor,
+    valid: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """Cross-entropy of each image ``v[i]`` choosing its own text ``t[i]`` over its one-word edits
+    ``edit_t[i]`` (n, m, d; ``valid`` (n, m) marks the real ones): the near-miss question alone,
+    no in-batch term (an image without edits adds zero)."""
+    pos = scale * (v * t).sum(-1, keepdim=True)
+    extra = (scale * torch.einsum("nd,nmd->nm", v, edit_t)).masked_fill(~valid, float("-inf"))
+    logits = torch.cat([pos, extra], dim=1)
+    return F.cross_entropy(logits, torch.zeros(len(v), dtype=torch.long))
 
 
 def _pca_init(layer: nn.Linear, feats: np.ndarray) -> None:
@@ -632,9 +662,15 @@ def _run_stage(
                 loss = loss + cfg.mined_weight * mined / 2
             if chosen is not None and edits is not None:
                 edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx], cfg.dim)
-                loss = loss + cfg.edit_weight * info_nce(
-                    v, t, g_all[ti], scale, edit_t, also, valid
-                )
+                s_edit = scale if cfg.edit_moves_temperature else scale.detach()
+                if cfg.edit_loss == "local":
+                    term = edit_loss(v, t, edit_t, valid, s_edit)
+                else:
+                    term = info_nce(
+                        v, t, g_all[ti], s_edit, edit_t, also, valid,
+                        symmetric=cfg.edit_loss == "symmetric",
+                    )  # fmt: skip
+                loss = loss + cfg.edit_weight * term
             if tp is not None and tp_batches:
                 j = torch.from_numpy(tp_batches[b % len(tp_batches)])
                 q, a = model.encode_text(tp[0][j]), model.encode_text(tp[1][j])

@@ -11,9 +11,11 @@ Which words may replace which is learnt from the pairs themselves, not from a wo
 are *substitutes* when the corpus holds **minimal pairs** for them, texts that are identical except
 for that one word ("Nike Men Black Shoes" / "Nike Men White Shoes"), in at least ``min_pairs``
 different contexts. In a catalogue these are colours, genders, patterns and usage words; brands also
-show up and are filtered by how differently their photos look (see :func:`substitutes`). During
-training, the current model picks, per photo, the edits it finds hardest, again every epoch
-(``contrastive.train_heads``).
+show up and are filtered by how differently their photos look (see :func:`substitutes`). An edit
+that is another pair's text with the owner's photo (the same product sold under another colour
+word, or another caption of the same photo) would be a false negative and is left out
+(:func:`encode_edits`). During training, the current model picks, per photo, the edits it finds
+hardest, again every epoch (``contrastive.train_heads``).
 """
 
 from __future__ import annotations
@@ -70,21 +72,29 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
-def _distinctness(rows_a: list[int], rows_b: list[int], feats: np.ndarray) -> float:
-    """How much more alike the photos within each word's pairs are than across them."""
-    fa, fb = feats[rows_a], feats[rows_b]
+def _distinctness(
+    rows_a: list[int], rows_b: list[int], feats: np.ndarray, groups: np.ndarray
+) -> float:
+    """How much more alike the photos within each word's pairs are than across them. Pairs of one
+    group (e.g. five captions of one photo) are left out of every mean: they are one photo. The
+    caller makes sure each word has pairs of at least two groups."""
 
-    def within(f: np.ndarray) -> float:
-        s = f @ f.T
-        return float((s.sum() - np.trace(s)) / max(1, s.size - len(f)))
+    def mean_sim(x: list[int], y: list[int], same: bool) -> float:
+        apart = groups[x][:, None] != groups[y][None, :]
+        if same:
+            np.fill_diagonal(apart, False)
+        s = (feats[x] @ feats[y].T)[apart]
+        return float(s.mean()) if s.size else 0.0
 
-    return (within(fa) + within(fb)) / 2 - float((fa @ fb.T).mean())
+    within = (mean_sim(rows_a, rows_a, True) + mean_sim(rows_b, rows_b, True)) / 2
+    return within - mean_sim(rows_a, rows_b, False)
 
 
 def substitutes(
     texts: Sequence[str],
     image_feats: np.ndarray,
     *,
+    groups: np.ndarray | None = None,
     min_pairs: int = 2,
     min_distinctness: float = 0.01,
     sample: int = 200,
@@ -93,12 +103,15 @@ def substitutes(
 
     Edge a-b: texts identical but for a ↔ b in at least ``min_pairs`` contexts, and photos that
     differ: within each last word (a category proxy; last words themselves are compared over all
-    pairs) where each occurs without the other in 3 pairs or more (up to ``sample`` each, first
-    ones), the mean cosine of ``image_feats`` within each word's pairs minus that across them,
-    averaged (weighted by the smaller count), is at least ``min_distinctness``. Near synonyms and
-    most brand swaps look alike and are dropped.
+    pairs) where each occurs without the other in pairs of 3 groups or more (up to ``sample``
+    pairs each, first ones), the mean cosine of ``image_feats`` within each word's pairs minus
+    that across them, averaged (weighted by the smaller group count), is at least
+    ``min_distinctness``. Pairs that share one of ``groups`` (default: each pair its own) are
+    not compared: the same photo under two captions would count as "alike". Near synonyms and
+    look-alike brands are dropped.
     """
     words = [_words(t) for t in texts]
+    grp = np.arange(len(texts)) if groups is None else np.asarray(groups)
     contexts: dict[tuple[tuple[str, ...], tuple[str, ...]], set[str]] = defaultdict(set)
     for w in words:
         for i in range(len(w)):
@@ -128,7 +141,7 @@ def substitutes(
             ra, rb = set(rows[(a, head)]), set(rows[(b, head)])
             only_a, only_b = sorted(ra - rb)[:sample], sorted(rb - ra)[:sample]
             if len(only_a) >= 3 and len(only_b) >= 3:
-                gains.append(_distinctness(only_a, only_b, image_feats))
+                gains.append(_distinctness(only_a, only_b, image_feats, grp))
                 weights.append(min(len(only_a), len(only_b)))
         if not gains or np.average(gains, weights=weights) < min_distinctness:
             continue
@@ -138,9 +151,10 @@ def substitutes(
 
 
 def one_word_edits(
-    texts: Sequence[str], subs: dict[str, list[str]], per_text: int = 16
+    texts: Sequence[str], subs: dict[str, list[str]], per_text: int | None = 16
 ) -> tuple[np.ndarray, list[str]]:
-    """Up to ``per_text`` edits of each text: one word replaced by one of its substitutes.
+    """Up to ``per_text`` edits of each text (None: all): one word replaced by one of its
+    substitutes.
 
     Substitutes are taken in turn across the text's words (each word's most frequent first), so a
     text with a colour and a gender word gets both kinds of edits. The replacement follows the
@@ -158,7 +172,7 @@ def one_word_edits(
         seen: set[str] = set()
         for rank in range(max((len(o) for o in options), default=0)):
             for opts in options:
-                if rank >= len(opts) or len(seen) >= per_text:
+                if rank >= len(opts) or (per_text is not None and len(seen) >= per_text):
                     continue
                 s, e, _, r = opts[rank]
                 original = text[s:e]
@@ -174,6 +188,28 @@ def one_word_edits(
     return np.array(owners, dtype=np.int64), edits
 
 
+def _false_negatives(
+    texts: Sequence[str],
+    owner: np.ndarray,
+    edits: Sequence[str],
+    feats: np.ndarray,
+    groups: np.ndarray,
+    image_cos: float,
+) -> np.ndarray:
+    """Which edits are another pair's text (case aside) whose photo is the owner's photo: the same
+    group, or raw image cosine above ``image_cos`` (the same product under another colour word)."""
+    by_text: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(texts):
+        by_text[t.casefold()].append(i)
+    out = np.zeros(len(edits), dtype=bool)
+    for e, (i, text) in enumerate(zip(owner.tolist(), edits, strict=True)):
+        others = by_text.get(text.casefold())
+        if others:
+            o = np.array(others)
+            out[e] = bool(np.any((groups[o] == groups[i]) | (feats[o] @ feats[i] > image_cos)))
+    return out
+
+
 def encode_edits(
     texts: Sequence[str],
     sources: Sequence[str],
@@ -181,8 +217,10 @@ def encode_edits(
     encode: Callable[[list[str]], np.ndarray],
     lexical: LexicalFeatures | None,
     *,
+    groups: np.ndarray | None = None,
     per_text: int = 16,
     min_pairs: int = 2,
+    false_negative_image_cos: float = 0.92,
     cache_dir: Path | None = None,
     cache_key: str = "",
     progress: Callable[[str], None] | None = None,
@@ -190,6 +228,11 @@ def encode_edits(
     """Edits of every pair text (substitutes learnt per source), with encoder features from
     ``encode`` (cached on disk under ``cache_dir``, keyed by the edited texts and ``cache_key``,
     which must name the text encoder and its preprocessing, e.g. a manifest digest).
+
+    Edits that are likely false negatives are left out: those equal (case aside) to the text of a
+    pair of the owner's group (``groups``; each pair its own group when None), or of a pair whose
+    photo has a raw image cosine above ``false_negative_image_cos`` with the owner's (the same
+    threshold as the mined neighbours' filter). Each distinct edited text is encoded once.
 
     Raises:
         ValueError: ``cache_dir`` without a ``cache_key``.
@@ -201,27 +244,42 @@ def encode_edits(
 
     src = np.array(sources)
     feats = l2_normalize(image_feats)
+    grp = np.arange(len(texts)) if groups is None else np.asarray(groups)
     owner_parts, edit_texts = [], []
+    dropped = 0
     for source in sorted(set(sources)):
         idx = np.flatnonzero(src == source)
         own = [texts[i] for i in idx.tolist()]
-        subs = substitutes(own, feats[idx], min_pairs=min_pairs)
-        owners, edits = one_word_edits(own, subs, per_text)
-        owner_parts.append(idx[owners])
-        edit_texts += edits
+        subs = substitutes(own, feats[idx], groups=grp[idx], min_pairs=min_pairs)
+        owners, edits = one_word_edits(own, subs, per_text=None)
+        keep = ~_false_negatives(own, owners, edits, feats[idx], grp[idx], false_negative_image_cos)
+        dropped += int((~keep).sum())
+        rank = np.zeros(len(own), dtype=np.int64)  # the first per_text edits left of each text
+        for e in np.flatnonzero(keep):
+            keep[e] = rank[owners[e]] < per_text
+            rank[owners[e]] += 1
+        owner_parts.append(idx[owners[keep]])
+        edit_texts += [e for e, k in zip(edits, keep.tolist(), strict=True) if k]
     owner = np.concatenate(owner_parts) if owner_parts else np.zeros(0, np.int64)
-    key = hashlib.sha256(canonical_json([cache_key, edit_texts])).hexdigest()[:24]
+    unique, inverse = np.unique(np.array(edit_texts, dtype=object), return_inverse=True)
+    distinct = [str(t) for t in unique]
+    key = hashlib.sha256(canonical_json(["distinct", cache_key, distinct])).hexdigest()[:24]
     cached = cache_dir / f"edits-{key}.npy" if cache_dir else None
+    if progress is not None and dropped:
+        progress(
+            f"{dropped} edits left out as likely false negatives (another pair's text, same photo)"
+        )
     if cached is not None and cached.is_file():
         enc = np.load(cached)
     else:
         if progress is not None:
-            progress(f"encoding {len(edit_texts)} one-word edits of the pair texts")
-        enc = encode(edit_texts) if edit_texts else np.zeros((0, 0), np.float32)
+            progress(f"encoding {len(distinct)} distinct one-word edits of the pair texts")
+        enc = encode(distinct) if distinct else np.zeros((0, 0), np.float32)
         if cached is not None:  # written whole or not at all (an interrupted run leaves no file)
             cached.parent.mkdir(parents=True, exist_ok=True)
             partial = cached.with_suffix(".partial")
             with partial.open("wb") as f:
                 np.save(f, enc)
             os.replace(partial, cached)
-    return EditSet(owner, tuple(edit_texts), enc.astype(np.float32), lexical)
+    feats_out = enc[inverse.reshape(-1)] if distinct else enc
+    return EditSet(owner, tuple(edit_texts), feats_out.astype(np.float32), lexical)

@@ -148,16 +148,23 @@ def _with_preprocess(
 
 
 def pair_edits(
-    embedder: Embedder, pairs: PairSet, cache_dir: Path | None, progress: Progress = _noop
+    embedder: Embedder,
+    pairs: PairSet,
+    cache_dir: Path | None,
+    progress: Progress = _noop,
+    *,
+    false_negative_image_cos: float = 0.92,
 ) -> EditSet:
     """One-word edits of the pair texts (``models.train.edits``), encoded by ``embedder``'s text
-    encoder (cached next to the pair features)."""
+    encoder (cached next to the pair features), likely false negatives left out."""
     return encode_edits(
         pairs.texts,
         pairs.sources,
         pairs.image_feats,
         embedder.text_features,
         embedder.manifest.spec.text.preprocess.lexical,
+        groups=pairs.groups,
+        false_negative_image_cos=false_negative_image_cos,
         cache_dir=cache_dir,
         cache_key=embedder.manifest.digest(),
         progress=progress,
@@ -252,7 +259,13 @@ def train_bundle(
         cfg = replace(cfg, edit_negatives=0)
     edit_set = None
     if method == "mined" and cfg.edit_negatives > 0:
-        edit_set = pair_edits(embedder, pairs, cache_dir, progress)
+        edit_set = pair_edits(
+            embedder,
+            pairs,
+            cache_dir,
+            progress,
+            false_negative_image_cos=cfg.false_negative_image_cos,
+        )
         progress(f"{len(edit_set.owner)} one-word edits of {len(set(edit_set.owner))} pair texts")
     tp = None
     if text_pairs:

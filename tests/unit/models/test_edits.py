@@ -8,7 +8,7 @@ import torch
 
 from models.config import LexicalFeatures
 from models.preprocess import lexical_features
-from models.train.contrastive import TrainConfig, info_nce, mine_edits, train_heads
+from models.train.contrastive import TrainConfig, edit_loss, info_nce, mine_edits, train_heads
 from models.train.edits import EditSet, encode_edits, one_word_edits, substitutes
 from models.train.features import PairSet
 
@@ -85,7 +85,9 @@ def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
     args = (texts, ["shop"] * len(texts), feats, encode, None)
     first = encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-1")
     again = encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-1")
-    assert len(calls) == 1 and len(first.owner) == calls[0] > 0
+    # each distinct edited text is encoded once (titles repeat, so do their edits)
+    assert len(calls) == 1 and len(set(first.texts)) == calls[0] > 0
+    assert len(first.owner) > calls[0]
     assert again.texts == first.texts
     np.testing.assert_array_equal(again.encoder_feats, first.encoder_feats)
     encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-2")  # another encoder
@@ -96,6 +98,72 @@ def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
     for i, text in zip(first.owner, first.texts, strict=True):
         a, b = texts[i].split(), text.split()
         assert sum(x != y for x, y in zip(a, b, strict=True)) == 1
+
+
+def test_edits_that_are_another_pairs_text_with_the_same_photo_are_left_out() -> None:
+    rng = np.random.default_rng(2)
+    f = rng.normal(size=(6, 64)).astype(np.float32)
+    f[1] = f[0] + 0.01 * rng.normal(size=64)  # pair 1: pair 0's product under another colour word
+    texts = ["Acme Black Shoes", "Acme White Shoes", "Zeta Black Shoes", "Zeta Red Shoes",
+             "Kilo Black Shoes", "Kilo Red Shoes"]  # fmt: skip
+    subs = {"black": ["white", "red"], "white": ["black"], "red": ["black"]}
+
+    def edits_of(groups: np.ndarray | None) -> set[tuple[int, str]]:
+        from unittest.mock import patch
+
+        with patch("models.train.edits.substitutes", return_value=subs):
+            e = encode_edits(texts, ["shop"] * 6, f, _unit_rows, None, groups=groups)
+        return set(zip(e.owner.tolist(), e.texts, strict=True))
+
+    kept = edits_of(None)
+    assert (0, "Acme White Shoes") not in kept  # pair 1's text, near-identical photo
+    assert (1, "Acme Black Shoes") not in kept
+    assert (0, "Acme Red Shoes") in kept  # nobody's text: kept
+    assert (2, "Zeta Red Shoes") in kept  # pair 3's text, but another photo: a true negative
+    grouped = edits_of(np.array([0, 0, 1, 2, 3, 3]))  # pairs 4 and 5: one product, two captions
+    assert (4, "Kilo Red Shoes") not in grouped and (4, "Kilo Red Shoes") in kept
+
+
+def _unit_rows(batch: list[str]) -> np.ndarray:
+    return np.ones((len(batch), 4), np.float32) / 2
+
+
+def test_captions_of_one_photo_do_not_make_their_words_look_grounded() -> None:
+    """Flickr-like: several captions per photo; "a" and "the" only differ by which photos happen
+    to be captioned with them, so they are no visual distinction."""
+    rng = np.random.default_rng(4)
+    texts, groups = [], []
+    for p in range(20):
+        for prep in ("in", "at", "near"):
+            texts.append(f"{'a' if p % 2 else 'the'} {('dog', 'cat', 'cow')[p % 3]} {prep} park")
+            groups.append(p)
+    photos = rng.normal(size=(20, 256))
+    feats = (photos / np.linalg.norm(photos, axis=1, keepdims=True))[groups].astype(np.float32)
+    assert "a" in substitutes(texts, feats)  # same-photo captions count as "alike photos"
+    assert "a" not in substitutes(texts, feats, groups=np.array(groups))
+
+
+def test_the_local_edit_loss_is_the_own_text_against_its_edits_only() -> None:
+    rng = np.random.default_rng(0)
+    v, t, e = (torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=s)), dim=-1)
+               for s in ((5, 8), (5, 8), (5, 3, 8)))  # fmt: skip
+    scale = torch.tensor(10.0)
+    valid = torch.ones((5, 3), dtype=torch.bool)
+    valid[4] = False  # an image without edits adds zero
+    valid[3, 1:] = False
+    got = edit_loss(v, t, e, valid, scale)
+    rows = []
+    for i in range(5):
+        cands = torch.cat([t[i : i + 1], e[i][valid[i]]])
+        rows.append(torch.nn.functional.cross_entropy(scale * cands @ v[i], torch.tensor(0)))
+    assert torch.allclose(got, torch.stack(rows).mean())
+    assert float(rows[4]) == 0.0
+    # one-directional InfoNCE: the image→text half of the symmetric one
+    groups = torch.arange(5)
+    one = info_nce(v, t, groups, scale, e, extra_valid=valid, symmetric=False)
+    both = info_nce(v, t, groups, scale, e, extra_valid=valid)
+    back = torch.nn.functional.cross_entropy(scale * t @ v.T, torch.arange(5))
+    assert torch.allclose(both, (one + back) / 2)
 
 
 def test_masked_extra_negatives_count_as_absent() -> None:
@@ -158,6 +226,18 @@ def test_training_with_edits_is_deterministic_and_needs_them() -> None:
     c, _ = train_heads(pairs, None, stage2_only, mined=True, edits=edits)
     d, _ = train_heads(pairs, None, TrainConfig(**{**cfg.__dict__, "holdout": 0.0}), mined=True)
     assert not _same(c, d)  # (no held-back selection that could keep stage 2's start)
+    # the three forms of the edit term train three different heads
+    heads = [
+        train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__, "edit_loss": form}),
+                    mined=True, edits=edits)[0]
+        for form in ("local", "i2t", "symmetric")
+    ]  # fmt: skip
+    assert _same(heads[2], a)  # symmetric is the default
+    assert not _same(heads[0], heads[1]) and not _same(heads[1], heads[2])
+    fixed, rec = train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__,
+                             "edit_moves_temperature": False}), mined=True, edits=edits)  # fmt: skip
+    assert not _same(fixed, a)  # the temperature only learns from the other terms
+    assert rec["temperature"] != record["temperature"]
     with pytest.raises(ValueError, match="edits"):
         train_heads(pairs, None, with_edits, mined=True)
     other = EditSet(edits.owner + 300, edits.texts, edits.encoder_feats, None)  # another pair set
