@@ -55,7 +55,13 @@ from models.train.run import pair_edits, training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
 NO_EDITS = {"edit_negatives": 0}
-SYMMETRIC = {"edit_loss": "symmetric", "edit_negatives": 4, "edit_from_epoch": 4}
+SHARED_TEMPERATURE = {"edit_moves_temperature": True}
+SYMMETRIC = {
+    "edit_loss": "symmetric",
+    "edit_negatives": 4,
+    "edit_from_epoch": 4,
+    **SHARED_TEMPERATURE,
+}
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "inbatch": (False, {}),
     "control": (True, {"mined_weight": 0.0, **NO_EDITS}),
@@ -99,10 +105,12 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
     # term still adds in-batch loss without edits)
     "mined-edit-empty": (True, SYMMETRIC),
     # the edit term's other forms: the image→text direction alone (batch texts + edits as
-    # candidates), and each image against its own text and edits only
-    "mined-edit-i2t": (True, {"edit_loss": "i2t"}),
-    "mined-edit-local": (True, {"edit_loss": "local"}),
-    # ... with the temperature moved by the other loss terms only
+    # candidates), and each image against its own text and edits only (as first measured: with
+    # the temperature learning from the edit term too)
+    "mined-edit-i2t": (True, {"edit_loss": "i2t", **SHARED_TEMPERATURE}),
+    "mined-edit-local": (True, {"edit_loss": "local", **SHARED_TEMPERATURE}),
+    # the temperature moved by the edit term too (the default before), and not (the default now)
+    "mined-edit-sharedtemp": (True, SHARED_TEMPERATURE),
     "mined-edit-fixedtemp": (True, {"edit_moves_temperature": False}),
     "mined-edit-local-fixedtemp": (
         True,
@@ -246,7 +254,8 @@ def main() -> int:
     ap.add_argument(
         "--render",
         action="store_true",
-        help="train nothing: write the markdown (and --trace) tables from the results in --out",
+        help="train nothing: write the --markdown (and --trace) tables from the results in --out"
+        " (name --markdown too, or the default table is overwritten)",
     )
     args = ap.parse_args()
     if args.render:

@@ -13,7 +13,8 @@ on support text↔article pairs through the text head, so ticket routing learns 
 
 Curriculum: stage 1 uses in-batch negatives only for its first ``edit_from_epoch`` epochs; with
 ``mined``, each image then also gets one-word edits of its own text (``models.train.edits``) as
-negatives, the ones the current model finds hardest, re-mined every epoch. Stage 2 mines, with the
+negatives, the ones the current model finds hardest, re-mined every epoch (an extra InfoNCE term
+that reads the learnt temperature without training it). Stage 2 mines, with the
 stage-1 model, each pair's nearest *other-group* items in the training corpus and adds them as extra
 negatives, after removing likely false negatives: candidates whose raw image features or raw texts are
 near-identical to the positive's (the same product under another title) or that show the same visible
@@ -107,12 +108,15 @@ class TrainConfig:
     candidates, and whose text→image direction is the in-batch one (so it adds in-batch loss,
     edits or not: ``bench/mining.py --variants mined-edit-empty`` measures that part alone);
     ``i2t``: the image→text direction alone; ``local``: each image against its own text and its
-    edits only (:func:`edit_loss`, no in-batch term). The last two cost i2t recall on Myntra dev
-    (docs/alignment.md)."""
-    edit_moves_temperature: bool = True
+    edits only (:func:`edit_loss`, no in-batch term; images without edits add zero to its mean).
+    The last two cost i2t recall on Myntra dev (docs/mining-edit-forms-table.md)."""
+    edit_moves_temperature: bool = False
     """False: the edit term reads the learnt temperature but sends it no gradient, so that
-    near-miss texts (cosines close to the positive's) do not sharpen the in-batch losses too."""
+    near-miss texts (cosines close to the positive's) do not sharpen the in-batch losses too
+    (i2t recall@10 +0.003 at each of three dev seeds, docs/mining-edit-temperature-table.md)."""
     false_negative_image_cos: float = 0.92
+    """Mined neighbours (and, in ``crossroute train``, one-word edits that are another pair's
+    text) whose raw image cosine with the anchor's is above this are left out."""
     false_negative_text_cos: float = 0.92
     false_negative_attributes: bool = True
     """Also drop candidates whose visible attributes (head noun + visually grounded words, see
@@ -469,9 +473,11 @@ def train_heads(
             ``cfg.edit_negatives``.
 
     Raises:
-        ValueError: ``cfg.edit_negatives`` > 0 with ``mined`` but no ``edits``, or edits whose
-            owners are not pairs of ``pairs``.
+        ValueError: ``cfg.edit_negatives`` > 0 with ``mined`` but no ``edits``, edits whose
+            owners are not pairs of ``pairs``, or an unknown ``cfg.edit_loss``.
     """
+    if cfg.edit_loss not in ("symmetric", "i2t", "local"):
+        raise ValueError(f"edit_loss must be symmetric, i2t or local, not {cfg.edit_loss!r}")
     if mined and cfg.edit_negatives > 0 and edits is None:
         raise ValueError("edit_negatives > 0 needs the one-word edits of the pair texts (edits=)")
     if edits is not None and len(edits.owner) and int(edits.owner.max()) >= len(pairs.texts):
@@ -561,6 +567,23 @@ def _edit_embeddings(
     if valid.any():
         out[valid] = model.encode_text(torch.from_numpy(edits.head_features(chosen[chosen >= 0])))
     return out, valid
+
+
+def _edit_term(
+    v: torch.Tensor,
+    t: torch.Tensor,
+    groups: torch.Tensor,
+    scale: torch.Tensor,
+    edit_t: torch.Tensor,
+    valid: torch.Tensor,
+    also: torch.Tensor | None,
+    cfg: TrainConfig,
+) -> torch.Tensor:
+    """The edit loss of one batch in the form ``cfg.edit_loss`` (unweighted)."""
+    s = scale if cfg.edit_moves_temperature else scale.detach()
+    if cfg.edit_loss == "local":
+        return edit_loss(v, t, edit_t, valid, s)
+    return info_nce(v, t, groups, s, edit_t, also, valid, symmetric=cfg.edit_loss == "symmetric")
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -662,14 +685,7 @@ def _run_stage(
                 loss = loss + cfg.mined_weight * mined / 2
             if chosen is not None and edits is not None:
                 edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx], cfg.dim)
-                s_edit = scale if cfg.edit_moves_temperature else scale.detach()
-                if cfg.edit_loss == "local":
-                    term = edit_loss(v, t, edit_t, valid, s_edit)
-                else:
-                    term = info_nce(
-                        v, t, g_all[ti], s_edit, edit_t, also, valid,
-                        symmetric=cfg.edit_loss == "symmetric",
-                    )  # fmt: skip
+                term = _edit_term(v, t, g_all[ti], scale, edit_t, valid, also, cfg)
                 loss = loss + cfg.edit_weight * term
             if tp is not None and tp_batches:
                 j = torch.from_numpy(tp_batches[b % len(tp_batches)])

@@ -2,10 +2,10 @@
 
 Nearest-neighbour mining (``contrastive.mine_negatives``) can only offer other training pairs as
 negatives, and a head that has fitted its pairs already keeps them apart: they give little gradient.
-An edit differs from a pair's text in one word, and is mostly a text nobody trained on (about 4% of
-them on Myntra happen to be another pair's text): "Puma Men **Navy**
-T-shirt" for the photo of "Puma Men Black T-shirt". It asks the head exactly the near-miss question
-("black running shoe" vs "black walking shoe") and nothing else.
+An edit differs from a pair's text in one word, and is mostly a text nobody trained on (a few
+percent on Myntra happen to be another pair's text, and those with the owner's photo are left
+out): "Puma Men **Navy** T-shirt" for the photo of "Puma Men Black T-shirt". It asks the head
+exactly the near-miss question ("black running shoe" vs "black walking shoe") and nothing else.
 
 Which words may replace which is learnt from the pairs themselves, not from a word list: two words
 are *substitutes* when the corpus holds **minimal pairs** for them, texts that are identical except
@@ -83,8 +83,7 @@ def _distinctness(
         apart = groups[x][:, None] != groups[y][None, :]
         if same:
             np.fill_diagonal(apart, False)
-        s = (feats[x] @ feats[y].T)[apart]
-        return float(s.mean()) if s.size else 0.0
+        return float((feats[x] @ feats[y].T)[apart].mean())
 
     within = (mean_sim(rows_a, rows_a, True) + mean_sim(rows_b, rows_b, True)) / 2
     return within - mean_sim(rows_a, rows_b, False)
@@ -140,9 +139,10 @@ def substitutes(
         for head in sorted(heads_of[a] & heads_of[b]):
             ra, rb = set(rows[(a, head)]), set(rows[(b, head)])
             only_a, only_b = sorted(ra - rb)[:sample], sorted(rb - ra)[:sample]
-            if len(only_a) >= 3 and len(only_b) >= 3:
+            photos = min(len(set(grp[only_a].tolist())), len(set(grp[only_b].tolist())))
+            if photos >= 3:
                 gains.append(_distinctness(only_a, only_b, image_feats, grp))
-                weights.append(min(len(only_a), len(only_b)))
+                weights.append(photos)
         if not gains or np.average(gains, weights=weights) < min_distinctness:
             continue
         out[a].append((n, b))
@@ -267,7 +267,8 @@ def encode_edits(
     cached = cache_dir / f"edits-{key}.npy" if cache_dir else None
     if progress is not None and dropped:
         progress(
-            f"{dropped} edits left out as likely false negatives (another pair's text, same photo)"
+            f"{dropped} candidate edits left out as likely false negatives"
+            " (another pair's text, same photo)"
         )
     if cached is not None and cached.is_file():
         enc = np.load(cached)

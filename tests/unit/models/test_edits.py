@@ -78,9 +78,12 @@ def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
     texts, feats = catalogue(300)
     calls: list[int] = []
 
+    def features(batch: list[str]) -> np.ndarray:  # a different row for (almost) every text
+        return np.array([[len(t), t.count("e"), ord(t[0]), ord(t[-1])] for t in batch], np.float32)
+
     def encode(batch: list[str]) -> np.ndarray:
         calls.append(len(batch))
-        return np.ones((len(batch), 4), np.float32)
+        return features(batch)
 
     args = (texts, ["shop"] * len(texts), feats, encode, None)
     first = encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-1")
@@ -89,6 +92,8 @@ def test_encode_edits_caches_the_encoder_features(tmp_path: object) -> None:
     assert len(calls) == 1 and len(set(first.texts)) == calls[0] > 0
     assert len(first.owner) > calls[0]
     assert again.texts == first.texts
+    # every edit gets its own text's features back, encoded or read from the cache
+    np.testing.assert_array_equal(first.encoder_feats, features(list(first.texts)))
     np.testing.assert_array_equal(again.encoder_feats, first.encoder_feats)
     encode_edits(*args, per_text=2, cache_dir=tmp_path, cache_key="enc-2")  # another encoder
     assert len(calls) == 2
@@ -124,6 +129,22 @@ def test_edits_that_are_another_pairs_text_with_the_same_photo_are_left_out() ->
     assert (4, "Kilo Red Shoes") not in grouped and (4, "Kilo Red Shoes") in kept
 
 
+def test_the_per_text_cap_counts_the_edits_left_after_the_false_negative_filter() -> None:
+    f = np.eye(3, 8, dtype=np.float32)
+    f[1] = f[0]  # one photo, two titles (one in lower case)
+    subs = {"black": ["white", "red"], "white": ["black"]}
+    from unittest.mock import patch
+
+    texts = ["Acme Black Shoes", "acme white shoes", "Zeta Black Shoes"]
+    with patch("models.train.edits.substitutes", return_value=subs):
+        e = encode_edits(texts, ["shop"] * 3, f, _unit_rows, None, per_text=1)
+    # pair 0's first edit is pair 1's text (case aside) with its photo: the next one takes its slot
+    assert list(zip(e.owner.tolist(), e.texts, strict=True)) == [
+        (0, "Acme Red Shoes"),
+        (2, "Zeta White Shoes"),
+    ]
+
+
 def _unit_rows(batch: list[str]) -> np.ndarray:
     return np.ones((len(batch), 4), np.float32) / 2
 
@@ -141,6 +162,12 @@ def test_captions_of_one_photo_do_not_make_their_words_look_grounded() -> None:
     feats = (photos / np.linalg.norm(photos, axis=1, keepdims=True))[groups].astype(np.float32)
     assert "a" in substitutes(texts, feats)  # same-photo captions count as "alike photos"
     assert "a" not in substitutes(texts, feats, groups=np.array(groups))
+    # a word seen on fewer than 3 photos is not judged on its captions (however many)
+    few = [i for i, t in enumerate(texts) if not t.startswith("a ") or groups[i] in (1, 3)]
+    kept = substitutes(
+        [texts[i] for i in few], feats[few], groups=np.array(groups)[few], min_distinctness=-1.0
+    )
+    assert "a" not in kept and "dog" in kept
 
 
 def test_the_local_edit_loss_is_the_own_text_against_its_edits_only() -> None:
@@ -164,6 +191,26 @@ def test_the_local_edit_loss_is_the_own_text_against_its_edits_only() -> None:
     both = info_nce(v, t, groups, scale, e, extra_valid=valid)
     back = torch.nn.functional.cross_entropy(scale * t @ v.T, torch.arange(5))
     assert torch.allclose(both, (one + back) / 2)
+
+
+def test_a_fixed_temperature_gets_no_gradient_from_the_edit_term() -> None:
+    from models.train.contrastive import _edit_term
+
+    rng = np.random.default_rng(1)
+    v, t, e = (torch.nn.functional.normalize(torch.from_numpy(rng.normal(size=s)), dim=-1)
+               for s in ((5, 8), (5, 8), (5, 3, 8)))  # fmt: skip
+    valid = torch.ones((5, 3), dtype=torch.bool)
+    v.requires_grad_(True)
+    for form in ("symmetric", "i2t", "local"):
+        for moves in (True, False):
+            log_scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+            cfg = TrainConfig(edit_loss=form, edit_moves_temperature=moves)  # type: ignore[arg-type]
+            _edit_term(v, t, torch.arange(5), log_scale.exp(), e, valid, None, cfg).backward()
+            assert (log_scale.grad is not None) == moves, (form, moves)
+    with pytest.raises(ValueError, match="edit_loss"):
+        pairs, edits = _pairs_with_edits()
+        bad = TrainConfig(edit_loss="hinge")  # type: ignore[arg-type]
+        train_heads(pairs, None, bad, mined=True, edits=edits)
 
 
 def test_masked_extra_negatives_count_as_absent() -> None:
@@ -234,9 +281,9 @@ def test_training_with_edits_is_deterministic_and_needs_them() -> None:
     ]  # fmt: skip
     assert _same(heads[2], a)  # symmetric is the default
     assert not _same(heads[0], heads[1]) and not _same(heads[1], heads[2])
-    fixed, rec = train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__,
-                             "edit_moves_temperature": False}), mined=True, edits=edits)  # fmt: skip
-    assert not _same(fixed, a)  # the temperature only learns from the other terms
+    shared, rec = train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__,
+                              "edit_moves_temperature": True}), mined=True, edits=edits)  # fmt: skip
+    assert not _same(shared, a)  # by default the temperature learns from the other terms only
     assert rec["temperature"] != record["temperature"]
     with pytest.raises(ValueError, match="edits"):
         train_heads(pairs, None, with_edits, mined=True)
