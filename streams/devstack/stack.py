@@ -73,6 +73,16 @@ log.cleaner.enable=true
 """
 
 
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, like Kafka's
+    ``Uuid.randomUuid()``, which also never starts one with "-" (the storage tool's argument
+    parser would read it as an option)."""
+    while True:
+        raw = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not raw.startswith("-"):
+            return raw
+
+
 def _noop(_: str) -> None:
     return None
 
@@ -279,9 +289,9 @@ class DevStack:
 
     def _format_kafka(self, java: str, classpath: str, props: Path, home: Path) -> None:
         id_file = home / "cluster.id"
-        if not id_file.exists():
-            raw = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-            id_file.write_text(raw + "\n")
+        # (storage not formatted yet: an id left by an earlier failed format may be replaced)
+        if not id_file.exists() or id_file.read_text().strip().startswith("-"):
+            id_file.write_text(new_cluster_id() + "\n")
         cluster_id = id_file.read_text().strip()
         argv = [
             java, "-Xmx256m", f"-Dlog4j2.configurationFile={home / 'log4j2.yaml'}", "-cp", classpath,

@@ -125,3 +125,17 @@ def test_libssl_from_local_deb_is_verified_and_unpacked(tmp_path: Path) -> None:
     assert (libdir / "libssl.so.1.1").exists()
     assert (libdir / "libcrypto.so.1.1").exists()
     assert ensure_libssl(tmp_path / "cache", None) == libdir  # cached: no download
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    """The storage tool would read "-t -abc…" as a missing argument (a 1-in-64 flake before)."""
+    import base64
+
+    from streams.devstack.stack import new_cluster_id
+
+    draws = iter([b"\xfb" + bytes(15), bytes(range(16))])  # the first encodes to "-w…"
+    assert base64.urlsafe_b64encode(b"\xfb" + bytes(15)).startswith(b"-")
+    cid = new_cluster_id(lambda: next(draws))
+    assert cid == base64.urlsafe_b64encode(bytes(range(16))).rstrip(b"=").decode()
+    assert all(not new_cluster_id().startswith("-") for _ in range(500))
+    assert len(new_cluster_id()) == 22
