@@ -113,7 +113,8 @@ class TrainConfig:
     edit_moves_temperature: bool = False
     """False: the edit term reads the learnt temperature but sends it no gradient, so that
     near-miss texts (cosines close to the positive's) do not sharpen the in-batch losses too
-    (i2t recall@10 +0.003 at each of three dev seeds, docs/mining-edit-temperature-table.md)."""
+    (i2t recall@10 +0.0025 to +0.003 at each of three dev seeds,
+    docs/mining-edit-temperature-table.md)."""
     false_negative_image_cos: float = 0.92
     """Mined neighbours (and, in ``crossroute train``, one-word edits that are another pair's
     text) whose raw image cosine with the anchor's is above this are left out."""
