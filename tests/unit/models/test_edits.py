@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pytest
 import torch
@@ -114,8 +116,6 @@ def test_edits_that_are_another_pairs_text_with_the_same_photo_are_left_out() ->
     subs = {"black": ["white", "red"], "white": ["black"], "red": ["black"]}
 
     def edits_of(groups: np.ndarray | None) -> set[tuple[int, str]]:
-        from unittest.mock import patch
-
         with patch("models.train.edits.substitutes", return_value=subs):
             e = encode_edits(texts, ["shop"] * 6, f, _unit_rows, None, groups=groups)
         return set(zip(e.owner.tolist(), e.texts, strict=True))
@@ -133,8 +133,6 @@ def test_the_per_text_cap_counts_the_edits_left_after_the_false_negative_filter(
     f = np.eye(3, 8, dtype=np.float32)
     f[1] = f[0]  # one photo, two titles (one in lower case)
     subs = {"black": ["white", "red"], "white": ["black"]}
-    from unittest.mock import patch
-
     texts = ["Acme Black Shoes", "acme white shoes", "Zeta Black Shoes"]
     with patch("models.train.edits.substitutes", return_value=subs):
         e = encode_edits(texts, ["shop"] * 3, f, _unit_rows, None, per_text=1)
