@@ -115,6 +115,18 @@ class TrainConfig:
     near-miss texts (cosines close to the positive's) do not sharpen the in-batch losses too
     (i2t recall@10 +0.0025 to +0.003 at each of three dev seeds,
     docs/mining-edit-temperature-table.md)."""
+    edit_pick: Literal["hardest", "random"] = "hardest"
+    """Which of a photo's edits are its negatives each epoch: the ``edit_negatives`` the current
+    model finds closest to the photo, or as many drawn at random (seeded per epoch)."""
+    edit_moves_text_head: bool = False
+    """False: the edits are constants to the text head (no gradient flows back through them), so
+    only the image head learns the near-miss question and the text space keeps its shape (on three
+    Myntra dev seeds: i2t recall@10 +0.008, attr2i nDCG@10 +0.004 on the mean, i2t above
+    ``inbatch`` at every seed; docs/mining-edit-text-head-table.md)."""
+    edit_min_visibility: float | None = None
+    """Leave out edits whose swap the owner's own photo does not show: the photo is not at least
+    this much closer (cosine) to the mean photo of its word than to that of the substitute, within
+    its category (``models.train.edits._unseen_swaps``; None: keep them)."""
     false_negative_image_cos: float = 0.92
     """Mined neighbours (and, in ``crossroute train``, one-word edits that are another pair's
     text) whose raw image cosine with the anchor's is above this are left out."""
@@ -331,9 +343,18 @@ def mine_negatives(
     )
 
 
-def mine_edits(model: Heads, pairs: PairSet, edits: EditSet, k: int) -> np.ndarray:
+def mine_edits(
+    model: Heads,
+    pairs: PairSet,
+    edits: EditSet,
+    k: int,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """Per pair, the ``k`` edits of its own text closest to its image under ``model`` (hardest
-    first; -1 where a text has fewer edits), shape (n, k)."""
+    first; -1 where a text has fewer edits), shape (n, k). With ``rng``: ``k`` drawn at random
+    instead (the model is not used)."""
+    if rng is not None:
+        return _first_per_owner(rng.random(len(edits.owner)), edits.owner, len(pairs.texts), k)
     sims = np.zeros(len(edits.owner), np.float32)
     with _inference(model):
         v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
@@ -341,11 +362,16 @@ def mine_edits(model: Heads, pairs: PairSet, edits: EditSet, k: int) -> np.ndarr
             idx = np.arange(start, min(start + 2048, len(edits.owner)))
             e = model.encode_text(torch.from_numpy(edits.head_features(idx))).numpy()
             sims[idx] = np.einsum("nd,nd->n", e, v[edits.owner[idx]])
-    out = np.full((len(pairs.texts), k), -1, dtype=np.int64)
-    order = np.lexsort((-sims, edits.owner))  # by owner, then hardest first (stable)
-    owners = edits.owner[order]
-    starts = np.searchsorted(owners, np.arange(len(pairs.texts)))
-    ends = np.searchsorted(owners, np.arange(len(pairs.texts)), side="right")
+    return _first_per_owner(sims, edits.owner, len(pairs.texts), k)
+
+
+def _first_per_owner(score: np.ndarray, owner: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Per owner ``0..n-1``, its ``k`` items of highest ``score`` (-1 where it has fewer)."""
+    out = np.full((n, k), -1, dtype=np.int64)
+    order = np.lexsort((-score, owner))  # by owner, then highest first (stable)
+    owners = owner[order]
+    starts = np.searchsorted(owners, np.arange(n))
+    ends = np.searchsorted(owners, np.arange(n), side="right")
     for i in np.flatnonzero(ends > starts):
         take = order[starts[i] : min(ends[i], starts[i] + k)]
         out[i, : len(take)] = take
@@ -560,13 +586,16 @@ def train_heads(
 
 
 def _edit_embeddings(
-    model: Heads, edits: EditSet, chosen: np.ndarray, dim: int
+    model: Heads, edits: EditSet, chosen: np.ndarray, dim: int, *, grad: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The projected edits ``chosen`` (n, k; -1: none) as (n, k, dim), and which are real (n, k)."""
+    """The projected edits ``chosen`` (n, k; -1: none) as (n, k, dim), and which are real (n, k).
+    ``grad=False``: constants (no gradient flows back into the text head through them)."""
     valid = torch.from_numpy(chosen >= 0)
     out = torch.zeros((*chosen.shape, dim), dtype=torch.float32)
     if valid.any():
-        out[valid] = model.encode_text(torch.from_numpy(edits.head_features(chosen[chosen >= 0])))
+        with torch.set_grad_enabled(grad):
+            feats = torch.from_numpy(edits.head_features(chosen[chosen >= 0]))
+            out[valid] = model.encode_text(feats)
     return out, valid
 
 
@@ -663,7 +692,12 @@ def _run_stage(
             batches = _batches(len(pairs.texts), cfg.batch_size, rng)
         chosen = None  # this epoch's edit negatives, mined with the model as it is now
         if edits is not None and epoch >= edits[1]:
-            chosen = mine_edits(model, pairs, edits[0], cfg.edit_negatives)
+            draw = (
+                np.random.default_rng([cfg.seed, int(negatives is not None), epoch])
+                if cfg.edit_pick == "random"
+                else None
+            )
+            chosen = mine_edits(model, pairs, edits[0], cfg.edit_negatives, draw)
         for b, idx in enumerate(batches):
             ti = torch.from_numpy(idx)
             t = model.encode_text(t_all[ti])
@@ -685,7 +719,9 @@ def _run_stage(
                 )
                 loss = loss + cfg.mined_weight * mined / 2
             if chosen is not None and edits is not None:
-                edit_t, valid = _edit_embeddings(model, edits[0], chosen[idx], cfg.dim)
+                edit_t, valid = _edit_embeddings(
+                    model, edits[0], chosen[idx], cfg.dim, grad=cfg.edit_moves_text_head
+                )
                 term = _edit_term(v, t, g_all[ti], scale, edit_t, valid, also, cfg)
                 loss = loss + cfg.edit_weight * term
             if tp is not None and tp_batches:

@@ -164,28 +164,104 @@ def one_word_edits(
     Returns:
         (owner index per edit, edited texts).
     """
+    owners, edits, _ = _edits_with_swaps(texts, subs, per_text)
+    return owners, edits
+
+
+def _edits_with_swaps(
+    texts: Sequence[str], subs: dict[str, list[str]], per_text: int | None
+) -> tuple[np.ndarray, list[str], list[tuple[int, str]]]:
+    """:func:`one_word_edits`, and per edit the swap: (index of the replaced word among the text's
+    words, the substitute, lower case)."""
     owners: list[int] = []
     edits: list[str] = []
+    swaps: list[tuple[int, str]] = []
     for i, text in enumerate(texts):
         spans = [(m.start(), m.end(), m.group().casefold()) for m in _WORD.finditer(text)]
-        options = [[(s, e, w, r) for r in subs[w]] for s, e, w in spans if w in subs]
+        options = [
+            [(s, e, pos, r) for r in subs[w]] for pos, (s, e, w) in enumerate(spans) if w in subs
+        ]
         seen: set[str] = set()
         for rank in range(max((len(o) for o in options), default=0)):
             for opts in options:
                 if rank >= len(opts) or (per_text is not None and len(seen) >= per_text):
                     continue
-                s, e, _, r = opts[rank]
+                s, e, pos, r = opts[rank]
                 original = text[s:e]
+                cased = r
                 if original.isupper() and len(original) > 1:
-                    r = r.upper()
+                    cased = r.upper()
                 elif original[:1].isupper():
-                    r = r[:1].upper() + r[1:]
-                edited = text[:s] + r + text[e:]
+                    cased = r[:1].upper() + r[1:]
+                edited = text[:s] + cased + text[e:]
                 if edited != text and edited not in seen:
                     seen.add(edited)
                     owners.append(i)
                     edits.append(edited)
-    return np.array(owners, dtype=np.int64), edits
+                    swaps.append((pos, r))
+    return np.array(owners, dtype=np.int64), edits, swaps
+
+
+def _unseen_swaps(
+    texts: Sequence[str],
+    owner: np.ndarray,
+    swaps: Sequence[tuple[int, str]],
+    feats: np.ndarray,
+    groups: np.ndarray,
+    min_visibility: float,
+) -> np.ndarray:
+    """Which edits swap a word that the owner's own photo does not show.
+
+    A substitute pair passed :func:`substitutes`' test *on average*: black and white shirts look
+    different, and so, on average, do Nike and Adidas shoes. One photo may still not show it (a
+    logo too small to see, a dark navy that reads as black). Per edit, the owner's photo ``x`` is
+    compared with the mean photo of the pairs whose text has the replaced word ``w`` and with that
+    of the pairs whose text has the substitute ``r``, both within the text's last word (a category
+    proxy; a last word is compared over all pairs) and without the owner's group: the edit is
+    *unseen* when ``x·(mean_w - mean_r) < min_visibility``. Edits that cannot be judged (either
+    word on photos of fewer than 3 other groups) are kept: the word-level test stands for them.
+    """
+    words = [_words(t) for t in texts]
+    keys_of: list[set[tuple[str, str]]] = []
+    for w in words:
+        keys = {(x, w[-1]) for x in w[:-1]}
+        if w:
+            keys.add((w[-1], ""))
+        keys_of.append(keys)
+    sums: dict[tuple[str, str], np.ndarray] = {}
+    count: Counter[tuple[str, str]] = Counter()
+    key_groups: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
+    for r, keys in enumerate(keys_of):
+        for k in keys:
+            sums[k] = sums[k] + feats[r] if k in sums else feats[r].astype(np.float64)
+            count[k] += 1
+            key_groups[k][int(groups[r])] += 1
+    members: dict[int, list[int]] = defaultdict(list)
+    for r, g in enumerate(groups.tolist()):
+        members[int(g)].append(r)
+
+    def centroid(key: tuple[str, str], i: int) -> np.ndarray | None:
+        g = int(groups[i])
+        spread = key_groups.get(key)
+        if spread is None or len(spread) - (g in spread) < 3:
+            return None
+        total, n = sums[key], count[key]
+        if g in spread:
+            own = [j for j in members[g] if key in keys_of[j]]
+            total = total - feats[own].sum(axis=0)
+            n -= len(own)
+        return total / n
+
+    out = np.zeros(len(owner), dtype=bool)
+    for e, (i, (pos, sub)) in enumerate(zip(owner.tolist(), swaps, strict=True)):
+        w = words[i]
+        if pos >= len(w):  # casefolding split the text differently: not judged
+            continue
+        head = "" if pos == len(w) - 1 else w[-1]
+        mean_w, mean_r = centroid((w[pos], head), i), centroid((sub, head), i)
+        if mean_w is not None and mean_r is not None:
+            out[e] = float(feats[i] @ (mean_w - mean_r)) < min_visibility
+    return out
 
 
 def _false_negatives(
@@ -221,6 +297,7 @@ def encode_edits(
     per_text: int = 16,
     min_pairs: int = 2,
     false_negative_image_cos: float = 0.92,
+    min_visibility: float | None = None,
     cache_dir: Path | None = None,
     cache_key: str = "",
     progress: Callable[[str], None] | None = None,
@@ -232,7 +309,9 @@ def encode_edits(
     Edits that are likely false negatives are left out: those equal (case aside) to the text of a
     pair of the owner's group (``groups``; each pair its own group when None), or of a pair whose
     photo has a raw image cosine above ``false_negative_image_cos`` with the owner's (the same
-    threshold as the mined neighbours' filter). Each distinct edited text is encoded once.
+    threshold as the mined neighbours' filter). With ``min_visibility``, so are edits whose swap
+    the owner's photo does not show (:func:`_unseen_swaps`). Each distinct edited text is encoded
+    once.
 
     Raises:
         ValueError: ``cache_dir`` without a ``cache_key``.
@@ -246,14 +325,18 @@ def encode_edits(
     feats = l2_normalize(image_feats)
     grp = np.arange(len(texts)) if groups is None else np.asarray(groups)
     owner_parts, edit_texts = [], []
-    dropped = 0
+    dropped = unseen = 0
     for source in sorted(set(sources)):
         idx = np.flatnonzero(src == source)
         own = [texts[i] for i in idx.tolist()]
         subs = substitutes(own, feats[idx], groups=grp[idx], min_pairs=min_pairs)
-        owners, edits = one_word_edits(own, subs, per_text=None)
+        owners, edits, swaps = _edits_with_swaps(own, subs, per_text=None)
         keep = ~_false_negatives(own, owners, edits, feats[idx], grp[idx], false_negative_image_cos)
         dropped += int((~keep).sum())
+        if min_visibility is not None:
+            hidden = _unseen_swaps(own, owners, swaps, feats[idx], grp[idx], min_visibility)
+            unseen += int((hidden & keep).sum())
+            keep &= ~hidden
         rank = np.zeros(len(own), dtype=np.int64)  # the first per_text edits left of each text
         for e in np.flatnonzero(keep):
             keep[e] = rank[owners[e]] < per_text
@@ -270,6 +353,8 @@ def encode_edits(
             f"{dropped} candidate edits left out as likely false negatives"
             " (another pair's text, same photo)"
         )
+    if progress is not None and unseen:
+        progress(f"{unseen} candidate edits left out: their photo does not show the swapped word")
     if cached is not None and cached.is_file():
         enc = np.load(cached)
     else:

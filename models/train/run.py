@@ -154,9 +154,11 @@ def pair_edits(
     progress: Progress = _noop,
     *,
     false_negative_image_cos: float = 0.92,
+    min_visibility: float | None = None,
 ) -> EditSet:
     """One-word edits of the pair texts (``models.train.edits``), encoded by ``embedder``'s text
-    encoder (cached next to the pair features), likely false negatives left out."""
+    encoder (cached next to the pair features), likely false negatives (and, with
+    ``min_visibility``, swaps the owner's photo does not show) left out."""
     return encode_edits(
         pairs.texts,
         pairs.sources,
@@ -165,6 +167,7 @@ def pair_edits(
         embedder.manifest.spec.text.preprocess.lexical,
         groups=pairs.groups,
         false_negative_image_cos=false_negative_image_cos,
+        min_visibility=min_visibility,
         cache_dir=cache_dir,
         cache_key=embedder.manifest.digest(),
         progress=progress,
@@ -265,6 +268,7 @@ def train_bundle(
             cache_dir,
             progress,
             false_negative_image_cos=cfg.false_negative_image_cos,
+            min_visibility=cfg.edit_min_visibility,
         )
         progress(f"{len(edit_set.owner)} one-word edits of {len(set(edit_set.owner))} pair texts")
     tp = None

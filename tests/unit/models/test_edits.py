@@ -10,7 +10,14 @@ import torch
 
 from models.config import LexicalFeatures
 from models.preprocess import lexical_features
-from models.train.contrastive import TrainConfig, edit_loss, info_nce, mine_edits, train_heads
+from models.train.contrastive import (
+    Heads,
+    TrainConfig,
+    edit_loss,
+    info_nce,
+    mine_edits,
+    train_heads,
+)
 from models.train.edits import EditSet, encode_edits, one_word_edits, substitutes
 from models.train.features import PairSet
 
@@ -237,7 +244,7 @@ def _pairs_with_edits() -> tuple[PairSet, EditSet]:
 
 
 def test_mined_edits_are_each_images_own_edits_hardest_first() -> None:
-    from models.train.contrastive import Heads, _embed
+    from models.train.contrastive import _embed
 
     pairs, edits = _pairs_with_edits()
     model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
@@ -251,6 +258,35 @@ def test_mined_edits_are_each_images_own_edits_hardest_first() -> None:
     assert (np.diff(sims, axis=1) <= 1e-6).all()
     few = mine_edits(model, pairs, edits, 6)  # 4 edits per text: the rest is -1
     assert (few[:, 4:] == -1).all() and (few[:, :4] >= 0).all()
+
+
+def test_random_edit_picks_are_each_images_own_seeded_and_not_the_hardest() -> None:
+    pairs, edits = _pairs_with_edits()
+    model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
+    drawn = mine_edits(model, pairs, edits, 3, np.random.default_rng(4))
+    assert (edits.owner[drawn] == np.arange(300)[:, None]).all()
+    assert (np.sort(drawn, axis=1)[:, 1:] != np.sort(drawn, axis=1)[:, :-1]).all()  # distinct
+    np.testing.assert_array_equal(
+        drawn, mine_edits(model, pairs, edits, 3, np.random.default_rng(4))
+    )
+    assert not np.array_equal(drawn, mine_edits(model, pairs, edits, 3, np.random.default_rng(5)))
+    hardest = mine_edits(model, pairs, edits, 3)
+    assert (np.sort(drawn, axis=1) != np.sort(hardest, axis=1)).any(axis=1).mean() > 0.5
+
+
+def test_edits_move_the_text_head_only_when_asked() -> None:
+    from models.train.contrastive import _edit_embeddings
+
+    pairs, edits = _pairs_with_edits()
+    model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
+    chosen = mine_edits(model, pairs, edits, 2)[:8]
+    for grad in (True, False):
+        model.zero_grad()
+        out, valid = _edit_embeddings(model, edits, chosen, 16, grad=grad)
+        assert valid.all() and out.requires_grad == grad
+        if grad:
+            out.sum().backward()
+            assert all(p.grad is not None for p in model.text.parameters())
 
 
 def test_training_with_edits_is_deterministic_and_needs_them() -> None:
@@ -283,6 +319,12 @@ def test_training_with_edits_is_deterministic_and_needs_them() -> None:
                               "edit_moves_temperature": True}), mined=True, edits=edits)  # fmt: skip
     assert not _same(shared, a)  # by default the temperature learns from the other terms only
     assert rec["temperature"] != record["temperature"]
+    assert not with_edits.edit_moves_text_head  # by default the edits train the image head only
+    for option in ({"edit_pick": "random"}, {"edit_moves_text_head": True}):
+        other_cfg = TrainConfig(**{**with_edits.__dict__, **option})
+        first, _ = train_heads(pairs, None, other_cfg, mined=True, edits=edits)
+        assert not _same(first, a), option
+        assert _same(first, train_heads(pairs, None, other_cfg, mined=True, edits=edits)[0])
     with pytest.raises(ValueError, match="edits"):
         train_heads(pairs, None, with_edits, mined=True)
     other = EditSet(edits.owner + 300, edits.texts, edits.encoder_feats, None)  # another pair set
@@ -300,3 +342,32 @@ def test_a_pair_set_without_minimal_pairs_trains_with_no_edits() -> None:
     )  # fmt: skip
     _, record = train_heads(pairs, None, cfg, mined=True, edits=none)
     assert record["mining"]["edits"] == 0 and record["mining"]["images_with_edits"] == 0
+
+
+def test_edits_whose_swap_the_owners_photo_does_not_show_are_left_out() -> None:
+    colours = ["black", "white", "red", "blue"]
+    texts = [f"{b} {c} shoes" for b in ("Nike", "Puma", "Acme") for c in colours]
+    texts = [t for t in texts if t != "Puma black shoes"] + ["Zeta black shoes", "Zeta white shoes"]
+    f = np.stack([np.eye(8, dtype=np.float32)[colours.index(t.split()[1])] for t in texts])
+    texts += ["Kilo Black Shoes", "Acme Navy Shoes"]  # a black product photographed as white;
+    f = np.concatenate([f, np.eye(8, dtype=np.float32)[[1, 0]]])  # navy: on one photo only
+    subs = {"black": ["white", "navy"], "white": ["black"], "nike": ["puma"], "puma": ["nike"]}
+
+    def edits_of(min_visibility: float | None) -> set[tuple[str, str]]:
+        with patch("models.train.edits.substitutes", return_value=subs):
+            e = encode_edits(
+                texts, ["shop"] * len(texts), f, _unit_rows, None, min_visibility=min_visibility
+            )
+        return {(texts[i], t) for i, t in zip(e.owner.tolist(), e.texts, strict=True)}
+
+    everything = edits_of(None)
+    seen = edits_of(0.01)
+    assert seen < everything
+    # the photo shows black, not white: kept; it shows white: left out
+    assert ("Nike black shoes", "Nike white shoes") in seen
+    assert ("Kilo Black Shoes", "Kilo White Shoes") in everything - seen
+    # nothing in a photo says Nike rather than Puma (both brands' other photos are white, red and
+    # blue; the owner's own photo does not vote for its word): left out
+    assert ("Nike black shoes", "Puma black shoes") in everything - seen
+    # navy is on one photo: the swap cannot be judged, the word-level test stands
+    assert ("Nike black shoes", "Nike navy shoes") in seen
