@@ -72,6 +72,15 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.casefold())
 
 
+def _category_keys(words: list[str]) -> set[tuple[str, str]]:
+    """(word, last word) for each word of a text but the last, a category proxy; the last word
+    itself is compared across all pairs (key ``(last word, "")``)."""
+    keys = {(x, words[-1]) for x in words[:-1]}
+    if words:
+        keys.add((words[-1], ""))
+    return keys
+
+
 def _distinctness(
     rows_a: list[int], rows_b: list[int], feats: np.ndarray, groups: np.ndarray
 ) -> float:
@@ -121,13 +130,10 @@ def substitutes(
         for i, a in enumerate(ordered):
             for b in ordered[i + 1 :]:
                 counts[(a, b)] += 1
-    # (word, last word) → pairs; a last word itself is compared across all pairs (key "")
     rows: dict[tuple[str, str], list[int]] = defaultdict(list)
     for r, w in enumerate(words):
-        for x in sorted(set(w[:-1])):
-            rows[(x, w[-1])].append(r)
-        if w:
-            rows[(w[-1], "")].append(r)
+        for key in sorted(_category_keys(w)):
+            rows[key].append(r)
     heads_of: dict[str, set[str]] = defaultdict(set)
     for x, head in rows:
         heads_of[x].add(head)
@@ -222,12 +228,7 @@ def _unseen_swaps(
     word on photos of fewer than 3 other groups) are kept: the word-level test stands for them.
     """
     words = [_words(t) for t in texts]
-    keys_of: list[set[tuple[str, str]]] = []
-    for w in words:
-        keys = {(x, w[-1]) for x in w[:-1]}
-        if w:
-            keys.add((w[-1], ""))
-        keys_of.append(keys)
+    keys_of = [_category_keys(w) for w in words]
     sums: dict[tuple[str, str], np.ndarray] = {}
     count: Counter[tuple[str, str]] = Counter()
     key_groups: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
