@@ -8,6 +8,7 @@ add decoding/preprocessing (images) and tokenization (texts).
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -19,9 +20,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from models.embedder import Embedder
+from models.exceptions import UsageError
 from models.preprocess import decode_image, image_to_array, normalize_text
 
-__all__ = ["bench_encoders"]
+__all__ = ["bench_encoders", "bench_inputs"]
 
 _T = TypeVar("_T")
 
@@ -167,3 +169,25 @@ def bench_encoders(
         "results": results,
         "onnx_over_torch": ratios,
     }
+
+
+def bench_inputs(data: Path) -> tuple[list[str], list[Path]]:
+    """Up to 256 query texts and 64 query images from the datasets under ``data`` (EVAL.md layout).
+
+    Raises:
+        UsageError: ``data`` is not a folder, or holds no queries with both texts and images.
+    """
+    if not data.is_dir():
+        raise UsageError(f"--data {data} is not a folder")
+    texts: list[str] = []
+    images: list[Path] = []
+    for queries in sorted(data.glob("*/queries.jsonl")):
+        for line in queries.read_text().splitlines()[:64]:
+            row = json.loads(line)
+            if row.get("text"):
+                texts.append(row["text"])
+            if row.get("image"):
+                images.append(queries.parent / row["image"])
+    if not texts or not images:
+        raise UsageError(f"--data {data} holds no queries with texts and images")
+    return texts[:256], images[:64]

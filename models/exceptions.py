@@ -3,6 +3,7 @@
 Hierarchy (the other packages hang their roots here, since ``models`` is the bottom layer)::
 
     CrossrouteError              any error crossroute raises on purpose; the CLI prints it as one line
+    ├── UsageError               a flag, setting or environment that cannot work as given (exit 2)
     ├── ModelsError              errors of the embedding layer
     │   ├── BundleError          a model bundle cannot be used
     │   │   ├── BundleIntegrityError   a file is missing, unexpected or its sha256 differs
@@ -31,6 +32,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelsError",
     "SpaceMismatchError",
+    "UsageError",
 ]
 
 
@@ -50,6 +52,14 @@ class CrossrouteError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class UsageError(CrossrouteError):
+    """A command-line flag, a setting or the environment cannot work as given (exit code 2).
+
+    Defined here so each package's commands raise it for their own flags; ``streams``'
+    ``ConfigurationError`` (settings the services need) is one.
+    """
 
 
 class ModelsError(CrossrouteError):

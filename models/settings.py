@@ -19,23 +19,37 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "ENV_PREFIX",
     "ModelSettings",
+    "ModelsSettings",
     "ProcessSettings",
     "WellKnownEnvSource",
     "default_bundle_dir",
+    "xdg_dir",
 ]
 
 ENV_PREFIX = "CROSSROUTE_"
 
+_XDG = {
+    "data": ("XDG_DATA_HOME", Path(".local") / "share"),
+    "state": ("XDG_STATE_HOME", Path(".local") / "state"),
+    "cache": ("XDG_CACHE_HOME", Path(".cache")),
+}
+
+
+def xdg_dir(kind: Literal["data", "state", "cache"]) -> Path:
+    """crossroute's folder of one XDG base directory: ``$XDG_<KIND>_HOME/crossroute``.
+
+    The one place default paths come from: bundles and calibrations live under ``data``, the dev
+    stack's and the supervised processes' files under ``state``, downloaded artifacts and derived
+    features under ``cache``. Read when called, so a changed environment is honoured.
+    """
+    var, fallback = _XDG[kind]
+    base = os.environ.get(var)
+    return (Path(base) if base else Path.home() / fallback) / "crossroute"
+
 
 def default_bundle_dir() -> Path:
     """Where ``crossroute models build`` puts the default bundle: ``$XDG_DATA_HOME/crossroute/…``."""
-    base = os.environ.get("XDG_DATA_HOME")
-    return (
-        (Path(base) if base else Path.home() / ".local" / "share")
-        / "crossroute"
-        / "bundles"
-        / "default"
-    )
+    return xdg_dir("data") / "bundles" / "default"
 
 
 class ModelSettings(BaseModel):
@@ -49,6 +63,8 @@ class ModelSettings(BaseModel):
     """onnxruntime execution providers: ``auto`` uses CUDA when the installed build has it."""
     threads: Annotated[int, Field(ge=1, le=256)] | None = None
     """Intra-op threads per encoder session; unset lets onnxruntime use every core."""
+    cache_dir: Path = Field(default_factory=lambda: xdg_dir("cache") / "features")
+    """Encoder features ``crossroute train`` computes once per pair set and encoder."""
 
     def resolved_bundle_dir(self) -> Path:
         """``bundle_dir``, or the default bundle's location."""
@@ -114,3 +130,10 @@ class ProcessSettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         well_known = WellKnownEnvSource(settings_cls, cls.well_known_env)
         return init_settings, env_settings, well_known, file_secret_settings
+
+
+class ModelsSettings(ProcessSettings):
+    """Settings of the ``models`` commands (``models``, ``train``, ``eval``, ``pairs``, ``bench``),
+    read once at each command's start."""
+
+    model: ModelSettings = ModelSettings()

@@ -44,7 +44,7 @@ from router.routing import Router
 from router.schemas import EntityId, Locale, RoutingDecision, TenantId, Ticket
 from router.settings import ApiSettings
 
-__all__ = ["RouteRequest", "SearchHit", "SearchRequest", "SearchResponse", "create_app"]
+__all__ = ["RouteRequest", "SearchHit", "SearchRequest", "SearchResponse", "create_app", "serve"]
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -527,3 +527,13 @@ def _check_image(data: bytes, settings: ApiSettings, name: str = "image") -> Non
         raise _Rejected(
             413, f"{name} is {width}x{height} pixels, over the {settings.max_image_pixels} limit"
         )
+
+
+def serve(router: Router, settings: ApiSettings) -> None:
+    """Serve :func:`create_app` with uvicorn on ``settings.host:settings.port`` until stopped."""
+    import uvicorn
+
+    uvicorn.run(
+        create_app(router, settings), host=settings.host, port=settings.port, log_level="info",
+        access_log=False,
+    )  # fmt: skip

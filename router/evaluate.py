@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,11 +19,13 @@ import redis
 
 from models.embedder import Embedder
 from models.eval.dataset import Dataset
-from models.eval.run import Exemplars, evaluate, exact_search
+from models.eval.run import Exemplars, evaluate, exact_search, register_evaluator
+from models.exceptions import UsageError
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex
-from router.settings import IndexSettings
+from router.routing import Calibration, save_calibration
+from router.settings import IndexSettings, RouterSettings
 
-__all__ = ["RedisSearch", "evaluate_on_redis"]
+__all__ = ["RedisSearch", "calibrate", "evaluate_on_redis", "evaluate_through_redis"]
 
 TENANT = "eval"
 
@@ -128,3 +132,48 @@ def evaluate_on_redis(
         "ef_runtime": s.hnsw_ef_runtime,
     }
     return report
+
+
+def evaluate_through_redis(dataset: Dataset, embedder: Embedder, **kwargs: Any) -> dict[str, Any]:
+    """``crossroute eval --index redis``: :func:`evaluate_on_redis` on the Redis and index settings
+    of :class:`~router.settings.RouterSettings` (read here, once)."""
+    from models.clikit import read_settings
+    from router.connection import redis_client
+
+    settings = read_settings(RouterSettings)
+    client = redis_client(settings.redis)
+    try:
+        return evaluate_on_redis(dataset, embedder, client, settings.index, **kwargs)
+    finally:
+        client.close()
+
+
+register_evaluator("redis", evaluate_through_redis)
+
+
+def calibrate(
+    dataset: Dataset,
+    embedder: Embedder,
+    directory: Path,
+    progress: Callable[[str], None] = lambda _: None,
+) -> tuple[Calibration, Path]:
+    """Fit the abstain threshold of the embedder's space on ``dataset`` (the out-of-scope F1 optimum)
+    and store it as ``{space_id}.json`` in ``directory`` (see :func:`router.routing.calibration_dir`).
+
+    Raises:
+        UsageError: the dataset has no out-of-scope queries to fit a threshold on.
+    """
+    if dataset.n_out_of_scope == 0:
+        raise UsageError(
+            f"{dataset.name} has no out-of-scope queries (queries without qrels): cannot fit an "
+            "abstain threshold on it"
+        )
+    report = evaluate(dataset, embedder, latency_sample=0, progress=progress)
+    oos = report["out_of_scope"]
+    cal = Calibration(
+        space_id=embedder.space_id, threshold=oos["threshold"], dataset=dataset.name,
+        dataset_digest=report["dataset_digest"], precision=oos["precision"],
+        recall=oos["recall"], f1=oos["f1"], n_queries=report["n_queries"],
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )  # fmt: skip
+    return cal, save_calibration(directory, cal)

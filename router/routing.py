@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +28,7 @@ from models.embedder import Embedder
 from models.exceptions import EmptyInputError, InputError
 from models.preprocess import ImageInput
 from models.projection import l2_normalize
+from models.settings import xdg_dir
 from router.documents import resolve_image
 from router.exceptions import RequestError
 from router.index import DocKind, Filters, Hit, VectorIndex
@@ -70,8 +70,7 @@ def calibration_dir(settings: RoutingSettings) -> Path:
     """Where calibrations live (``$XDG_DATA_HOME/crossroute/calibration`` by default)."""
     if settings.calibration_dir is not None:
         return settings.calibration_dir
-    base = os.environ.get("XDG_DATA_HOME")
-    return (Path(base) if base else Path.home() / ".local/share") / "crossroute" / "calibration"
+    return xdg_dir("data") / "calibration"
 
 
 def save_calibration(directory: Path, calibration: Calibration) -> Path:

@@ -11,19 +11,27 @@ versions from the clock so a rerun updates rather than duplicates.
 from __future__ import annotations
 
 import io
+import time
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from rich.table import Column, Table
 
+from models.clikit import Progress
 from router.schemas import Article, ImageRef, Product, Ticket, WarrantyPolicy
 from streams.events import (
     ArticleUpserted,
     ProductUpserted,
+    RoutingDecided,
     TicketCreated,
     WarrantyPolicyUpserted,
 )
+from streams.exceptions import ConfigurationError
+from streams.settings import WorkerSettings
 
-__all__ = ["TENANT", "DemoWorld", "demo_world"]
+__all__ = ["TENANT", "DemoRun", "DemoWorld", "decisions_table", "demo_world", "run_demo"]
 
 TENANT = "demo"
 
@@ -168,3 +176,135 @@ def demo_world(version: int) -> DemoWorld:
         "t-5": None,
     }
     return DemoWorld(catalog, [TicketCreated(ticket=t) for t in tickets], expected)
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """What :func:`run_demo` published and the decisions the worker published back."""
+
+    world: DemoWorld
+    space_id: str
+    decisions: dict[str, RoutingDecided]
+    """Ticket id → its decision; tickets missing here got none within the timeout."""
+
+    @property
+    def missing(self) -> list[str]:
+        """Tickets without a decision."""
+        return sorted({t.ticket.id for t in self.world.tickets} - set(self.decisions))
+
+
+def run_demo(
+    settings: WorkerSettings,
+    *,
+    timeout: float = 900.0,
+    model: Path | None = None,
+    progress: Progress = lambda _: None,
+) -> DemoRun:
+    """Publish the demo world, wait for a running worker to index it and route its tickets.
+
+    Waits (up to ``timeout`` seconds in all) for the worker's first start to build the bundle, for
+    the catalog to be searchable in the index of the bundle's space, then for one decision per
+    ticket on the decisions topic (read from its end as it was before the tickets were sent).
+
+    Raises:
+        ConfigurationError: the worker would dead-letter the demo tenant, or it did not build the
+            bundle / index the catalog in time (the message says what to check).
+    """
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from models.bundle import load_manifest
+    from router.index import VectorIndex
+    from streams.connections import kafka_config, redis_client
+    from streams.events import decode_event
+    from streams.producer import Publisher
+    from streams.topics import ensure_topics, topic_specs
+
+    if settings.worker.tenants and TENANT not in settings.worker.tenants:
+        raise ConfigurationError(
+            f"the worker serves only tenants {list(settings.worker.tenants)}: it would dead-letter "
+            f"the demo's tenant {TENANT!r}; add it to CROSSROUTE_WORKER__TENANTS or unset that"
+        )
+    deadline = time.monotonic() + timeout
+    bundle = model if model is not None else settings.model.resolved_bundle_dir()
+    if not (bundle / "manifest.json").is_file():  # a first worker run builds it: wait
+        progress(f"waiting for the worker to build the model bundle in {bundle}")
+        while not (bundle / "manifest.json").is_file():
+            if time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"no model bundle in {bundle} after {timeout:.0f}s: is `crossroute "
+                    "worker` running (it builds the default bundle on its first start)?"
+                )
+            time.sleep(2)
+    manifest = load_manifest(bundle, verify=False)
+    world = demo_world(int(time.time() * 1000))
+    ensure_topics(AdminClient(kafka_config(settings)), topic_specs(settings.topics))
+    publisher = Publisher(kafka_config(settings), settings.topics)
+    report = publisher.publish(world.catalog)
+    if report.failed:
+        raise ConfigurationError(f"publishing the demo catalog failed: {report.failed[0][1]}")
+    index = VectorIndex.for_manifest(redis_client(settings), manifest, settings.index)
+    progress(f"waiting for the worker to index {len(world.catalog)} documents")
+    while not (index.exists() and index.count(TENANT) >= len(world.catalog)):
+        if time.monotonic() > deadline:
+            raise ConfigurationError(
+                f"the demo catalog was not indexed within {timeout:.0f}s: is `crossroute "
+                f"worker` running with the same settings (index {index.name})?"
+            )
+        time.sleep(1)
+    progress(f"{len(world.catalog)} documents searchable in {index.name}")
+    topic = settings.topics.name("decisions")
+    consumer = Consumer(kafka_config(settings, **{"group.id": f"demo-{uuid.uuid4().hex[:8]}"}))
+    decisions: dict[str, RoutingDecided] = {}
+    try:
+        parts = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends = [TopicPartition(topic, p, consumer.get_watermark_offsets(TopicPartition(topic, p))[1])
+                for p in parts]  # fmt: skip
+        consumer.assign(ends)
+        publisher.publish(world.tickets)
+        wanted = {t.ticket.id for t in world.tickets}
+        progress("waiting for the routing decisions")
+        while wanted - set(decisions) and time.monotonic() < deadline:
+            msg = consumer.poll(1.0)
+            if msg is None or msg.error() is not None or msg.value() is None:
+                continue
+            event = decode_event(msg.value() or b"")
+            if isinstance(event, RoutingDecided) and event.decision.tenant == TENANT:
+                decisions[event.decision.ticket_id] = event
+                progress(f"{len(decisions)}/{len(wanted)} decisions")
+    finally:
+        consumer.close()
+    return DemoRun(world, manifest.space_id, decisions)
+
+
+def decisions_table(run: DemoRun) -> Table:
+    """One row per ticket: its text, where it went (a document or the human queue), the score and
+    the evidence, and whether that is where the demo expects it (✓, or ✗ with the expected target).
+
+    Ids and scores never wrap; the ticket's text keeps at least 20 columns and wraps by words, so
+    the table stays readable in an 80-column terminal without a TTY.
+    """
+    table = Table(
+        Column("ticket", no_wrap=True),
+        Column("text", min_width=20, ratio=1, overflow="fold"),
+        Column("routed to", no_wrap=True),
+        Column("score", no_wrap=True, justify="right"),
+        Column("evidence", max_width=14, overflow="fold"),
+        Column("ok", no_wrap=True),
+    )
+    for t in run.world.tickets:
+        text = (t.ticket.text or "")[:48] + (" [+screenshot]" if t.ticket.screenshot else "")
+        text += " [+photo]" if t.ticket.photo else ""
+        want = run.world.expected[t.ticket.id] or "human queue"
+        got = run.decisions.get(t.ticket.id)
+        if got is None:
+            table.add_row(t.ticket.id, text, "(no decision)", "", "", f"✗ {want}")
+            continue
+        d = got.decision
+        top = d.targets[0] if d.targets else None
+        reached = "human queue" if d.abstained else (top.doc_id if top else "-")
+        table.add_row(
+            t.ticket.id, text, reached, f"{top.score:.3f}" if top else "",
+            ",".join(top.evidence) if top else "", "✓" if reached == want else f"✗ {want}",
+        )  # fmt: skip
+    return table

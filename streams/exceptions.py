@@ -4,7 +4,8 @@ Hierarchy::
 
     CrossrouteError (models.exceptions)
     └── StreamsError                 base of the errors of the streaming layer
-        ├── ConfigurationError       the settings or the environment cannot work (bad value, Java missing)
+        ├── ConfigurationError       the settings or the environment cannot work (bad value, Java missing);
+        │                            also a models.UsageError
         ├── StackError               the embedded dev stack failed to install, start or stop
         │   └── PortInUseError       a port the stack needs is taken by another process
         ├── ServiceUnavailableError  Kafka or Redis cannot be reached (retryable)
@@ -13,7 +14,7 @@ Hierarchy::
 
 from __future__ import annotations
 
-from models.exceptions import CrossrouteError
+from models.exceptions import CrossrouteError, UsageError
 
 __all__ = [
     "ConfigurationError",
@@ -29,8 +30,8 @@ class StreamsError(CrossrouteError):
     """Base of the errors of the streaming layer."""
 
 
-class ConfigurationError(StreamsError):
-    """The configuration or the environment cannot work as given."""
+class ConfigurationError(StreamsError, UsageError):
+    """The configuration or the environment of the services cannot work as given (exit code 2)."""
 
 
 class StackError(StreamsError):

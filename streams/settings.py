@@ -7,13 +7,12 @@ honoured when the prefixed names are unset; when either is set, the dev stack le
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
-from models.settings import ModelSettings, ProcessSettings
+from models.settings import ModelSettings, ProcessSettings, xdg_dir
 from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
 
 __all__ = [
@@ -26,11 +25,6 @@ __all__ = [
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
-
-
-def _xdg_dir(var: str, fallback: str) -> Path:
-    base = os.environ.get(var)
-    return (Path(base) if base else Path.home() / fallback) / "crossroute"
 
 
 class KafkaSettings(BaseModel):
@@ -139,11 +133,9 @@ class StackSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    state_dir: Path = Field(
-        default_factory=lambda: _xdg_dir("XDG_STATE_HOME", ".local/state") / "stack"
-    )
+    state_dir: Path = Field(default_factory=lambda: xdg_dir("state") / "stack")
     """Data, logs and PID files of the running services."""
-    cache_dir: Path = Field(default_factory=lambda: _xdg_dir("XDG_CACHE_HOME", ".cache"))
+    cache_dir: Path = Field(default_factory=lambda: xdg_dir("cache"))
     """Downloaded artifacts shared by every state dir: Kafka jars, OpenSSL 1.1."""
     host: Literal["127.0.0.1"] = "127.0.0.1"
     """The dev stack binds loopback only."""

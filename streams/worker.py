@@ -18,14 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streams.pipeline import Pipeline, RawMessage
 
-__all__ = ["EXIT_CRASH", "build_app"]
+if TYPE_CHECKING:
+    from models.settings import ModelSettings
+    from streams.settings import WorkerSettings
+
+__all__ = ["EXIT_CRASH", "build_app", "run"]
 
 log = logging.getLogger(__name__)
 EXIT_CRASH = 70
@@ -136,3 +140,103 @@ def _headers(headers: Any) -> tuple[tuple[str, bytes | None], ...]:
         return ()
     items = headers.items() if isinstance(headers, Mapping) else headers
     return tuple((str(k), v) for k, v in items)
+
+
+def run(
+    settings: WorkerSettings,
+    *,
+    model: Path | None = None,
+    loglevel: str = "info",
+    announce: Callable[[str], None] = log.warning,
+) -> None:
+    """Wire and run the worker until it is stopped (``crossroute worker``).
+
+    Starts the dev stack's services that are not configured as external (with Kafka and Redis both
+    configured the dev stack is never touched), builds the default model bundle if it is missing,
+    declares the topics, creates the index of the bundle's space (and points the serving alias at
+    it when nothing serves yet), then consumes: entity events are embedded and indexed, tickets
+    routed, bad events dead-lettered. ``announce`` receives one line per step a user should see.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    from models.clikit import load_embedder
+    from router.documents import Indexer
+    from router.exceptions import IndexNotFoundError
+    from router.index import VectorIndex
+    from router.routing import Router
+    from streams.connections import kafka_bootstrap, kafka_config, redis_client, start_dev_stack
+    from streams.exceptions import ConfigurationError
+    from streams.logs import setup_logging
+    from streams.pipeline import WorkerMetrics
+    from streams.topics import COMPACTED_ROLES, ensure_topics, topic_specs
+
+    setup_logging(loglevel, settings.worker.log_format)
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        raise ConfigurationError("the worker supports PLAINTEXT Kafka only for now")
+    start_dev_stack(settings)
+    if model is None:
+        _ensure_default_bundle(settings.model, announce)
+    embedder = load_embedder(settings.model, model)
+    ensure_topics(AdminClient(kafka_config(settings)), topic_specs(settings.topics))
+    client = redis_client(settings)
+    index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
+    index.create()
+    try:
+        VectorIndex.open(client, settings.index.alias, settings.index)
+    except IndexNotFoundError:
+        index.promote()
+    media_root = settings.worker.media_root
+    router = Router(embedder, index, settings.routing, media_root=media_root)
+    metrics = WorkerMetrics()
+    if settings.worker.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.worker.metrics_port, "127.0.0.1", registry=metrics.registry)
+    pipeline = Pipeline(
+        Indexer(embedder, index, media_root=media_root), router, kafka_config(settings),
+        settings.topics, settings.worker, metrics,
+    )  # fmt: skip
+    t = settings.topics
+    app = build_app(
+        pipeline,
+        bootstrap=kafka_bootstrap(settings),
+        group_id=settings.worker.group_id,
+        entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
+        ticket_topic=t.name("tickets"),
+        batch_size=settings.worker.batch_size,
+        batch_window_s=settings.worker.batch_window_s,
+        datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,
+        session_timeout_s=settings.worker.session_timeout_s,
+    )
+    announce(
+        f"worker {settings.worker.group_id}: space {embedder.space_id}, index {index.name}, "
+        f"topics {t.prefix}*"
+    )
+    import faust
+
+    # faust keeps our logging setup (text or JSON) instead of installing its own handlers
+    faust.Worker(
+        app, loglevel=loglevel, quiet=True, override_logging=False, redirect_stdouts=False
+    ).execute_from_commandline()
+
+
+def _ensure_default_bundle(settings: ModelSettings, announce: Callable[[str], None]) -> None:
+    """Build the configured bundle from the default spec when it is missing (needs [train])."""
+    import importlib.util
+
+    from streams.exceptions import ConfigurationError
+
+    bundle = settings.resolved_bundle_dir()
+    if (bundle / "manifest.json").is_file():
+        return
+    if importlib.util.find_spec("torch") is None:
+        raise ConfigurationError(
+            f"no model bundle in {bundle}, and this install cannot build one (no torch): "
+            "run `crossroute models build --out DIR` where the [train] extras are installed "
+            "and point CROSSROUTE_MODEL__BUNDLE_DIR at DIR"
+        )
+    from models.config import load_spec
+    from models.export.build import build_bundle
+
+    announce(f"building the default model bundle into {bundle}")
+    build_bundle(load_spec("default"), bundle)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 from pydantic_settings import BaseSettings
 
+from models.settings import ModelsSettings
 from router.settings import RouterSettings
 from streams.settings import WorkerSettings
 from tests.conftest import REPO
 from tests.unit.test_compose import env_names
 
 
-@pytest.mark.parametrize("settings", [WorkerSettings, RouterSettings])
+@pytest.mark.parametrize("settings", [WorkerSettings, RouterSettings, ModelsSettings])
 def test_every_env_name_is_in_the_readme(settings: type[BaseSettings]) -> None:
     readme = (REPO / "README.md").read_text()
     missing = sorted(name for name in env_names(settings) if f"`{name}`" not in readme)

@@ -1,0 +1,290 @@
+"""``crossroute`` commands of the routing layer: indexes, routing, calibration, the HTTP API.
+
+Each command parses its flags, reads :class:`~router.settings.RouterSettings` once (the settings
+the API process documents), calls the function of this package that does the work and prints what
+it returned. Redis is the configured one (``REDIS_URL``), else the dev stack's default endpoint.
+The entry module (``streams.main``) merges :data:`app` into ``crossroute`` under the "Router" panel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from pydantic import ValidationError
+
+from models.clikit import (
+    EXIT_FAILURE,
+    ModelOpt,
+    err,
+    group,
+    load_embedder,
+    out,
+    progress,
+    read_settings,
+)
+from models.exceptions import UsageError
+from router.connection import redis_client
+from router.settings import RouterSettings
+
+if TYPE_CHECKING:
+    from models.embedder import Embedder
+    from router.index import VectorIndex
+    from router.routing import Router
+
+__all__ = ["PANEL", "app"]
+
+PANEL = "Router: indexes, routing, HTTP API"
+
+app: typer.Typer = typer.Typer()
+index_app = group(
+    "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
+    "alias the API and the router read through."
+)
+app.add_typer(index_app, name="index", rich_help_panel=PANEL)
+
+IndexOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index",
+        help="Index or alias to serve from (default: the `live` alias, CROSSROUTE_INDEX__ALIAS).",
+    ),
+]
+
+
+def _space_index(settings: RouterSettings, embedder: Embedder) -> VectorIndex:
+    """The index of the embedder's space (not necessarily created yet)."""
+    from router.index import VectorIndex
+
+    return VectorIndex.for_manifest(redis_client(settings.redis), embedder.manifest, settings.index)
+
+
+def _existing_index(settings: RouterSettings, embedder: Embedder, name: str | None) -> VectorIndex:
+    """The named index or alias, or (``name`` unset) the existing index of the embedder's space."""
+    from router.exceptions import IndexNotFoundError
+    from router.index import VectorIndex
+
+    if name is not None:
+        return VectorIndex.open(redis_client(settings.redis), name, settings.index)
+    index = _space_index(settings, embedder)
+    if not index.exists():
+        raise IndexNotFoundError(
+            f"no index for space {embedder.space_id}: create it with `crossroute index create` "
+            "(or load data with `crossroute index load`)"
+        )
+    return index
+
+
+def _print_promotion(index: VectorIndex) -> None:
+    previous = index.promote()
+    out.print(f"{index.alias_name()} → {index.name}" + (f" (was {previous})" if previous else ""))
+
+
+# -- index ---------------------------------------------------------------------------------------
+
+
+@index_app.command("create")
+def index_create(
+    model: ModelOpt = None,
+    promote: Annotated[bool, typer.Option(help="Point the `live` alias at it.")] = False,
+) -> None:
+    """Create the index of a bundle's embedding space (schema from the manifest; idempotent)."""
+    settings = read_settings(RouterSettings)
+    embedder = load_embedder(settings.model, model)
+    index = _space_index(settings, embedder)
+    created = index.create()
+    out.print(
+        f"{'created' if created else 'exists:'} {index.name} ({embedder.dim}-d, cosine, HNSW)"
+    )
+    if promote:
+        _print_promotion(index)
+
+
+@index_app.command("load")
+def index_load(
+    dataset: Annotated[
+        Path, typer.Argument(help="Dataset folder (EVAL.md layout) whose corpus.jsonl to index.")
+    ],
+    tenant: Annotated[str, typer.Option(help="Tenant that owns the documents.")] = "default",
+    model: ModelOpt = None,
+    promote: Annotated[bool, typer.Option(help="Point the `live` alias at the index.")] = False,
+    version: Annotated[int, typer.Option(help="Source version written with every document.")] = 1,
+    exemplars: Annotated[
+        bool,
+        typer.Option(
+            "--exemplars",
+            help="Also index the dataset's labelled text queries as exemplars (resolved tickets "
+            "that vote for their article).",
+        ),
+    ] = False,
+) -> None:
+    """Index a dataset's corpus (articles, warranty policies, products with images) for a tenant."""
+    from models.eval.dataset import load_dataset
+    from router.loading import index_dataset
+
+    settings = read_settings(RouterSettings)
+    embedder = load_embedder(settings.model, model)
+    data = load_dataset(dataset)
+    index = _space_index(settings, embedder)
+    with progress(f"indexing the documents of {data.name}") as step:
+        report = index_dataset(
+            data, embedder, index, tenant=tenant, version=version, exemplars=exemplars,
+            progress=step,
+        )  # fmt: skip
+    for error in report.failed:
+        err.print(f"[yellow]skipped[/yellow] {error}")
+    out.print(
+        f"{index.name}: {report.written} written, {report.unchanged} unchanged, {report.stale} "
+        f"stale, {len(report.failed)} failed; {index.count(tenant)} documents for tenant {tenant}"
+    )
+    if promote:
+        _print_promotion(index)
+    if report.failed:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+@index_app.command("promote")
+def index_promote(model: ModelOpt = None) -> None:
+    """Point the `live` alias at the index of a bundle's space (blue/green flip; rerun with the
+    previous bundle to roll back)."""
+    settings = read_settings(RouterSettings)
+    _print_promotion(_existing_index(settings, load_embedder(settings.model, model), None))
+
+
+@index_app.command("info")
+def index_info(
+    name: Annotated[str | None, typer.Argument(help="Index or alias (default: `live`).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The space, document count and indexing failures of an index or alias."""
+    from router.index import VectorIndex
+
+    settings = read_settings(RouterSettings)
+    client = redis_client(settings.redis)
+    index = VectorIndex.open(client, name or settings.index.alias, settings.index)
+    info = {
+        "index": index.name,
+        "space_id": index.space_id,
+        "dim": index.space.dim,
+        "documents": index.count(),
+        "hash_indexing_failures": index.indexing_failures(),
+    }
+    if as_json:
+        out.print_json(json.dumps(info))
+    else:
+        for key, value in info.items():
+            out.print(f"{key:24s} {value}")
+
+
+@index_app.command("drop")
+def index_drop(
+    model: ModelOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Drop the index of a bundle's space with its documents."""
+    settings = read_settings(RouterSettings)
+    index = _existing_index(settings, load_embedder(settings.model, model), None)
+    if not yes and not typer.confirm(f"drop {index.name} and its {index.count()} documents?"):
+        raise typer.Exit(EXIT_FAILURE)
+    index.drop()
+    out.print(f"dropped {index.name}")
+
+
+# -- calibrate, route, api -----------------------------------------------------------------------
+
+
+@app.command("calibrate", rich_help_panel=PANEL)
+def calibrate_cmd(
+    dataset: Annotated[
+        Path, typer.Argument(help="Labelled dataset folder with out-of-scope queries (EVAL.md).")
+    ],
+    model: ModelOpt = None,
+) -> None:
+    """Fit the abstain threshold of a bundle's space (out-of-scope F1 optimum on DATASET) and store
+    it as {space_id}.json, where the router and the API pick it up for that space only."""
+    from models.eval.dataset import load_dataset
+    from router.evaluate import calibrate
+    from router.routing import calibration_dir
+
+    settings = read_settings(RouterSettings)
+    data = load_dataset(dataset)
+    embedder = load_embedder(settings.model, model)
+    with progress(f"calibrating {embedder.space_id} on {data.name}") as step:
+        cal, path = calibrate(data, embedder, calibration_dir(settings.routing), step)
+    out.print(
+        f"threshold {cal.threshold:.4f} (out-of-scope P {cal.precision:.3f} R {cal.recall:.3f} "
+        f"F1 {cal.f1:.3f} on {data.name}) → {path}"
+    )
+
+
+def _router(settings: RouterSettings, model: Path | None, index_name: str | None) -> Router:
+    from router.routing import Router
+
+    embedder = load_embedder(settings.model, model)
+    index = _existing_index(settings, embedder, index_name or settings.index.alias)
+    return Router(embedder, index, settings.routing)
+
+
+@app.command("route", rich_help_panel=PANEL)
+def route_cmd(
+    text: Annotated[str, typer.Option("--text", help="The ticket's text.")] = "",
+    photo: Annotated[Path | None, typer.Option("--photo", "--image", help="A photo file.")] = None,
+    screenshot: Annotated[
+        Path | None, typer.Option(help="A screenshot file (OCR + image).")
+    ] = None,
+    tenant: Annotated[str, typer.Option(help="Tenant of the ticket.")] = "default",
+    locale: Annotated[str, typer.Option(help="Locale of the ticket.")] = "en",
+    category: Annotated[str | None, typer.Option(help="Product category of the ticket.")] = None,
+    k: Annotated[int | None, typer.Option(help="Targets to return.")] = None,
+    model: ModelOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Route one ticket from the terminal and print the decision as JSON."""
+    from models.bundle import load_manifest
+    from models.preprocess import read_image_bytes
+    from router.schemas import Ticket
+
+    settings = read_settings(RouterSettings)
+    try:
+        ticket = Ticket(
+            id="cli", tenant=tenant, locale=locale, text=text, product_category=category,
+        )  # fmt: skip
+    except ValidationError as e:
+        raise UsageError(f"invalid ticket: {e.errors(include_url=False)[0]['msg']}") from e
+    bundle = model if model is not None else settings.model.resolved_bundle_dir()
+    limits = load_manifest(bundle, verify=False).spec.image.preprocess.limits
+    photo_bytes = read_image_bytes(photo, limits, str(photo)) if photo else None
+    shot_bytes = read_image_bytes(screenshot, limits, str(screenshot)) if screenshot else None
+    if not text.strip() and photo_bytes is None and shot_bytes is None:
+        raise UsageError("give --text, --photo or --screenshot")
+    router = _router(settings, model, index)
+    decision = router.route(ticket, photo=photo_bytes, screenshot=shot_bytes, k=k)
+    out.print_json(decision.model_dump_json())
+
+
+@app.command("api", rich_help_panel=PANEL)
+def api_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default CROSSROUTE_API__HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CROSSROUTE_API__PORT).")] = None,
+    model: ModelOpt = None,
+    index: IndexOpt = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
+    /metrics. Loopback by default."""
+    from router.api import serve
+
+    settings = read_settings(RouterSettings)
+    router = _router(settings, model, index)
+    api = settings.api.model_copy(
+        update={"host": host or settings.api.host, "port": port or settings.api.port}
+    )
+    info = router.describe()
+    err.print(
+        f"serving space {info['space_id']} from {info['index']}, threshold {info['threshold']:.3f} "
+        f"({info['threshold_source']}) on http://{api.host}:{api.port}"
+    )
+    serve(router, api)
