@@ -394,9 +394,10 @@ def eval_cmd(
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
     out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency."""
+    from models.eval.backends import evaluators
     from models.eval.dataset import load_dataset
     from models.eval.report import compare_reports, render_html
-    from models.eval.run import evaluators, exemplar_pairs
+    from models.eval.run import exemplar_pairs
 
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})

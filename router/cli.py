@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from models.clikit import (
     progress,
     read_settings,
 )
+from models.eval.backends import register_evaluator
 from models.exceptions import UsageError
 from router.connection import redis_client
 from router.settings import RouterSettings
@@ -39,6 +40,15 @@ __all__ = ["PANEL", "app"]
 PANEL = "Router: indexes, routing, HTTP API"
 
 app: typer.Typer = typer.Typer()
+
+
+def _evaluate_on_redis(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    from router.evaluate import evaluate_through_redis
+
+    return evaluate_through_redis(*args, **kwargs)
+
+
+register_evaluator("redis", _evaluate_on_redis)  # crossroute eval --index redis
 index_app = group(
     "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
     "alias the API and the router read through."

@@ -19,7 +19,7 @@ import redis
 
 from models.embedder import Embedder
 from models.eval.dataset import Dataset
-from models.eval.run import Exemplars, evaluate, exact_search, register_evaluator
+from models.eval.run import Exemplars, evaluate, exact_search
 from models.exceptions import UsageError
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex
 from router.routing import Calibration, save_calibration
@@ -146,9 +146,6 @@ def evaluate_through_redis(dataset: Dataset, embedder: Embedder, **kwargs: Any) 
         return evaluate_on_redis(dataset, embedder, client, settings.index, **kwargs)
     finally:
         client.close()
-
-
-register_evaluator("redis", evaluate_through_redis)
 
 
 def calibrate(

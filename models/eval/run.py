@@ -15,15 +15,12 @@ from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, rec
 from models.projection import l2_normalize
 
 __all__ = [
-    "Evaluator",
     "Exemplars",
     "Search",
     "embed_items",
     "evaluate",
-    "evaluators",
     "exact_search",
     "exemplar_pairs",
-    "register_evaluator",
 ]
 
 Progress = Callable[[str], None]
@@ -274,23 +271,3 @@ def evaluate(
     report["latency_ms"] = _latency(embedder, dataset, latency_sample)
     report["metrics"] = {k: round(v, 6) for k, v in report["metrics"].items()}
     return report
-
-
-Evaluator = Callable[..., dict[str, Any]]
-"""``evaluator(dataset, embedder, *, progress, **evaluate_options) → report``: one way to retrieve."""
-
-_EVALUATORS: dict[str, Evaluator] = {"exact": evaluate}
-
-
-def register_evaluator(name: str, evaluator: Evaluator) -> None:
-    """Offer another retrieval backend to ``crossroute eval --index NAME``.
-
-    Higher layers register theirs (``router`` adds ``redis``: retrieval through a real index), so the
-    command lives with the evaluation while this package imports nothing above it.
-    """
-    _EVALUATORS[name] = evaluator
-
-
-def evaluators() -> dict[str, Evaluator]:
-    """The registered retrieval backends by name (``exact`` always)."""
-    return dict(_EVALUATORS)

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -111,3 +112,70 @@ def test_schemas_check_detects_stale(tmp_path: object) -> None:
 def test_demo_refuses_a_tenant_allowlist_without_its_tenant() -> None:
     out = run_cli("demo", env={"CROSSROUTE_WORKER__TENANTS": '["acme"]'})
     _assert_one_line_error(out, 2, "would dead-letter the demo's tenant 'demo'")
+
+
+def _tree(command: Any, prefix: tuple[str, ...] = ()) -> list[str]:
+    """The command paths under ``command`` (a click group), sorted."""
+    names = [" ".join(prefix)] if prefix else []
+    if hasattr(command, "commands"):
+        for name, sub in sorted(command.commands.items()):
+            names += _tree(sub, (*prefix, name))
+    return names
+
+
+def test_command_tree() -> None:
+    """Every command users have, grouped by the package that owns it (a new command must be added
+    here on purpose, a lost one fails)."""
+    import typer
+
+    from models import cli as models_cli
+    from router import cli as router_cli
+    from streams import cli as streams_cli
+    from streams.main import app
+
+    owned = {
+        pkg: _tree(typer.main.get_group(mod.app))
+        for pkg, mod in (("models", models_cli), ("router", router_cli), ("streams", streams_cli))
+    }
+    assert owned == {
+        "models": [
+            "bench", "bench encoders", "eval", "models", "models build", "models info",
+            "models verify", "pairs", "pairs audit", "train",
+        ],
+        "router": [
+            "api", "calibrate", "index", "index create", "index drop", "index info",
+            "index load", "index promote", "route",
+        ],
+        "streams": [
+            "demo", "publish", "schemas", "schemas export", "stack", "stack down",
+            "stack install", "stack status", "stack up", "topics", "topics ensure", "worker",
+        ],
+    }  # fmt: skip
+    assert _tree(typer.main.get_group(app)) == sorted(n for names in owned.values() for n in names)
+
+
+def test_help_groups_commands_by_package() -> None:
+    out = run_cli("--help")
+    panels = [line for line in out.stdout.splitlines() if line.startswith("╭─")]
+    assert [p.split("─ ")[1].split(":")[0] for p in panels[1:]] == ["Streams", "Router", "Models"]
+
+
+def test_router_commands_read_router_settings() -> None:
+    """`index info` reads RouterSettings: a bad API setting is refused, a bad worker one ignored."""
+    out = run_cli("index", "info", env={"CROSSROUTE_API__PORT": "eighty"})
+    _assert_one_line_error(out, 2, "invalid setting api.port")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    out = run_cli(
+        "index", "info",
+        env={"CROSSROUTE_WORKER__BATCH_SIZE": "lots", "REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"},
+    )  # fmt: skip
+    _assert_one_line_error(out, 2, f"cannot reach Redis at redis://127.0.0.1:{closed_port}/0")
+
+
+def test_flag_errors_of_models_commands_are_usage_errors(tmp_path: object) -> None:
+    out = run_cli("train", str(tmp_path), "--out", str(tmp_path), "--method", "magic")
+    _assert_one_line_error(out, 2, "--method must be naive, linear, inbatch or mined, not 'magic'")
+    out = run_cli("eval", str(tmp_path), "--index", "faiss")
+    _assert_one_line_error(out, 2, "--index must be exact or redis, not 'faiss'")
