@@ -11,6 +11,7 @@ versions from the clock so a rerun updates rather than duplicates.
 from __future__ import annotations
 
 import io
+import textwrap
 import time
 import uuid
 from dataclasses import dataclass
@@ -278,33 +279,40 @@ def run_demo(
 
 
 def decisions_table(run: DemoRun) -> Table:
-    """One row per ticket: its text, where it went (a document or the human queue), the score and
-    the evidence, and whether that is where the demo expects it (✓, or ✗ with the expected target).
+    """One row per ticket: its text, where it went (a document or the human queue), the score, the
+    evidence, and whether that is where the demo expects it (✓, or ✗ and the caption says where).
 
     Ids and scores never wrap; the ticket's text keeps at least 20 columns and wraps by words, so
     the table stays readable in an 80-column terminal without a TTY.
     """
     table = Table(
-        Column("ticket", no_wrap=True),
-        Column("text", min_width=20, ratio=1, overflow="fold"),
+        Column("id", no_wrap=True),
+        Column("ticket", min_width=20, ratio=1),
         Column("routed to", no_wrap=True),
         Column("score", no_wrap=True, justify="right"),
-        Column("evidence", max_width=14, overflow="fold"),
+        Column("evidence", max_width=11),
         Column("ok", no_wrap=True),
     )
+    misses = []
     for t in run.world.tickets:
-        text = (t.ticket.text or "")[:48] + (" [+screenshot]" if t.ticket.screenshot else "")
+        text = textwrap.shorten(t.ticket.text or "", 60, placeholder=" …")
+        text += " [+screenshot]" if t.ticket.screenshot else ""
         text += " [+photo]" if t.ticket.photo else ""
         want = run.world.expected[t.ticket.id] or "human queue"
         got = run.decisions.get(t.ticket.id)
+        top = got.decision.targets[0] if got is not None and got.decision.targets else None
         if got is None:
-            table.add_row(t.ticket.id, text, "(no decision)", "", "", f"✗ {want}")
-            continue
-        d = got.decision
-        top = d.targets[0] if d.targets else None
-        reached = "human queue" if d.abstained else (top.doc_id if top else "-")
+            reached = "(no decision)"
+        else:
+            reached = "human queue" if got.decision.abstained else (top.doc_id if top else "-")
+        ok = reached == want
+        if not ok:
+            misses.append(f"{t.ticket.id} → {want}")
         table.add_row(
-            t.ticket.id, text, reached, f"{top.score:.3f}" if top else "",
-            ",".join(top.evidence) if top else "", "✓" if reached == want else f"✗ {want}",
+            t.ticket.id, text, reached,
+            f"{top.score:.3f}" if top else "", ", ".join(top.evidence) if top else "",
+            "✓" if ok else "✗",
         )  # fmt: skip
+    if misses:
+        table.caption = "✗ expected: " + ", ".join(misses)
     return table

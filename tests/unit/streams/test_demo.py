@@ -1,0 +1,55 @@
+"""The demo's decisions table as a user sees it in a plain 80-column terminal (no TTY)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+from rich.console import Console
+
+from router.schemas import RoutedTarget, RoutingDecision
+from streams.demo import DemoRun, decisions_table, demo_world
+from streams.events import RoutingDecided
+
+
+def _decided(ticket_id: str, doc_id: str, score: float, queue: str = "auto") -> RoutingDecided:
+    target = RoutedTarget(doc_id=doc_id, kind="article", score=score, evidence=("text", "photo"))
+    decision = RoutingDecision(
+        ticket_id=ticket_id, tenant="demo", space_id="sp-test", queue=queue,  # type: ignore[arg-type]
+        threshold=0.3, targets=(target,), decided_at=datetime.now(UTC),
+    )  # fmt: skip
+    return RoutingDecided(decision=decision)
+
+
+def _render(run: DemoRun, width: int = 80) -> list[str]:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, force_terminal=False, color_system=None).print(
+        decisions_table(run)
+    )
+    return buffer.getvalue().splitlines()
+
+
+def test_table_is_readable_in_80_columns() -> None:
+    world = demo_world(1)
+    decisions = {
+        "t-1": _decided("t-1", "kb-reset-password", 0.71),
+        "t-2": _decided("t-2", "kb-payment-failed", 0.52),  # a wrong one
+        "t-3": _decided("t-3", "kb-payment-failed", 0.64),
+        "t-5": _decided("t-5", "kb-return-item", 0.12, queue="human"),
+    }  # t-4 got no decision
+    lines = _render(DemoRun(world, "sp-test", decisions))
+    assert max(len(line) for line in lines) <= 80
+    rows = [line for line in lines if line.startswith("│ t-")]
+    assert [r.split("│")[1].strip() for r in rows] == ["t-1", "t-2", "t-3", "t-4", "t-5"]
+    # the ticket text wraps by words into a column of at least 20 characters, never one word a line
+    cell = rows[0].split("│")[2]
+    assert len(cell) - 2 >= 20 and cell.strip().startswith("I can't log in"), cell
+    text = " ".join(line.split("│")[2].strip() for line in lines if line.count("│") > 3)
+    assert "I can't log in, I forgot my password" in text
+    # ids and scores stay whole on their row
+    assert "kb-reset-password" in rows[0] and "0.710" in rows[0] and "✓" in rows[0]
+    assert "kb-payment-failed" in rows[1] and "✗" in rows[1]
+    assert "(no decision)" in rows[3] and "✗" in rows[3]
+    caption = " ".join(lines[lines.index(next(r for r in lines if r.startswith("└"))) + 1 :])
+    assert "t-2 → kb-track-order" in caption and "t-4 → wp-footwear" in caption
+    assert "human queue" in rows[4] and "✓" in rows[4]
