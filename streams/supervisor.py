@@ -78,6 +78,11 @@ Progress = Callable[[str], None]
 _ORDER: tuple[ServiceName, ...] = ("kafka", "redis", "worker", "api")
 _STOP_TIMEOUT_S: dict[str, float] = {"kafka": 60.0, "redis": 30.0, "worker": 30.0, "api": 30.0}
 _POLL_S = 0.25
+# The line `crossroute worker` prints to stderr once wired (bundle, topics, index, `live` alias), just
+# before it consumes: the worker is ready when this start's log contains it.
+_WORKER_READY = "worker {group_id}: space "
+# Where a server bound to every interface can be reached from here.
+_PROBE_HOST = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
 class ServiceStartError(StreamsError):
@@ -264,7 +269,7 @@ class _Starter:
 
     def worker(self, argv: Sequence[str]) -> ServiceState:
         """Start the worker unless it runs; ready once this start's log shows it consuming."""
-        marker = f"worker {self.settings.worker.group_id}: space "
+        marker = _WORKER_READY.format(group_id=self.settings.worker.group_id)
 
         def ready(proc: ManagedProcess, offset: int) -> tuple[bool, str]:
             # Rich wraps long lines in a log file: compare with whitespace collapsed.
@@ -281,7 +286,7 @@ class _Starter:
                 f"api: port {api.host}:{api.port} is already in use by another process; stop it "
                 "or choose another port (CROSSROUTE_API__PORT)"
             )
-        probe_host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(api.host, api.host)  # noqa: S104
+        probe_host = _PROBE_HOST.get(api.host, api.host)
 
         def ready(_proc: ManagedProcess, _offset: int) -> tuple[bool, str]:
             return _healthz(probe_host, api.port)

@@ -145,6 +145,9 @@ def test_up_starts_worker_then_api_and_down_stops_exactly_them(
     settings: WorkerSettings, entry: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(supervisor, "DevStack", NoStack)
+    assert [s.state for s in status(settings)] == ["stopped", "stopped"]
+    assert down(settings) == []
+    assert not settings.stack.state_dir.exists()  # status and down create nothing
     lines: list[str] = []
     states = up(settings, entry=entry, timeout_s=30, progress=lines.append)
 
