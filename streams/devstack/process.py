@@ -108,16 +108,43 @@ class ManagedProcess:
         self.pid_file.write_text(json.dumps({"pid": proc.pid, "start_ticks": ticks}))
         return proc.pid
 
+    def adopt(self, pid: int) -> bool:
+        """Record an already running process (``pid`` and its current start time) in our PID file,
+        so :meth:`stop` can stop it later; return ``False`` (and record nothing) if it is not running.
+
+        Used by the supervisor to take over a dev-stack server it has just had started, without
+        touching the stack's own PID file."""
+        ticks = _start_ticks(pid)
+        if ticks is None:
+            return False
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(json.dumps({"pid": pid, "start_ticks": ticks}))
+        return True
+
+    def log_size(self) -> int:
+        """Current length of the log in bytes (0 without a log): an offset for :meth:`log_since`."""
+        try:
+            return self.log_file.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        """What was appended to the log after byte ``offset`` (output of one start only)."""
+        try:
+            with self.log_file.open("rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
     def exited(self) -> bool:
         """Whether the recorded process is gone (crashed during start, or stopped)."""
         return self.pid() is None
 
-    def log_tail(self, lines: int = 5) -> str:
-        """The last ``lines`` lines of the log, joined with `` | `` for one-line errors."""
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return ""
+    def log_tail(self, lines: int = 5, *, since: int = 0) -> str:
+        """The last ``lines`` lines of the log (of what follows byte ``since``), joined with `` | ``
+        for one-line errors."""
+        text = self.log_since(since)
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
 
     def stop(self, timeout_s: float = 30.0) -> bool:
