@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -19,6 +19,9 @@ from models.clikit import EXIT_FAILURE, ModelOpt, err, group, out, progress, rea
 from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
 from streams.settings import WorkerSettings
+
+if TYPE_CHECKING:
+    from streams.supervisor import ServiceState
 
 __all__ = ["PANEL", "app"]
 
@@ -36,6 +39,69 @@ app.add_typer(schemas_app, name="schemas", rich_help_panel=PANEL)
 app.add_typer(topics_app, name="topics", rich_help_panel=PANEL)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the statuses as JSON.")]
+
+
+# -- up, down, status: the deployment ----------------------------------------------------------
+
+
+@app.command("up", rich_help_panel=PANEL)
+def up_cmd(
+    timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the worker, then the API, may take to become ready (the worker's first "
+            "start builds the default model bundle)."
+        ),
+    ] = 600.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """The main job in one command: start what the deployment needs and is not running — the dev
+    stack when no external Kafka/Redis is configured, the worker, the API — each in the background
+    with its PID and log under CROSSROUTE_STACK__STATE_DIR/services, and wait until each is ready.
+    `crossroute down` stops exactly what this started."""
+    from streams import supervisor
+
+    settings = read_settings(WorkerSettings)
+    with progress("starting the deployment") as step:
+        states = supervisor.up(settings, progress=step, timeout_s=timeout)
+    _print_states(states, as_json)
+
+
+@app.command("down", rich_help_panel=PANEL)
+def down_cmd() -> None:
+    """Stop what `crossroute up` started (the API, the worker, and the dev stack's servers only if
+    `up` started them), matched by PID and start time, never by process name."""
+    from streams import supervisor
+
+    stopped = supervisor.down(read_settings(WorkerSettings))
+    out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing to stop")
+
+
+@app.command("status", rich_help_panel=PANEL)
+def status_cmd(as_json: JsonOpt = False) -> None:
+    """The processes `crossroute up` supervises: running or stopped, PID, endpoint, log. Exits 1 if
+    the worker or the API is not running."""
+    from streams import supervisor
+
+    states = supervisor.status(read_settings(WorkerSettings))
+    _print_states(states, as_json)
+    if any(s.state == "stopped" for s in states):
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _print_states(states: list[ServiceState], as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps([s.as_dict() for s in states]))
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("service", "state", "pid"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("endpoint", overflow="fold")
+    table.add_column("log", overflow="fold")
+    for s in states:
+        log = str(s.log_file) if s.log_file else "-"
+        table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint, log)
+    out.print(table)
 
 
 # -- stack ---------------------------------------------------------------------------------------

@@ -35,6 +35,15 @@ COMMANDS = [
     ["publish"],
     ["topics"],
     ["topics", "ensure"],
+    ["up"],
+    ["down"],
+    ["status"],
+    ["models", "build"],
+    ["models", "verify"],
+    ["models", "info"],
+    ["bench", "encoders"],
+    ["pairs", "audit"],
+    ["demo"],
 ]
 
 
@@ -147,8 +156,9 @@ def test_command_tree() -> None:
             "index load", "index promote", "route",
         ],
         "streams": [
-            "demo", "publish", "schemas", "schemas export", "stack", "stack down",
-            "stack install", "stack status", "stack up", "topics", "topics ensure", "worker",
+            "demo", "down", "publish", "schemas", "schemas export", "stack", "stack down",
+            "stack install", "stack status", "stack up", "status", "topics", "topics ensure", "up",
+            "worker",
         ],
     }  # fmt: skip
     assert _tree(typer.main.get_group(app)) == sorted(n for names in owned.values() for n in names)
