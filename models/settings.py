@@ -136,4 +136,4 @@ class ModelsSettings(ProcessSettings):
     """Settings of the ``models`` commands (``models``, ``train``, ``eval``, ``pairs``, ``bench``),
     read once at each command's start."""
 
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)

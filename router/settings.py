@@ -123,7 +123,7 @@ class RouterSettings(ProcessSettings):
     well_known_env: ClassVar[dict[str, tuple[str, str]]] = {"REDIS_URL": ("redis", "url")}
 
     redis: RedisSettings = RedisSettings()
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
     index: IndexSettings = IndexSettings()
     routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()

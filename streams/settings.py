@@ -173,7 +173,7 @@ class WorkerSettings(ProcessSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     redis: RedisSettings = RedisSettings()
-    model: ModelSettings = ModelSettings()
+    model: ModelSettings = Field(default_factory=ModelSettings)
     index: IndexSettings = IndexSettings()
     routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr, ValidationError
 
@@ -72,3 +74,21 @@ def test_settings_are_frozen() -> None:
     s = WorkerSettings()
     with pytest.raises(ValidationError):
         s.stack.redis_port = 1  # type: ignore[misc]
+
+
+def test_default_paths_follow_the_xdg_variables_of_the_process(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Default paths come from one place (models.settings.xdg_dir), read when settings are read."""
+    from models.settings import ModelsSettings
+    from router.routing import calibration_dir
+    from router.settings import RouterSettings
+
+    for kind in ("DATA", "STATE", "CACHE"):
+        monkeypatch.setenv(f"XDG_{kind}_HOME", str(tmp_path / kind.lower()))
+    worker = WorkerSettings()
+    assert worker.stack.state_dir == tmp_path / "state" / "crossroute" / "stack"
+    assert worker.stack.cache_dir == tmp_path / "cache" / "crossroute"
+    assert ModelsSettings().model.cache_dir == tmp_path / "cache" / "crossroute" / "features"
+    assert worker.model.resolved_bundle_dir() == tmp_path / "data/crossroute/bundles/default"
+    assert calibration_dir(RouterSettings().routing) == tmp_path / "data/crossroute/calibration"
