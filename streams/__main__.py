@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from streams.main import main
+if __name__ == "__main__":
+    from streams.main import main
 
-main()
+    main()

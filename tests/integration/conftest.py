@@ -28,6 +28,17 @@ from streams.settings import KafkaSettings, StackSettings
 from tests.conftest import EXTERNAL_ENV, IN_CI
 
 
+INTEGRATION = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration carries the ``integration`` marker, so ``-m "not
+    integration"`` selects the unit tests exactly (a module cannot forget it)."""
+    for item in items:
+        if item.path.is_relative_to(INTEGRATION):
+            item.add_marker(pytest.mark.integration)
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     with socket.socket() as sock:

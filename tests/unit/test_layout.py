@@ -51,10 +51,23 @@ def test_dependency_direction(pkg: str) -> None:
 
 def test_serving_packages_do_not_import_torch() -> None:
     code = (
-        "import sys, models, router, streams, streams.cli; "
+        "import sys, models, router, streams, streams.main; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=REPO
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_tests_mirror_the_packages() -> None:
+    """tests/{unit,integration}/<package>/ hold each package's tests; only tests of the whole
+    (layout, docs, compose file, the assembled command line) sit at the top of tests/unit."""
+    for kind in ("unit", "integration"):
+        root = REPO / "tests" / kind
+        folders = {p.name for p in root.iterdir() if p.is_dir() and p.name != "__pycache__"}
+        assert folders == set(PACKAGES), f"tests/{kind}: {sorted(folders)}"
+    top = sorted(p.name for p in (REPO / "tests" / "integration").glob("test_*.py"))
+    assert top == [], f"integration tests outside a package folder: {top}"
+    top = sorted(p.name for p in (REPO / "tests" / "unit").glob("test_*.py"))
+    assert top == ["test_cli.py", "test_compose.py", "test_docs.py", "test_layout.py"], top
