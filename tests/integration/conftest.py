@@ -27,7 +27,6 @@ from streams.devstack import DevStack
 from streams.settings import KafkaSettings, StackSettings
 from tests.conftest import EXTERNAL_ENV, IN_CI
 
-
 INTEGRATION = Path(__file__).resolve().parent
 
 
