@@ -46,7 +46,7 @@ from models.eval.dataset import load_dataset
 from models.eval.metrics import rank_metrics
 from models.settings import default_bundle_dir
 from models.train.ablations import Ablations
-from models.train.contrastive import Heads, TrainConfig, train_heads
+from models.train.contrastive import train_heads
 from models.train.edits import EditSet
 from models.train.features import (
     PairSet,
@@ -55,6 +55,7 @@ from models.train.features import (
     load_pair_sets,
     support_text_pairs,
 )
+from models.train.heads import Heads, TrainConfig
 from models.train.run import pair_edits, training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")

@@ -4,7 +4,7 @@ ablation variants (docs/alignment.md, "tried and not kept"), and the code only t
 :class:`Ablations` is passed to :func:`models.train.contrastive.train_heads` explicitly; its defaults
 are the shipped behaviour, which is what ``crossroute train`` runs (it never passes one). Every
 field is recorded in the training record's ``config`` next to the :class:`TrainConfig
-<models.train.contrastive.TrainConfig>` fields, so a bundle's manifest says how it was trained
+<models.train.heads.TrainConfig>` fields, so a bundle's manifest says how it was trained
 whichever code path produced it.
 """
 

@@ -1,11 +1,5 @@
-"""Contrastive training of the projection heads (torch, CPU, deterministic).
-
-Heads: text ``Linear(d_text, D)``, by default D = the encoder's width, initialised as the identity on
-the encoder features (and zero on the lexical block, when the text features have one) and trained at a
-tenth of the learning rate (LiT-style: text↔text routing starts exactly at raw-encoder cosine and only
-moves where the support pairs pull it; ``text_init="pca"`` gives a smaller D from the principal
-directions instead); image ``Linear(d_img, H) → GELU → Linear(H, D)``.
-Both outputs are L2-normalised; the saved layout is the one ``models.projection.MlpHead`` applies.
+"""Contrastive training of the projection heads (:mod:`models.train.heads`; torch, CPU,
+deterministic).
 
 Loss: symmetric InfoNCE with a learnable temperature (CLIP's ``logit_scale``, clamped at 100) and
 group-aware masking — pairs that share a group are never negatives of each other — plus the same loss
@@ -18,7 +12,8 @@ that reads the learnt temperature without training it). Stage 2 mines, with the
 stage-1 model, each pair's nearest *other-group* items in the training corpus and adds them as extra
 negatives, after removing likely false negatives: candidates whose raw image features or raw texts are
 near-identical to the positive's (the same product under another title) or that show the same visible
-attributes. Stage 2 starts from stage 1 at a lower LR and keeps the edits.
+attributes (:mod:`models.train.negatives`). Stage 2 starts from stage 1 at a lower LR and keeps
+the edits.
 
 Model selection: ``holdout`` of each source's groups is held back from training; each stage ends on
 its epoch with the best retrieval on those held-back *training* pairs (epoch 0, where the stage
@@ -27,10 +22,8 @@ started, included), never on dev or test data.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict
 from functools import partial
 from typing import Any
 
@@ -39,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.projection import l2_normalize
 from models.train.ablations import (
     EDIT_LOSSES,
     SHIPPED,
@@ -49,106 +41,15 @@ from models.train.ablations import (
 )
 from models.train.edits import EditSet
 from models.train.features import PairSet
+from models.train.heads import Heads, TrainConfig, embed
+from models.train.negatives import attribute_sets, mine_edits, mine_negatives
 
-__all__ = [
-    "Heads",
-    "TrainConfig",
-    "attribute_sets",
-    "info_nce",
-    "mine_edits",
-    "mine_negatives",
-    "split_holdout",
-    "train_heads",
-    "validation_score",
-]
+__all__ = ["info_nce", "split_holdout", "train_heads", "validation_score"]
 
 Progress = Callable[[str, int, int], None]
-Observer = Callable[[str, int, "Heads"], None]
+Observer = Callable[[str, int, Heads], None]
 """Called with (stage name, epoch, model in eval mode) at each stage's start (epoch 0) and after each
 of its epochs: a diagnostic hook (``bench/mining.py --trace``); it must not change the model."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters of the shipped training (recorded in the bundle manifest, next to the
-    :class:`~models.train.ablations.Ablations` fields)."""
-
-    dim: int = 384
-    hidden: int = 1024
-    batch_size: int = 256
-    stage1_epochs: int = 12
-    stage2_epochs: int = 8
-    lr: float = 2e-3
-    stage2_lr: float = 5e-4
-    weight_decay: float = 1e-4
-    init_temperature: float = 0.07
-    text_pair_weight: float = 1.0
-    text_init: str = "identity"
-    """``pca``: top principal directions of the training texts (needs dim <= text dim); ``identity``:
-    start as the raw text space (dim == text dim), so text↔text routing starts at raw cosine."""
-    text_lr_scale: float = 0.1
-    """Learning-rate multiplier of the text head (small values keep it near its initialisation)."""
-    mined_per_anchor: int = 8
-    mine_pool: int = 64
-    """Mined negatives are drawn (seeded) from the nearest ``mine_pool`` candidates that survive the
-    filter."""
-    mined_weight: float = 0.5
-    """Weight of the mined-negative loss, added to the in-batch loss (not replacing it)."""
-    edit_negatives: int = 4
-    """``mined``: per image, this many one-word edits of its own text (``models.train.edits``:
-    "Navy" for "Black"), those the current model finds closest to the image (re-mined each epoch),
-    as extra text negatives in stage 2 and in stage 1 from ``edit_from_epoch`` on (needs the
-    ``edits`` argument of :func:`train_heads`; 0: off, ``crossroute train --no-edits``)."""
-    edit_from_epoch: int | None = 4
-    """Stage 1 trains this many epochs on in-batch negatives only (the curriculum), then adds the
-    edits (None: stage 2 only)."""
-    edit_weight: float = 0.5
-    """Weight of the edit term (a symmetric InfoNCE term, see :func:`train_heads`)."""
-    false_negative_image_cos: float = 0.92
-    """Mined neighbours (and, in ``crossroute train``, one-word edits that are another pair's
-    text) whose raw image cosine with the anchor's is above this are left out."""
-    false_negative_text_cos: float = 0.92
-    holdout: float = 0.1
-    """Share of each source's groups held back from training to pick the best epoch of each stage
-    (validation recall on *training* data; dev and test splits are never looked at). 0: keep the last
-    epoch."""
-    seed: int = 20261126
-
-
-class Heads(nn.Module):
-    """Text and image projection heads (``dropout``: on their input features, while training)."""
-
-    def __init__(
-        self, text_dim: int, image_dim: int, cfg: TrainConfig, *, dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        self.text = nn.Sequential(nn.Linear(text_dim, cfg.dim))
-        self.image = nn.Sequential(
-            nn.Linear(image_dim, cfg.hidden),
-            nn.GELU(approximate="tanh"),
-            nn.Linear(cfg.hidden, cfg.dim),
-        )
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / cfg.init_temperature)))
-        self.dropout = dropout  # on the input features, while training (an ablation)
-
-    def encode_text(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.text(F.dropout(x, self.dropout, self.training)), dim=-1)
-
-    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image(F.dropout(x, self.dropout, self.training)), dim=-1)
-
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.clamp(max=math.log(100.0)).exp()
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        """The ``{tower}.{i}.{weight|bias}`` layout of ``models.projection.MlpHead``."""
-        out: dict[str, np.ndarray] = {}
-        for tower, seq in (("text", self.text), ("image", self.image)):
-            linears = [m for m in seq if isinstance(m, nn.Linear)]
-            for i, lin in enumerate(linears):
-                out[f"{tower}.{i}.weight"] = lin.weight.detach().cpu().numpy().astype(np.float32)
-                out[f"{tower}.{i}.bias"] = lin.bias.detach().cpu().numpy().astype(np.float32)
-        return out
 
 
 def info_nce(
@@ -197,146 +98,6 @@ def _pca_init(layer: nn.Linear, feats: np.ndarray) -> None:
         layer.bias.zero_()
 
 
-def attribute_sets(pairs: PairSet) -> list[frozenset[str]]:
-    """Visible attributes of every pair's text, grounded per source on its own image features."""
-    from models.train.audit import visible_attributes
-
-    feats = l2_normalize(pairs.image_feats)
-    out: list[frozenset[str]] = [frozenset()] * len(pairs.texts)
-    sources = np.array(pairs.sources)
-    for source in sorted(set(pairs.sources)):
-        idx = np.flatnonzero(sources == source)
-        for i, attrs in zip(
-            idx, visible_attributes([pairs.texts[i] for i in idx], feats[idx]), strict=True
-        ):
-            out[i] = attrs
-    return out
-
-
-@contextmanager
-def _inference(model: Heads) -> Iterator[None]:
-    """Eval mode (no dropout) and no gradients inside; the model's mode is restored after."""
-    training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(training)
-
-
-def _embed(model: Heads, pairs: PairSet) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs' projected texts and images, in eval mode (no dropout); the model's mode is kept."""
-    with _inference(model):
-        t = model.encode_text(torch.from_numpy(pairs.text_feats)).numpy()
-        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
-    return t, v
-
-
-def mine_negatives(
-    model: Heads,
-    pairs: PairSet,
-    cfg: TrainConfig,
-    attrs: list[frozenset[str]] | None = None,
-    *,
-    ablations: Ablations = SHIPPED,
-) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-    """Hard negatives per pair, in both directions, with false-negative filtering.
-
-    ``attrs``: the pairs' visible attributes (:func:`attribute_sets`) when already computed.
-    ``ablations``: ``false_negative_attributes`` and ``mine_skip`` apply.
-
-    Returns:
-        (image negatives for each text anchor, text negatives for each image anchor) as index arrays
-        of shape (n, mined_per_anchor), and mining statistics.
-    """
-    t, v = _embed(model, pairs)
-    n, k = len(t), cfg.mined_per_anchor
-    # Raw features for the false-negative filter, as cosines: image features are unit blocks side by
-    # side (pooled encoder features, then stage features and the colour histogram when the spec asks
-    # for them; norm √blocks), so normalise them as a whole. Texts are compared on the encoder's
-    # features alone (not the lexical block).
-    text_dim = pairs.text_feats.shape[1] - pairs.lexical_dim
-    raw_img, raw_txt = l2_normalize(pairs.image_feats), l2_normalize(pairs.text_feats[:, :text_dim])
-    img_neg = np.zeros((n, k), dtype=np.int64)
-    txt_neg = np.zeros((n, k), dtype=np.int64)
-    dropped = kept = 0
-    sources = np.array(pairs.sources)
-    if not ablations.false_negative_attributes:
-        attrs = None
-    elif attrs is None:
-        attrs = attribute_sets(pairs)
-    for start in range(0, n, 1024):
-        idx = np.arange(start, min(start + 1024, n))
-        for anchors, cands, out in ((t, v, img_neg), (v, t, txt_neg)):
-            sims = anchors[idx] @ cands.T
-            same_group = pairs.groups[idx][:, None] == pairs.groups[None, :]
-            other_source = sources[idx][:, None] != sources[None, :]
-            sims[same_group | other_source] = -np.inf
-            m = min(cfg.mine_pool, sims.shape[1] - 1)
-            part = np.argpartition(-sims, m, axis=1)[:, :m]
-            order = np.argsort(-np.take_along_axis(sims, part, axis=1), axis=1, kind="stable")
-            pool = np.take_along_axis(part, order, axis=1)
-            for row, i in enumerate(idx):
-                cand = pool[row][np.isfinite(sims[row, pool[row]])]
-                img_close = raw_img[cand] @ raw_img[i] > cfg.false_negative_image_cos
-                txt_close = raw_txt[cand] @ raw_txt[i] > cfg.false_negative_text_cos
-                close = img_close | txt_close
-                if attrs is not None and attrs[i]:
-                    close |= np.array([attrs[j] == attrs[i] for j in cand], dtype=bool)
-                ok = cand[~close][ablations.mine_skip :]
-                dropped += int(close.sum())
-                rng = np.random.default_rng(cfg.seed + int(i))
-                if len(ok) < k:  # too few safe hard negatives: fill with random other-group items
-                    others = pairs.groups != pairs.groups[i]
-                    if attrs is not None and attrs[i]:
-                        others &= np.array([a != attrs[i] for a in attrs], dtype=bool)
-                    fill = rng.choice(np.flatnonzero(others), k - len(ok))
-                    ok = np.concatenate([ok, fill])
-                out[i] = rng.choice(ok, k, replace=False) if len(ok) > k else ok[:k]
-                kept += k
-    return (
-        img_neg,
-        txt_neg,
-        {"candidates_dropped_as_false_negatives": dropped / 2, "mined": kept / 2},
-    )
-
-
-def mine_edits(
-    model: Heads,
-    pairs: PairSet,
-    edits: EditSet,
-    k: int,
-    rng: np.random.Generator | None = None,
-) -> np.ndarray:
-    """Per pair, the ``k`` edits of its own text closest to its image under ``model`` (hardest
-    first; -1 where a text has fewer edits), shape (n, k). With ``rng``: ``k`` drawn at random
-    instead (the model is not used)."""
-    if rng is not None:
-        return _first_per_owner(rng.random(len(edits.owner)), edits.owner, len(pairs.texts), k)
-    sims = np.zeros(len(edits.owner), np.float32)
-    with _inference(model):
-        v = model.encode_image(torch.from_numpy(pairs.image_feats)).numpy()
-        for start in range(0, len(edits.owner), 2048):
-            idx = np.arange(start, min(start + 2048, len(edits.owner)))
-            e = model.encode_text(torch.from_numpy(edits.head_features(idx))).numpy()
-            sims[idx] = np.einsum("nd,nd->n", e, v[edits.owner[idx]])
-    return _first_per_owner(sims, edits.owner, len(pairs.texts), k)
-
-
-def _first_per_owner(score: np.ndarray, owner: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Per owner ``0..n-1``, its ``k`` items of highest ``score`` (-1 where it has fewer)."""
-    out = np.full((n, k), -1, dtype=np.int64)
-    order = np.lexsort((-score, owner))  # by owner, then highest first (stable)
-    owners = owner[order]
-    starts = np.searchsorted(owners, np.arange(n))
-    ends = np.searchsorted(owners, np.arange(n), side="right")
-    for i in np.flatnonzero(ends > starts):
-        take = order[starts[i] : min(ends[i], starts[i] + k)]
-        out[i, : len(take)] = take
-    return out
-
-
 def _holdout(pairs: PairSet, share: float, seed: int) -> np.ndarray:
     """Which pairs :func:`split_holdout` holds back (boolean mask)."""
     rng = np.random.default_rng(seed)
@@ -377,7 +138,7 @@ def _subset(pairs: PairSet, idx: np.ndarray) -> PairSet:
 def validation_score(model: Heads, val: PairSet) -> dict[str, float]:
     """Retrieval on held-back pairs, per source: text→image and image→text recall@1/@10 (a hit is
     any item of the same group); ``score`` is their mean over directions, cut-offs and sources."""
-    t, v = _embed(model, val)
+    t, v = embed(model, val)
     sources = np.array(val.sources)
     out: dict[str, float] = {}
     per_source = []

@@ -47,7 +47,7 @@ from models.train.features import (
 )
 
 if TYPE_CHECKING:
-    from models.train.contrastive import TrainConfig
+    from models.train.heads import TrainConfig
 
 __all__ = ["Method", "derive_bundle", "pair_edits", "train_bundle", "training_embedder"]
 
@@ -259,7 +259,8 @@ def train_bundle(
             image_preprocess=pre,
         )
 
-    from models.train.contrastive import TrainConfig, train_heads
+    from models.train.contrastive import train_heads
+    from models.train.heads import TrainConfig
 
     cfg = config if config is not None else TrainConfig()
     if not edits:

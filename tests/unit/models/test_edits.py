@@ -11,15 +11,11 @@ import torch
 from models.config import LexicalFeatures
 from models.preprocess import lexical_features
 from models.train.ablations import SHIPPED, Ablations, edit_loss
-from models.train.contrastive import (
-    Heads,
-    TrainConfig,
-    info_nce,
-    mine_edits,
-    train_heads,
-)
+from models.train.contrastive import info_nce, train_heads
 from models.train.edits import EditSet, encode_edits, one_word_edits, substitutes
 from models.train.features import PairSet
+from models.train.heads import Heads, TrainConfig, embed
+from models.train.negatives import mine_edits
 
 from .test_mining import BRANDS, COLOURS, TYPES, _same, catalogue
 
@@ -244,14 +240,12 @@ def _pairs_with_edits() -> tuple[PairSet, EditSet]:
 
 
 def test_mined_edits_are_each_images_own_edits_hardest_first() -> None:
-    from models.train.contrastive import _embed
-
     pairs, edits = _pairs_with_edits()
     model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
     chosen = mine_edits(model, pairs, edits, 3)
     assert chosen.shape == (300, 3) and (chosen >= 0).all()
     assert (edits.owner[chosen] == np.arange(300)[:, None]).all()
-    _, v = _embed(model, pairs)
+    _, v = embed(model, pairs)
     with torch.no_grad():
         e = model.encode_text(torch.from_numpy(edits.head_features(chosen.reshape(-1)))).numpy()
     sims = np.einsum("nkd,nd->nk", e.reshape(300, 3, 16), v)

@@ -6,8 +6,9 @@ import numpy as np
 
 from models.train.ablations import Ablations
 from models.train.audit import token_coherence, visible_attributes
-from models.train.contrastive import Heads, TrainConfig, mine_negatives
 from models.train.features import PairSet
+from models.train.heads import Heads, TrainConfig
+from models.train.negatives import mine_negatives
 
 COLOURS = ("black", "white", "red", "navy")
 TYPES = ("shoes", "shirt")
