@@ -15,8 +15,10 @@ photo's own text as negatives of the image head from stage-1 epoch 4 on, then st
 ablations ``mined-plain`` (no attribute-aware filter and masking), ``mined-skip8``,
 ``mined-nomask``, ``mined-mask2``, ``mined-batch``, the ``-do1`` (feature dropout) and the
 ``mined-edit*`` ones (see
-``EXTRA_VARIANTS``). ``--trace FILE.md`` also scores the dev splits after every epoch of every stage
-(a diagnostic: training never sees them) and writes that table. Each variant is trained with
+``EXTRA_VARIANTS``: their switches are ``models.train.ablations.Ablations`` fields, options
+measured and not kept, next to the shipped ``TrainConfig``'s). ``--trace FILE.md`` also scores
+the dev splits after every epoch of every stage (a diagnostic: training never sees them) and
+writes that table. Each variant is trained with
 ``train_heads`` (the code behind ``crossroute train``) and scored on the dev splits with the same
 metrics as ``crossroute eval`` (exact search); frozen features are computed once and cached in
 ``--work``, so a run takes minutes.
@@ -28,7 +30,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ from models.embedder import Embedder
 from models.eval.dataset import load_dataset
 from models.eval.metrics import rank_metrics
 from models.settings import default_bundle_dir
-from models.train.contrastive import Heads, TrainConfig, train_heads
+from models.train.ablations import Ablations
+from models.train.contrastive import train_heads
 from models.train.edits import EditSet
 from models.train.features import (
     PairSet,
@@ -52,6 +55,7 @@ from models.train.features import (
     load_pair_sets,
     support_text_pairs,
 )
+from models.train.heads import Heads, TrainConfig
 from models.train.run import pair_edits, training_embedder
 
 EVAL = ("myntra-t2i", "myntra-i2t", "myntra-attr2i", "photo-routing")
@@ -65,6 +69,7 @@ SYMMETRIC = {
     **SHARED_TEMPERATURE,
     **TEXT_HEAD,
 }
+# Each variant: (run stage 2, overrides of TrainConfig and Ablations fields; see variant_config).
 VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {
     "inbatch": (False, {}),
     "control": (True, {"mined_weight": 0.0, **NO_EDITS}),
@@ -131,6 +136,22 @@ EXTRA_VARIANTS: dict[str, tuple[bool, dict[str, Any]]] = {  # the ablations of d
 }
 VARIANTS_ALL = {**VARIANTS, **EXTRA_VARIANTS}
 _STATE: dict[str, Any] = {}
+
+
+def variant_config(variant: str, seed: int | None = None) -> tuple[bool, TrainConfig, Ablations]:
+    """Whether ``variant`` runs stage 2, and its hyperparameters and ablations: the shipped ones
+    with the variant's overrides, each applied to the class that has the field (and ``seed``).
+
+    Raises:
+        KeyError: an unknown variant.
+        TypeError: an override that is a field of neither class.
+    """
+    mined, overrides = VARIANTS_ALL[variant]
+    shipped = {f.name for f in fields(TrainConfig)}
+    if seed is not None:
+        overrides = {**overrides, "seed": seed}
+    cfg = TrainConfig(**{k: v for k, v in overrides.items() if k in shipped})
+    return mined, cfg, Ablations(**{k: v for k, v in overrides.items() if k not in shipped})
 
 
 def _raw(emb: Embedder, data: Path, name: str, work: Path) -> dict[str, np.ndarray]:
@@ -200,8 +221,7 @@ def _no_edits(edits: EditSet) -> EditSet:
 
 def _run(job: tuple[str, int]) -> dict[str, Any]:
     variant, seed = job
-    mined, overrides = VARIANTS_ALL[variant]
-    cfg = replace(TrainConfig(), seed=seed, **overrides)
+    mined, cfg, ablations = variant_config(variant, seed)
     start = time.time()
     trace: list[dict[str, Any]] = []
 
@@ -212,9 +232,10 @@ def _run(job: tuple[str, int]) -> dict[str, Any]:
         _STATE["pairs"], _STATE["support"], cfg, mined=mined,
         observe=observe if _STATE["trace"] else None,
         edits=(_no_edits(edits) if variant == "mined-edit-empty" else edits)
-        if (edits := _STATE["edits"].get(cfg.edit_min_visibility)) is not None
+        if (edits := _STATE["edits"].get(ablations.edit_min_visibility)) is not None
         and cfg.edit_negatives
         else None,
+        ablations=ablations,
     )  # fmt: skip
     out = {
         "variant": variant,
@@ -288,14 +309,11 @@ def main() -> int:
     _STATE["pairs"], _STATE["support"] = pairs, (q, a, g.astype(np.int64))
     _STATE["edits"] = {}  # per edit_min_visibility of the variants that train with edits
     for v in args.variants.split(","):
-        cfg = replace(TrainConfig(), **VARIANTS_ALL[v][1])
-        if (
-            VARIANTS_ALL[v][0]
-            and cfg.edit_negatives > 0
-            and cfg.edit_min_visibility not in _STATE["edits"]
-        ):
-            _STATE["edits"][cfg.edit_min_visibility] = pair_edits(
-                emb, pairs, args.work / "features", min_visibility=cfg.edit_min_visibility
+        mined, cfg, ablations = variant_config(v)
+        visibility = ablations.edit_min_visibility
+        if mined and cfg.edit_negatives > 0 and visibility not in _STATE["edits"]:
+            _STATE["edits"][visibility] = pair_edits(
+                emb, pairs, args.work / "features", min_visibility=visibility
             )
     dev = {}
     for name in EVAL:

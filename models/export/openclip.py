@@ -28,7 +28,7 @@ from torch import nn
 from models.bundle import sha256_file
 from models.config import ImageEncoderSpec, OpenClipSource, TextEncoderSpec
 from models.exceptions import ModelsError
-from models.export.towers import ImageTower, TextTower
+from models.export.tower_types import ImageTower, TextTower
 
 __all__ = [
     "build_clip_tokenizer_json",

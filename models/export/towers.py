@@ -7,7 +7,6 @@ reference the parity tests compare the torch-free serving path against.
 from __future__ import annotations
 
 import importlib.metadata
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,8 @@ from torch import nn
 from models.bundle import sha256_file
 from models.config import ImageEncoderSpec, ImagePreprocess, TextEncoderSpec
 from models.exceptions import ModelsError
+from models.export.openclip import load_open_clip_image, load_open_clip_text
+from models.export.tower_types import ImageTower, TextTower
 
 __all__ = [
     "STAGE_TAPS",
@@ -27,28 +28,6 @@ __all__ = [
     "load_text_tower",
     "reference_image_transform",
 ]
-
-
-@dataclass
-class TextTower:
-    """An exportable text module plus what the bundle needs with it."""
-
-    module: nn.Module
-    input_names: tuple[str, ...]
-    tokenizer_file: Path
-    source: dict[str, str]
-
-
-@dataclass
-class ImageTower:
-    """An exportable image module plus its provenance.
-
-    ``stages_dim`` > 0: the module returns a second output, the intermediate-stage features.
-    """
-
-    module: nn.Module
-    source: dict[str, str]
-    stages_dim: int = 0
 
 
 def _pkg_version(name: str) -> str:
@@ -136,8 +115,6 @@ def load_text_tower(spec: TextEncoderSpec) -> TextTower:
             module, ("input_ids", "attention_mask"), model_dir / "tokenizer.json", source
         )
     if spec.family == "open_clip":
-        from models.export.openclip import load_open_clip_text
-
         return load_open_clip_text(spec)
     raise ModelsError(f"unknown text encoder family {spec.family!r}")
 
@@ -192,8 +169,6 @@ def load_image_tower(spec: ImageEncoderSpec) -> ImageTower:
         }
         return ImageTower(PooledTimm(backbone).eval(), source, stage_dim(backbone))
     if spec.family == "open_clip":
-        from models.export.openclip import load_open_clip_image
-
         return load_open_clip_image(spec)
     raise ModelsError(f"unknown image encoder family {spec.family!r}")
 

@@ -1,6 +1,6 @@
 """One-word edits of the pair texts: hard negative *texts* mined from our own catalogue.
 
-Nearest-neighbour mining (``contrastive.mine_negatives``) can only offer other training pairs as
+Nearest-neighbour mining (``negatives.mine_negatives``) can only offer other training pairs as
 negatives, and a head that has fitted its pairs already keeps them apart: they give little gradient.
 An edit differs from a pair's text in one word, and is mostly a text nobody trained on (a few
 percent on Myntra happen to be another pair's text, and those with the owner's photo are left
@@ -15,7 +15,7 @@ show up and are filtered by how differently their photos look (see :func:`substi
 that is another pair's text with the owner's photo (the same product sold under another colour
 word, or another caption of the same photo) would be a false negative and is left out
 (:func:`encode_edits`). During training, the current model picks, per photo, the edits it finds
-hardest, again every epoch (``contrastive.train_heads``).
+hardest, again every epoch (``negatives.mine_edits``, ``contrastive.train_heads``).
 """
 
 from __future__ import annotations

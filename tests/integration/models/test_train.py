@@ -16,8 +16,10 @@ from models.bundle import load_manifest
 from models.embedder import Embedder
 from models.exceptions import BundleFormatError
 from models.projection import MlpHead
-from models.train.contrastive import Heads, TrainConfig, info_nce, mine_negatives
+from models.train.contrastive import info_nce
 from models.train.features import align_pair_texts, encode_pairs, load_pair_sets
+from models.train.heads import Heads, TrainConfig
+from models.train.negatives import mine_negatives
 from models.train.run import train_bundle
 from tests.conftest import require_shared_data
 from tests.unit.test_cli import run_cli

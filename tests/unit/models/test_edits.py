@@ -10,16 +10,12 @@ import torch
 
 from models.config import LexicalFeatures
 from models.preprocess import lexical_features
-from models.train.contrastive import (
-    Heads,
-    TrainConfig,
-    edit_loss,
-    info_nce,
-    mine_edits,
-    train_heads,
-)
+from models.train.ablations import SHIPPED, Ablations, edit_loss
+from models.train.contrastive import info_nce, train_heads
 from models.train.edits import EditSet, encode_edits, one_word_edits, substitutes
 from models.train.features import PairSet
+from models.train.heads import Heads, TrainConfig, embed
+from models.train.negatives import mine_edits
 
 from .test_mining import BRANDS, COLOURS, TYPES, _same, catalogue
 
@@ -209,13 +205,13 @@ def test_a_fixed_temperature_gets_no_gradient_from_the_edit_term() -> None:
     for form in ("symmetric", "i2t", "local"):
         for moves in (True, False):
             log_scale = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
-            cfg = TrainConfig(edit_loss=form, edit_moves_temperature=moves)  # type: ignore[arg-type]
-            _edit_term(v, t, torch.arange(5), log_scale.exp(), e, valid, None, cfg).backward()
+            ablations = Ablations(edit_loss=form, edit_moves_temperature=moves)  # type: ignore[arg-type]
+            _edit_term(v, t, torch.arange(5), log_scale.exp(), e, valid, None, ablations).backward()
             assert (log_scale.grad is not None) == moves, (form, moves)
     with pytest.raises(ValueError, match="edit_loss"):
         pairs, edits = _pairs_with_edits()
-        bad = TrainConfig(edit_loss="hinge")  # type: ignore[arg-type]
-        train_heads(pairs, None, bad, mined=True, edits=edits)
+        bad = Ablations(edit_loss="hinge")  # type: ignore[arg-type]
+        train_heads(pairs, None, TrainConfig(), mined=True, edits=edits, ablations=bad)
 
 
 def test_masked_extra_negatives_count_as_absent() -> None:
@@ -244,14 +240,12 @@ def _pairs_with_edits() -> tuple[PairSet, EditSet]:
 
 
 def test_mined_edits_are_each_images_own_edits_hardest_first() -> None:
-    from models.train.contrastive import _embed
-
     pairs, edits = _pairs_with_edits()
     model = Heads(16, 32, TrainConfig(dim=16, hidden=32))
     chosen = mine_edits(model, pairs, edits, 3)
     assert chosen.shape == (300, 3) and (chosen >= 0).all()
     assert (edits.owner[chosen] == np.arange(300)[:, None]).all()
-    _, v = _embed(model, pairs)
+    _, v = embed(model, pairs)
     with torch.no_grad():
         e = model.encode_text(torch.from_numpy(edits.head_features(chosen.reshape(-1)))).numpy()
     sims = np.einsum("nkd,nd->nk", e.reshape(300, 3, 16), v)
@@ -309,22 +303,23 @@ def test_training_with_edits_is_deterministic_and_needs_them() -> None:
     assert not _same(c, d)  # (no held-back selection that could keep stage 2's start)
     # the three forms of the edit term train three different heads
     heads = [
-        train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__, "edit_loss": form}),
-                    mined=True, edits=edits)[0]
+        train_heads(pairs, None, with_edits, mined=True, edits=edits,
+                    ablations=Ablations(edit_loss=form))[0]
         for form in ("local", "i2t", "symmetric")
     ]  # fmt: skip
     assert _same(heads[2], a)  # symmetric is the default
     assert not _same(heads[0], heads[1]) and not _same(heads[1], heads[2])
-    shared, rec = train_heads(pairs, None, TrainConfig(**{**with_edits.__dict__,
-                              "edit_moves_temperature": True}), mined=True, edits=edits)  # fmt: skip
+    shared, rec = train_heads(pairs, None, with_edits, mined=True, edits=edits,
+                              ablations=Ablations(edit_moves_temperature=True))  # fmt: skip
     assert not _same(shared, a)  # by default the temperature learns from the other terms only
     assert rec["temperature"] != record["temperature"]
-    assert not with_edits.edit_moves_text_head  # by default the edits train the image head only
-    for option in ({"edit_pick": "random"}, {"edit_moves_text_head": True}):
-        other_cfg = TrainConfig(**{**with_edits.__dict__, **option})
-        first, _ = train_heads(pairs, None, other_cfg, mined=True, edits=edits)
+    assert not SHIPPED.edit_moves_text_head  # by default the edits train the image head only
+    for option in (Ablations(edit_pick="random"), Ablations(edit_moves_text_head=True)):
+        first, rec = train_heads(pairs, None, with_edits, mined=True, edits=edits, ablations=option)
         assert not _same(first, a), option
-        assert _same(first, train_heads(pairs, None, other_cfg, mined=True, edits=edits)[0])
+        again = train_heads(pairs, None, with_edits, mined=True, edits=edits, ablations=option)[0]
+        assert _same(first, again)
+        assert rec["config"]["edit_pick"] == option.edit_pick  # the ablation is recorded
     with pytest.raises(ValueError, match="edits"):
         train_heads(pairs, None, with_edits, mined=True)
     other = EditSet(edits.owner + 300, edits.texts, edits.encoder_feats, None)  # another pair set

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from models.train.ablations import Ablations
 from models.train.audit import token_coherence, visible_attributes
-from models.train.contrastive import Heads, TrainConfig, mine_negatives
 from models.train.features import PairSet
+from models.train.heads import Heads, TrainConfig
+from models.train.negatives import mine_negatives
 
 COLOURS = ("black", "white", "red", "navy")
 TYPES = ("shoes", "shirt")
@@ -47,15 +49,13 @@ def test_mined_negatives_never_share_the_anchors_visible_attributes() -> None:
         ("shop",) * len(texts),
         "test",
     )
-    cfg = TrainConfig(
-        dim=16, hidden=32, mined_per_anchor=4, mine_pool=32, false_negative_attributes=False
-    )
+    cfg = TrainConfig(dim=16, hidden=32, mined_per_anchor=4, mine_pool=32)
     model = Heads(16, 32, cfg)
     attrs = [frozenset(t.split()[2:]) for t in texts]
-    plain, _, _ = mine_negatives(model, pairs, cfg)
+    unfiltered = Ablations(false_negative_attributes=False)
+    plain, _, _ = mine_negatives(model, pairs, cfg, ablations=unfiltered)
     assert any(attrs[j] == attrs[i] for i in range(len(texts)) for j in plain[i])  # it happens
-    filtered_cfg = TrainConfig(**{**cfg.__dict__, "false_negative_attributes": True})
-    img_neg, txt_neg, stats = mine_negatives(model, pairs, filtered_cfg)
+    img_neg, txt_neg, stats = mine_negatives(model, pairs, cfg)  # the shipped filter
     for i in range(len(texts)):
         assert all(attrs[j] != attrs[i] for j in (*img_neg[i], *txt_neg[i]))
     assert stats["candidates_dropped_as_false_negatives"] > 0
@@ -124,28 +124,29 @@ def test_weight_averaging_is_deterministic_and_keeps_the_averaged_weights() -> N
 
     pairs = _tiny_pairs()
     base = TrainConfig(dim=16, hidden=32, batch_size=32, stage1_epochs=3, holdout=0.0)
-    ema = TrainConfig(**{**base.__dict__, "ema_decay": 0.9})
+    ema = Ablations(ema_decay=0.9)
     plain_model, _ = train_heads(pairs, None, base, mined=False)
-    a, _ = train_heads(pairs, None, ema, mined=False)
-    b, _ = train_heads(pairs, None, ema, mined=False)
+    a, record = train_heads(pairs, None, base, mined=False, ablations=ema)
+    b, _ = train_heads(pairs, None, base, mined=False, ablations=ema)
+    assert record["config"]["ema_decay"] == 0.9  # the ablation is recorded
     assert _same(a, b)  # same inputs, same weights
     wa, wp = a.tensors(), plain_model.tensors()
     assert any(not np.allclose(wa[k], wp[k]) for k in wa)  # and not the last step's weights
 
 
 def test_neighbourhood_batches_put_a_seeds_mined_items_next_to_it() -> None:
-    from models.train.contrastive import _batches, _neighbourhood_batches
+    from models.train.ablations import neighbourhood_batches
 
     n, size = 1000, 64
     neighbours = (np.arange(n)[:, None] + np.arange(1, 9)[None, :]) % n  # i's items: i+1..i+8
-    batches = _neighbourhood_batches(n, size, np.random.default_rng(0), neighbours, 0.5, 3)
-    assert len(batches) == len(_batches(n, size, np.random.default_rng(0)))  # same steps per epoch
+    batches = neighbourhood_batches(neighbours, 15, size, np.random.default_rng(0), 0.5, 3)
+    assert len(batches) == 15
     for b in batches:
         assert len(b) == size == len(set(b.tolist()))  # full, no pair twice
         members = set(b.tolist())
         seed = int(b[0])  # the first item is a seed: its first three mined items are in the batch
         assert {(seed + k) % n for k in (1, 2, 3)} <= members
-    plain = _neighbourhood_batches(n, size, np.random.default_rng(0), neighbours, 0.0, 3)
+    plain = neighbourhood_batches(neighbours, 15, size, np.random.default_rng(0), 0.0, 3)
     assert all(len(b) == size for b in plain)
 
 
@@ -157,12 +158,14 @@ def test_feature_dropout_trains_only_and_the_observer_sees_every_epoch() -> None
     pairs = _tiny_pairs()
     cfg = TrainConfig(
         dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.2,
-        feature_dropout=0.5, mined_per_anchor=2, mine_pool=8, edit_negatives=0,
+        mined_per_anchor=2, mine_pool=8, edit_negatives=0,
     )  # fmt: skip
+    dropout = Ablations(feature_dropout=0.5)
     seen: list[tuple[str, int, bool]] = []
     model, record = train_heads(
-        pairs, None, cfg, mined=True, observe=lambda s, e, m: seen.append((s, e, m.training))
-    )
+        pairs, None, cfg, mined=True, ablations=dropout,
+        observe=lambda s, e, m: seen.append((s, e, m.training)),
+    )  # fmt: skip
     assert seen == [("stage 1", e, False) for e in range(3)] + [
         ("stage 2", e, False) for e in range(2)
     ]
@@ -173,7 +176,8 @@ def test_feature_dropout_trains_only_and_the_observer_sees_every_epoch() -> None
     assert not torch.equal(model.encode_image(x), model.encode_image(x))  # dropout while training
     validation_score(model, pairs)
     assert model.training  # validation restores the mode it found
-    again, record2 = train_heads(pairs, None, cfg, mined=True)  # the observer changes nothing
+    # the observer changes nothing
+    again, record2 = train_heads(pairs, None, cfg, mined=True, ablations=dropout)
     assert _same(model, again)
     assert record["stage1"]["validation_per_epoch"] == record2["stage1"]["validation_per_epoch"]
 
@@ -186,9 +190,38 @@ def test_stage_two_can_fill_batches_with_mined_neighbourhoods() -> None:
         dim=16, hidden=32, batch_size=32, stage1_epochs=2, stage2_epochs=1, holdout=0.0,
         mined_per_anchor=4, mine_pool=16, mined_weight=0.0, edit_negatives=0,
     )  # fmt: skip
-    hard = TrainConfig(**{**base.__dict__, "mined_batch_share": 0.5})
+    hard = Ablations(mined_batch_share=0.5)
     a, _ = train_heads(pairs, None, base, mined=True)
-    b, _ = train_heads(pairs, None, hard, mined=True)
-    c, _ = train_heads(pairs, None, hard, mined=True)
+    b, _ = train_heads(pairs, None, base, mined=True, ablations=hard)
+    c, _ = train_heads(pairs, None, base, mined=True, ablations=hard)
     assert _same(b, c)  # deterministic
     assert not _same(a, b)  # other batches, other weights
+
+
+RECORDED_CONFIG = {  # a training record's "config" keys, as bundles written before the split have
+    "dim", "hidden", "batch_size", "stage1_epochs", "stage2_epochs", "lr", "stage2_lr",
+    "weight_decay", "init_temperature", "text_pair_weight", "text_init", "text_lr_scale",
+    "mined_per_anchor", "mine_skip", "mine_pool", "mined_weight", "mined_batch_share",
+    "mined_batch_per_seed", "edit_negatives", "edit_from_epoch", "edit_weight", "edit_loss",
+    "edit_moves_temperature", "edit_pick", "edit_moves_text_head", "edit_min_visibility",
+    "false_negative_image_cos", "false_negative_text_cos", "false_negative_attributes",
+    "mask_same_attributes", "feature_dropout", "ema_decay", "holdout", "seed",
+}  # fmt: skip
+
+
+def test_the_record_keeps_its_form_and_trainconfig_holds_only_what_ships() -> None:
+    """The manifest's training record names every option, shipped or ablation, as before the
+    ablations left TrainConfig (so a default training writes the same manifest); TrainConfig
+    itself has none of the ablation switches."""
+    from dataclasses import asdict, fields
+
+    from models.train.ablations import SHIPPED
+    from models.train.contrastive import train_heads
+
+    cfg = TrainConfig(dim=16, hidden=32, batch_size=32, stage1_epochs=1, holdout=0.0)
+    _, record = train_heads(_tiny_pairs(), None, cfg, mined=False)
+    assert record["config"] == {**asdict(cfg), **asdict(SHIPPED)}
+    assert set(record["config"]) == RECORDED_CONFIG
+    shipped, ablations = {f.name for f in fields(TrainConfig)}, set(asdict(SHIPPED))
+    assert not shipped & ablations
+    assert {"ema_decay", "feature_dropout", "mined_batch_share", "edit_pick"} <= ablations
