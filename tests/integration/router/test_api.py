@@ -197,8 +197,8 @@ def test_fuzzed_multipart_never_gets_a_5xx(
 def test_routing_through_the_api_matches_offline_eval(
     name: str, embedder: Embedder, redis_client: Any, tmp_path: Path
 ) -> None:
+    from router.documents import corpus_document
     from router.settings import IndexSettings
-    from streams.cli import _corpus_entity
 
     data = load_dataset(require_shared_data() / name)
     offline = evaluate(data, embedder, latency_sample=0)
@@ -207,7 +207,7 @@ def test_routing_through_the_api_matches_offline_eval(
     )
     index.create()
     try:
-        entities = [_corpus_entity(doc, "eval") for doc in data.corpus]
+        entities = [corpus_document(doc, "eval") for doc in data.corpus]
         outcome = Indexer(embedder, index, media_root=data.root).upsert(
             entities, [1] * len(entities)
         )
