@@ -5,6 +5,12 @@ One frozen pydantic model per event type, discriminated by ``type``; every event
 Events about an entity carry its id and a ``source_version`` that the source system increases with
 every change, so a consumer can refuse a stale update that arrives late.
 
+Every event names its ``tenant``; an upsert (:class:`EntityUpserted`) carries its whole ``document``
+under the field named like the subject of its type (``warranty_policy`` in
+``warranty_policy.upserted``; ``policy``, that field's earlier name, is still read); a deletion
+(:class:`EntityDeleted`) the entity's ``tenant_id`` and ``id``. Which topic each event goes on is
+``streams.topics.topic_role``.
+
 Decode at the edge with :func:`decode_event`; encode with :func:`encode_event`. Nothing else is
 allowed on the wire (no pickle, no faust records).
 """
