@@ -238,15 +238,17 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self._sleep = sleep
-        self._producer: MessageProducer = producer or Producer(
-            {
-                **producer_config,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": MAX_RECORD_BYTES,
-            }
-        )
+        if producer is None:  # (not `or`: a confluent Producer with an empty queue is falsy)
+            producer = Producer(
+                {
+                    **producer_config,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.max.bytes": MAX_RECORD_BYTES,
+                }
+            )
+        self._producer: MessageProducer = producer
         self._delivery_errors: list[str] = []
 
     # -- the batch --------------------------------------------------------------------------------
@@ -270,13 +272,12 @@ class Pipeline:
                 )
                 continue
             home = self.topics.name(topic_role(event))
-            if msg.topic != home or not isinstance(
-                event, TicketCreated | EntityUpserted | EntityDeleted
-            ):
-                self._dead_letter(
-                    msg, "unexpected_event", f"{event.type} belongs on {home}, not {msg.topic}",
-                    result,
-                )  # fmt: skip
+            if msg.topic != home:
+                error = f"{event.type} belongs on {home}, not {msg.topic}"
+                self._dead_letter(msg, "unexpected_event", error, result)
+            elif not isinstance(event, TicketCreated | EntityUpserted | EntityDeleted):
+                error = f"{event.type} is an output of the worker, not an input"
+                self._dead_letter(msg, "unexpected_event", error, result)
             elif isinstance(event, TicketCreated):
                 tickets.append((msg, event))
             else:

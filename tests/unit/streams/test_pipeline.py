@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, Producer
 
 from models.exceptions import CrossrouteError, ImageDecodeError, InputError
 from router.documents import Entity, IndexOutcome
@@ -259,6 +259,7 @@ def test_an_event_on_another_topic_than_its_own_is_dead_lettered(world: World) -
     errors = [header(s, "crossroute.error") for s in world.producer.to("dead_letters")]
     assert errors[0] == b"product.upserted belongs on t.products, not t.articles"
     assert errors[1] == b"ticket.created belongs on t.tickets, not t.products"
+    assert errors[2] == b"routing.decided is an output of the worker, not an input"
     assert {header(s, "crossroute.error.reason") for s in world.producer.to("dead_letters")} == {
         b"unexpected_event"
     }
@@ -382,6 +383,15 @@ def test_a_full_local_queue_waits_and_a_slow_broker_is_waited_for(world: World) 
     assert world.sleeps == [0.5, 1.0]  # two flushes that left messages behind
     metrics = world.pipeline.metrics.registry
     assert metrics.get_sample_value("crossroute_retries_total", {"kind": "kafka"}) == 2
+
+
+def test_the_worker_builds_its_own_producer_unless_given_one() -> None:
+    config = {"bootstrap.servers": "127.0.0.1:1"}  # never reached: nothing is produced
+    given = Producer(config)  # an empty one is falsy (len 0): still the one used
+    kept = Pipeline(FakeIndexer(), FakeRouter(), config, TOPICS, ConsumerSettings(), producer=given)
+    assert kept._producer is given
+    built = Pipeline(FakeIndexer(), FakeRouter(), config, TOPICS, ConsumerSettings())
+    assert isinstance(built._producer, Producer) and built._producer is not given
 
 
 def test_delivery_errors_fail_the_batch(world: World) -> None:
