@@ -519,7 +519,8 @@ def image_limits(settings: ApiSettings, bundle: ImageLimits) -> ImageLimits:
             embedder would refuse such an image after the API accepted it).
     """
     problems = [
-        f"api.{name} is {mine}, over the {theirs} the served bundle decodes"
+        f"api.{name} (CROSSROUTE_API__{name.upper()}) is {mine}, over the {theirs} the served "
+        "bundle decodes"
         for name, mine, theirs in (
             ("max_image_bytes", settings.max_image_bytes, bundle.max_bytes),
             ("max_image_pixels", settings.max_image_pixels, bundle.max_pixels),
@@ -527,7 +528,7 @@ def image_limits(settings: ApiSettings, bundle: ImageLimits) -> ImageLimits:
         if mine > theirs
     ]
     if problems:
-        raise SettingsError("; ".join(problems) + " (lower it: CROSSROUTE_API__…)")
+        raise SettingsError("; ".join(problems) + ": lower it, a higher limit cannot take effect")
     return ImageLimits(
         max_bytes=settings.max_image_bytes,
         max_pixels=settings.max_image_pixels,

@@ -63,9 +63,12 @@ def test_image_limits_above_the_bundles_are_refused() -> None:
     bundle = ImageLimits(max_bytes=1_000_000, max_pixels=500_000, formats=("PNG",))
     ok = image_limits(ApiSettings(max_image_bytes=1_000_000, max_image_pixels=400_000), bundle)
     assert (ok.max_bytes, ok.max_pixels, ok.formats) == (1_000_000, 400_000, ("PNG",))
-    with pytest.raises(SettingsError, match="max_image_bytes is 1000001, over the 1000000"):
+    with pytest.raises(
+        SettingsError,
+        match=r"max_image_bytes \(CROSSROUTE_API__MAX_IMAGE_BYTES\) is 1000001, over the 1000000",
+    ):
         image_limits(ApiSettings(max_image_bytes=1_000_001, max_image_pixels=400_000), bundle)
-    with pytest.raises(SettingsError, match="max_image_pixels is 500001, over the 500000"):
+    with pytest.raises(SettingsError, match="MAX_IMAGE_PIXELS.* is 500001, over the 500000"):
         image_limits(ApiSettings(max_image_bytes=1_000, max_image_pixels=500_001), bundle)
     image_limits(ApiSettings(), ImageLimits())  # the defaults fit the default bundle limits
 
