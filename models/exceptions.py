@@ -42,7 +42,9 @@ class CrossrouteError(Exception):
     Args:
         message: one line a user can act on.
         retryable: whether retrying the same operation later can succeed (a service that is down)
-            or not (bad input, bad configuration).
+            or not (bad input, bad configuration). The worker retries exactly the errors marked
+            retryable (and Redis connection errors and timeouts), with backoff, and lets every
+            other error through (``streams.pipeline.is_retryable``).
     """
 
     def __init__(self, message: str, *, retryable: bool = False) -> None:

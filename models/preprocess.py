@@ -11,7 +11,8 @@ import io
 import re
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from models.exceptions import EmptyInputError, ImageDecodeError, ImageTooLargeEr
 __all__ = [
     "ImageInput",
     "TextTokenizer",
+    "check_image",
     "colour_histogram",
     "decode_image",
     "image_to_array",
@@ -66,11 +68,56 @@ def read_image_bytes(source: bytes | Path, limits: ImageLimits, name: str) -> by
     return source
 
 
+@contextmanager
+def _opening(limits: ImageLimits, name: str) -> Iterator[None]:
+    """Turn what Pillow raises while opening or decoding into the typed input errors."""
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit applies; Pillow's global bomb check must not turn into a warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except (ImageTooLargeError, EmptyInputError):
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(name, f"decompression bomb refused: {e}") from e
+    except UnidentifiedImageError as e:
+        raise ImageDecodeError(
+            name, f"not an image of an allowed format ({', '.join(limits.formats)})"
+        ) from e
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
+        raise ImageDecodeError(name, f"cannot decode image: {e}") from e
+
+
+def _open(data: bytes, limits: ImageLimits, name: str) -> Image.Image:
+    """Open ``data`` (the header only) and check its size against the pixel limit."""
+    img = Image.open(io.BytesIO(data), formats=list(limits.formats))
+    _check_pixels(img, limits, name)
+    return img
+
+
+def check_image(source: bytes | Path, limits: ImageLimits, name: str) -> tuple[int, int]:
+    """Check an encoded image against ``limits`` without decoding a pixel; return its size.
+
+    The checks :func:`decode_image` makes before decoding, for callers that must refuse an image
+    early (the HTTP API, before it queues any work).
+
+    Raises:
+        EmptyInputError: zero bytes or a zero-size image.
+        ImageTooLargeError: over the byte or pixel limit (decompression bombs included).
+        ImageDecodeError: not an image of an allowed format.
+    """
+    data = read_image_bytes(source, limits, name)
+    with _opening(limits, name), _open(data, limits, name) as img:
+        size: tuple[int, int] = img.size
+    return size
+
+
 def decode_image(source: ImageInput, spec: ImagePreprocess, name: str) -> Image.Image:
     """Decode one image safely and return it as RGB, oriented, alpha flattened.
 
     The header is read first and width x height checked against the pixel limit before any pixel is
-    decoded, so a decompression bomb costs nothing. Only the formats in ``spec.limits.formats`` open.
+    decoded (:func:`check_image`), so a decompression bomb costs nothing. Only the formats in
+    ``spec.limits.formats`` open.
 
     Raises:
         EmptyInputError: zero bytes or a zero-size image.
@@ -83,23 +130,9 @@ def decode_image(source: ImageInput, spec: ImagePreprocess, name: str) -> Image.
         _check_pixels(img, limits, name)
     else:
         data = read_image_bytes(source, limits, name)
-        try:
-            with warnings.catch_warnings():
-                # Our own pixel limit applies; Pillow's global bomb check must not turn into a warning.
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(data), formats=list(limits.formats))
-                _check_pixels(img, limits, name)
-                img.load()
-        except (ImageTooLargeError, EmptyInputError):
-            raise
-        except Image.DecompressionBombError as e:
-            raise ImageTooLargeError(name, f"decompression bomb refused: {e}") from e
-        except UnidentifiedImageError as e:
-            raise ImageDecodeError(
-                name, f"not an image of an allowed format ({', '.join(limits.formats)})"
-            ) from e
-        except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data
-            raise ImageDecodeError(name, f"cannot decode image: {e}") from e
+        with _opening(limits, name):
+            img = _open(data, limits, name)
+            img.load()
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)  # animated: the first frame
     if spec.exif_transpose:

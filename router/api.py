@@ -2,8 +2,12 @@
 
 Every request is bounded before any work is done: body size (checked on the stream, so a chunked body
 cannot slip past ``Content-Length``), content type (JSON or multipart only), text length, image bytes
-and image pixels (read from the header before decoding). Every rejection is a 4xx with a message that
-says what to change; a Redis outage is a 503; nothing a client sends can produce a 500.
+and image pixels (read from the header before decoding, by the embedder's own check
+:func:`~models.preprocess.check_image`, with the API's limits). Every rejection is a 4xx with a message
+that says what to change; a Redis outage is a 503; nothing a client sends can produce a 500.
+
+A search embeds its text and image and fuses them like a ticket's text and photo
+(:meth:`~router.routing.Router.query_vector`: the routing weights apply).
 
 Endpoints are plain ``def``: FastAPI runs them in its thread pool, so embedding (CPU-bound, onnxruntime
 releases the GIL) never blocks the event loop.
@@ -12,20 +16,16 @@ releases the GIL) never blocks the event loop.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import time
-import warnings
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any, Literal
 
-import numpy as np
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from PIL import Image, UnidentifiedImageError
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,14 +37,24 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from models.exceptions import ModelsError
-from router.exceptions import RequestError
+from models.config import ImageLimits
+from models.exceptions import ImageTooLargeError, InputError, ModelsError
+from models.preprocess import check_image
+from router.exceptions import RequestError, SettingsError
 from router.index import DocKind, Filters
 from router.routing import Router
-from router.schemas import EntityId, Locale, RoutingDecision, TenantId, Ticket
+from router.schemas import MAX_TEXT_CHARS, EntityId, Locale, RoutingDecision, TenantId, Ticket
 from router.settings import ApiSettings
 
-__all__ = ["RouteRequest", "SearchHit", "SearchRequest", "SearchResponse", "create_app", "serve"]
+__all__ = [
+    "RouteRequest",
+    "SearchHit",
+    "SearchRequest",
+    "SearchResponse",
+    "create_app",
+    "image_limits",
+    "serve",
+]
 
 log = logging.getLogger(__name__)
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
@@ -69,7 +79,7 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", val_json_bytes="base64")
 
     tenant: TenantId
-    text: Annotated[str, Field(max_length=20_000)] | None = None
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | None = None
     image: bytes | None = None
     kinds: tuple[DocKind, ...] = ()
     locale: Locale | None = None
@@ -198,8 +208,13 @@ class _Metrics:
 
 
 def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
-    """Build the API around a :class:`Router` (its embedder and index must share one space)."""
+    """Build the API around a :class:`Router` (its embedder and index must share one space).
+
+    Raises:
+        SettingsError: an image limit of ``settings`` is above the bundle's decode limit.
+    """
     settings = settings or ApiSettings()
+    limits = image_limits(settings, router.embedder.manifest.spec.image.preprocess.limits)
     registry = CollectorRegistry()
     metrics = _Metrics(registry, router.space_id)
     app = FastAPI(
@@ -287,7 +302,7 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
             try:
                 ticket_json = _form_object(form, "ticket")
                 for name in ("photo", "screenshot"):
-                    data = await _image_field(form, name, settings)
+                    data = await _image_field(form, name, limits)
                     if data is not None:  # the file part becomes the ticket's inline image
                         ticket_json[name] = {"data": base64.b64encode(data).decode()}
                 payload: dict[str, Any] = {"ticket": ticket_json}
@@ -303,7 +318,7 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
             if ref is not None:
                 if ref.uri is not None:
                     raise _Rejected(422, "image URIs are not fetched by the API; send the bytes")
-                _check_image(ref.data or b"", settings)
+                _check_image(ref.data or b"", limits)
         decision: RoutingDecision = await _in_thread(lambda: router.route(ticket, k=body.k))
         metrics.decisions.labels(queue=decision.queue).inc()
         return decision
@@ -339,15 +354,15 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         if kind == "json":
             body = _parse(SearchRequest, await request.body())
             image = body.image
-            if image is not None:
-                _check_image(image, settings)
         else:
             form = await _form(request, settings)
             try:
                 body = _parse(SearchRequest, json.dumps(_form_object(form, "query")).encode())
-                image = await _image_field(form, "image", settings) or body.image
+                image = await _image_field(form, "image", limits) or body.image
             finally:
                 await form.close()
+        if image is not None:  # (an image part was checked already; a base64 one not yet)
+            _check_image(image, limits)
         if body.text is not None:
             _check_text(body.text, settings)
         if not (body.text and body.text.strip()) and image is None:
@@ -361,18 +376,7 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         )
 
         def run() -> SearchResponse:
-            vectors = []
-            if body.text and body.text.strip():
-                batch = router.embedder.embed_texts([body.text], names=["query text"])
-                batch.raise_first()
-                vectors.append(batch.vectors[0])
-            if image is not None:
-                batch = router.embedder.embed_images([image], names=["query image"])
-                if batch.errors[0] is not None:
-                    raise RequestError(str(batch.errors[0]))
-                vectors.append(batch.vectors[0])
-            query = np.sum(vectors, axis=0)
-            query = query / max(float(np.linalg.norm(query)), 1e-12)
+            query = router.query_vector(body.text, image)
             hits = router.search(query, filters, body.k)
             return SearchResponse(
                 space_id=router.space_id,
@@ -485,7 +489,7 @@ async def _form(request: Request, settings: ApiSettings) -> Any:
         raise _Rejected(400, f"malformed multipart body: {e}") from e
 
 
-async def _image_field(form: Any, name: str, settings: ApiSettings) -> bytes | None:
+async def _image_field(form: Any, name: str, limits: ImageLimits) -> bytes | None:
     value = form.get(name)
     if value is None:
         return None
@@ -496,8 +500,8 @@ async def _image_field(form: Any, name: str, settings: ApiSettings) -> bytes | N
         raise _Rejected(
             415, f"{name!r} has content type {ctype or '(none)'!r}: send {', '.join(IMAGE_TYPES)}"
         )
-    data = await value.read(settings.max_image_bytes + 1)
-    _check_image(data, settings, name)
+    data = await value.read(limits.max_bytes + 1)
+    _check_image(data, limits, name)
     return data
 
 
@@ -508,25 +512,39 @@ def _check_text(text: str, settings: ApiSettings) -> None:
         )
 
 
-def _check_image(data: bytes, settings: ApiSettings, name: str = "image") -> None:
-    """Byte and pixel limits, from the header only (nothing is decoded here)."""
-    if len(data) > settings.max_image_bytes:
-        raise _Rejected(413, f"{name} is over the {settings.max_image_bytes} byte limit")
-    if not data:
-        raise _Rejected(422, f"{name} is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-    except Image.DecompressionBombError as e:
-        raise _Rejected(413, f"{name}: decompression bomb refused") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise _Rejected(422, f"{name} is not a readable JPEG, PNG or WebP image") from e
-    if width * height > settings.max_image_pixels:
-        raise _Rejected(
-            413, f"{name} is {width}x{height} pixels, over the {settings.max_image_pixels} limit"
+def image_limits(settings: ApiSettings, bundle: ImageLimits) -> ImageLimits:
+    """The API's image limits: its settings, the formats the bundle decodes.
+
+    Raises:
+        SettingsError: a limit of ``settings`` is above the bundle's (it would not take effect: the
+            embedder would refuse such an image after the API accepted it).
+    """
+    problems = [
+        f"api.{name} (CROSSROUTE_API__{name.upper()}) is {mine}, over the {theirs} the served "
+        "bundle decodes"
+        for name, mine, theirs in (
+            ("max_image_bytes", settings.max_image_bytes, bundle.max_bytes),
+            ("max_image_pixels", settings.max_image_pixels, bundle.max_pixels),
         )
+        if mine > theirs
+    ]
+    if problems:
+        raise SettingsError("; ".join(problems) + ": lower it, a higher limit cannot take effect")
+    return ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        formats=bundle.formats,
+    )
+
+
+def _check_image(data: bytes, limits: ImageLimits, name: str = "image") -> None:
+    """Byte, pixel and format checks, from the header only (nothing is decoded here)."""
+    try:
+        check_image(data, limits, name)
+    except ImageTooLargeError as e:
+        raise _Rejected(413, str(e)) from e
+    except InputError as e:  # empty, not an image of an allowed format
+        raise _Rejected(422, str(e)) from e
 
 
 def serve(router: Router, settings: ApiSettings) -> None:

@@ -1,5 +1,8 @@
 """From domain documents to index documents: what each kind embeds, and batch indexing.
 
+Dataset corpus rows (the EVAL.md layout) become the domain documents they stand for with
+:func:`corpus_document`, so that ``crossroute index`` and the tests index a corpus the same way.
+
 A document's vector is the normalised sum of its text vector (title and body) and its image vector,
 the same rule the offline eval harness uses for a corpus document with both, so offline numbers and
 the live index agree. A document whose image cannot be read or decoded is *not* indexed from its text
@@ -11,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -22,15 +26,49 @@ from models.projection import l2_normalize
 from router.index import ANY_CATEGORY, DocKind, IndexDoc, VectorIndex, WriteResult
 from router.schemas import Article, Exemplar, ImageRef, Media, Product, WarrantyPolicy
 
+if TYPE_CHECKING:
+    from models.eval.dataset import CorpusDoc
+
 __all__ = [
     "Entity",
     "IndexOutcome",
     "Indexer",
+    "corpus_document",
     "document_inputs",
+    "entity_id",
     "resolve_image",
 ]
 
 Entity = Product | Article | WarrantyPolicy | Media | Exemplar
+
+
+def entity_id(corpus_id: str) -> str:
+    """The entity id of a corpus row's ``_id``: spaces become ``_``, cut to 128 characters."""
+    return corpus_id.replace(" ", "_")[:128]
+
+
+def corpus_document(row: CorpusDoc, tenant: str) -> Article | WarrantyPolicy | Product:
+    """A corpus row of the EVAL.md layout as the domain document it stands for.
+
+    ``warranty_policy`` rows become policies, ``article`` rows without an image articles, every other
+    row a product (its category from the ``article_type``, ``label`` or ``topic`` attribute, else
+    ``uncategorised``; its image, a path relative to the dataset, by ``uri``).
+    """
+    ident = entity_id(row.id)
+    title = (row.title or row.text or row.id).strip()[:1000] or row.id
+    category = row.attrs.get("article_type") or row.attrs.get("label") or row.attrs.get("topic")
+    if row.kind == "warranty_policy":
+        return WarrantyPolicy(id=ident, tenant=tenant, title=title, body=row.text or "")
+    if row.kind == "article" and not row.image:
+        return Article(id=ident, tenant=tenant, title=title, body=row.text or "", category=category)
+    return Product(
+        id=ident,
+        tenant=tenant,
+        title=title,
+        description=(row.text or "") if row.title else "",
+        category=category or "uncategorised",
+        image=ImageRef(uri=row.image) if row.image else None,
+    )
 
 
 def resolve_image(ref: ImageRef, name: str, media_root: Path | None) -> ImageInput:

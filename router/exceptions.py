@@ -6,14 +6,21 @@ Hierarchy::
     └── RouterError              base of the router's errors
         ├── IndexNotFoundError   no such index or alias (or not one of ours)
         ├── IndexingFailureError Redis stored documents it could not index
-        └── RequestError         a route/search request that cannot be served as given (a 4xx)
+        ├── RequestError         a route/search request that cannot be served as given (a 4xx)
+        └── SettingsError        settings that cannot take effect with what is served
 """
 
 from __future__ import annotations
 
 from models.exceptions import CrossrouteError
 
-__all__ = ["IndexNotFoundError", "IndexingFailureError", "RequestError", "RouterError"]
+__all__ = [
+    "IndexNotFoundError",
+    "IndexingFailureError",
+    "RequestError",
+    "RouterError",
+    "SettingsError",
+]
 
 
 class RouterError(CrossrouteError):
@@ -30,3 +37,8 @@ class IndexingFailureError(RouterError):
 
 class RequestError(RouterError):
     """A request that cannot be served as given (bad filter, empty ticket, …): the caller's fault."""
+
+
+class SettingsError(RouterError):
+    """Settings that cannot take effect with what is served (an API image limit above the decode
+    limit of the bundle), refused when the service starts rather than ignored."""

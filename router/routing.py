@@ -168,7 +168,6 @@ class Router:
         Raises:
             RequestError: an image cannot be read or decoded, or nothing could be embedded.
         """
-        vectors: dict[Modality, np.ndarray] = {}
         name = f"ticket {ticket.tenant}/{ticket.id}"
         try:
             if photo is None and ticket.photo is not None:
@@ -177,15 +176,7 @@ class Router:
                 screenshot = resolve_image(ticket.screenshot, f"{name} screenshot", self.media_root)
         except InputError as e:
             raise RequestError(str(e)) from e
-        if ticket.text.strip():
-            batch = self.embedder.embed_texts([ticket.text], names=[f"{name} text"])
-            if batch.errors[0] is None:
-                vectors["text"] = batch.vectors[0]
-        if photo is not None:
-            batch = self.embedder.embed_images([photo], names=[f"{name} photo"])
-            if batch.errors[0] is not None:
-                raise RequestError(str(batch.errors[0]))
-            vectors["photo"] = batch.vectors[0]
+        vectors = self._text_and_photo(ticket.text, photo, name)
         ocr_text = None
         if screenshot is not None:
             shots = self.embedder.embed_screenshots([screenshot], names=[f"{name} screenshot"])
@@ -200,6 +191,38 @@ class Router:
         if not vectors:
             raise RequestError(f"{name}: nothing to route on (empty text and no image)")
         return TicketVectors(vectors, ocr_text)
+
+    def _text_and_photo(
+        self, text: str | None, photo: ImageInput | None, name: str
+    ) -> dict[Modality, np.ndarray]:
+        """The ``text`` (unless blank) and ``photo`` vectors.
+
+        Raises:
+            RequestError: the photo cannot be decoded.
+        """
+        vectors: dict[Modality, np.ndarray] = {}
+        if text and text.strip():
+            batch = self.embedder.embed_texts([text], names=[f"{name} text"])
+            if batch.errors[0] is None:
+                vectors["text"] = batch.vectors[0]
+        if photo is not None:
+            batch = self.embedder.embed_images([photo], names=[f"{name} photo"])
+            if batch.errors[0] is not None:
+                raise RequestError(str(batch.errors[0]))
+            vectors["photo"] = batch.vectors[0]
+        return vectors
+
+    def query_vector(self, text: str | None = None, image: ImageInput | None = None) -> np.ndarray:
+        """The search vector of a text and/or an image: fused like a ticket's text and photo
+        (:meth:`fuse`, with the routing weights).
+
+        Raises:
+            RequestError: the image cannot be decoded, or there is nothing to search with.
+        """
+        vectors = self._text_and_photo(text, image, "query")
+        if not vectors:
+            raise RequestError("a search needs a non-blank 'text' or an 'image'")
+        return self.fuse(vectors)
 
     def fuse(self, vectors: Mapping[Modality, np.ndarray]) -> np.ndarray:
         """The query vector: normalised weighted sum of the modality vectors.

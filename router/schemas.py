@@ -12,6 +12,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 __all__ = [
     "MAX_INLINE_IMAGE_BYTES",
+    "MAX_TEXT_CHARS",
     "Article",
     "EntityId",
     "Exemplar",
@@ -28,6 +29,8 @@ __all__ = [
 
 MAX_INLINE_IMAGE_BYTES = 8 * 1024 * 1024
 """Largest image that may travel inside an event; bigger ones go to object storage, by ``uri``."""
+MAX_TEXT_CHARS = 20_000
+"""Longest text of a ticket (or of a resolved ticket kept as an exemplar)."""
 
 TenantId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$", examples=["acme"])]
 EntityId = Annotated[
@@ -118,7 +121,7 @@ class Exemplar(_Entity):
     """A resolved ticket: its text, and the article or policy that resolved it. Indexed next to its
     target, it votes for it (routing learns from the support data itself)."""
 
-    text: Annotated[str, Field(min_length=1, max_length=20_000)]
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
     target_id: EntityId
     target_kind: Literal["article", "warranty_policy"] = "article"
 
@@ -135,7 +138,7 @@ class Media(_Entity):
 class Ticket(_Entity):
     """A support ticket: text and optionally a photo and/or a screenshot."""
 
-    text: Annotated[str, Field(max_length=20_000)] = ""
+    text: Annotated[str, Field(max_length=MAX_TEXT_CHARS)] = ""
     photo: ImageRef | None = None
     screenshot: ImageRef | None = None
     product_category: Label | None = None

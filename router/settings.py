@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from models.config import ImageLimits
 from models.settings import ModelSettings, ProcessSettings
+from router.schemas import MAX_INLINE_IMAGE_BYTES, MAX_TEXT_CHARS
 
 __all__ = [
     "ApiSettings",
@@ -104,7 +106,13 @@ class RoutingSettings(BaseModel):
 
 
 class ApiSettings(BaseModel):
-    """HTTP API process (``CROSSROUTE_API__*``). Limits apply to every request."""
+    """HTTP API process (``CROSSROUTE_API__*``). Limits apply to every request.
+
+    A limit can be lowered freely; one above what the rest of crossroute accepts would not take
+    effect and is refused: ``max_image_bytes`` above :data:`~router.schemas.MAX_INLINE_IMAGE_BYTES`
+    or ``max_text_chars`` above :data:`~router.schemas.MAX_TEXT_CHARS` here, and image limits above
+    the served bundle's decode limits when the API starts (``router.api.create_app``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -112,9 +120,29 @@ class ApiSettings(BaseModel):
     """Bind address; loopback by default, set ``0.0.0.0`` only behind a proxy or in a container."""
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     max_body_bytes: Annotated[int, Field(gt=0)] = 12 * 1024 * 1024
-    max_image_bytes: Annotated[int, Field(gt=0)] = 8 * 1024 * 1024
-    max_image_pixels: Annotated[int, Field(gt=0)] = 40_000_000
-    max_text_chars: Annotated[int, Field(gt=0)] = 20_000
+    """Largest request body (a JSON body carries its image base64: 4/3 of its bytes)."""
+    max_image_bytes: Annotated[int, Field(gt=0)] = MAX_INLINE_IMAGE_BYTES
+    """Largest image (a ticket's photo or screenshot, a search image)."""
+    max_image_pixels: Annotated[int, Field(gt=0)] = ImageLimits().max_pixels
+    """Largest width x height of an image, read from its header."""
+    max_text_chars: Annotated[int, Field(gt=0)] = MAX_TEXT_CHARS
+    """Longest ticket or search text."""
+
+    @model_validator(mode="after")
+    def _within_what_crossroute_accepts(self) -> ApiSettings:
+        problems = [
+            f"{name} is {value}, over the {cap} {what}"
+            for name, value, cap, what in (
+                ("max_image_bytes", self.max_image_bytes, MAX_INLINE_IMAGE_BYTES,
+                 "bytes a ticket can carry inline (MAX_INLINE_IMAGE_BYTES)"),
+                ("max_text_chars", self.max_text_chars, MAX_TEXT_CHARS,
+                 "characters of a ticket's text (MAX_TEXT_CHARS)"),
+            )
+            if value > cap
+        ]  # fmt: skip
+        if problems:
+            raise ValueError("; ".join(problems) + ": a higher limit would not take effect")
+        return self
 
 
 class RouterSettings(ProcessSettings):

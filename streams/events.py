@@ -5,6 +5,12 @@ One frozen pydantic model per event type, discriminated by ``type``; every event
 Events about an entity carry its id and a ``source_version`` that the source system increases with
 every change, so a consumer can refuse a stale update that arrives late.
 
+Every event names its ``tenant``; an upsert (:class:`EntityUpserted`) carries its whole ``document``
+under the field named like the subject of its type (``warranty_policy`` in
+``warranty_policy.upserted``; ``policy``, that field's earlier name, is still read); a deletion
+(:class:`EntityDeleted`) the entity's ``tenant_id`` and ``id``. Which topic each event goes on is
+``streams.topics.topic_role``.
+
 Decode at the edge with :func:`decode_event`; encode with :func:`encode_event`. Nothing else is
 allowed on the wire (no pickle, no faust records).
 """
@@ -15,9 +21,17 @@ import json
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    AliasChoices,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+)
 
 from router.schemas import (
     Article,
@@ -32,9 +46,13 @@ from router.schemas import (
 from streams.exceptions import EventDecodeError
 
 __all__ = [
+    "AnyEvent",
     "ArticleDeleted",
     "ArticleUpserted",
+    "Document",
+    "EntityDeleted",
     "EntityEvent",
+    "EntityUpserted",
     "Event",
     "FeedbackRecorded",
     "MediaUploaded",
@@ -50,6 +68,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
+
+Document = Product | Article | WarrantyPolicy | Media
+"""What an upsert event carries: a whole domain document."""
 
 
 def _event_id() -> str:
@@ -68,15 +89,21 @@ class _Event(BaseModel):
     occurred_at: AwareDatetime = Field(default_factory=_utcnow)
     """When the change happened at the source (freshness is measured from here)."""
 
+    @property
+    def tenant(self) -> str:
+        """The tenant the event is about (every event has one)."""
+        raise NotImplementedError
+
+    @property
+    def key(self) -> bytes:
+        """Kafka message key: ``tenant/id`` of what the event is about, so that the events of one
+        entity (or one ticket) stay ordered in one partition."""
+        raise NotImplementedError
+
 
 class _EntityEvent(_Event):
     source_version: Annotated[int, Field(ge=0)]
     """Increases with every change of the entity at the source; older versions are refused."""
-
-    @property
-    def tenant(self) -> str:
-        """Tenant of the entity."""
-        raise NotImplementedError
 
     @property
     def entity_id(self) -> str:
@@ -89,87 +116,122 @@ class _EntityEvent(_Event):
         return f"{self.tenant}/{self.entity_id}".encode()
 
 
-class _Upserted(_EntityEvent):
-    def _doc(self) -> Product | Article | WarrantyPolicy | Media:
+class EntityUpserted(_EntityEvent):
+    """Base of the events that carry a whole domain document to index (upserts, media uploads).
+
+    The document's field is named like the subject of the event type (``warranty_policy`` in
+    ``warranty_policy.upserted``), the one spelling of the document kind.
+    """
+
+    @classmethod
+    def kind(cls) -> str:
+        """The document kind: the subject of the event type, and the name of the document field."""
+        return str(cls.model_fields["type"].default).partition(".")[0]
+
+    @classmethod
+    def of(cls, document: Document, *, source_version: int) -> Self:
+        """The event carrying ``document`` at ``source_version``."""
+        return cls.model_validate({cls.kind(): document, "source_version": source_version})
+
+    @property
+    def document(self) -> Document:
+        """The domain document the event carries."""
         raise NotImplementedError
 
     @property
     def tenant(self) -> str:
-        return self._doc().tenant
+        """Tenant of the document."""
+        return self.document.tenant
 
     @property
     def entity_id(self) -> str:
-        return self._doc().id
+        """Id of the document."""
+        return self.document.id
 
 
-class _Deleted(_EntityEvent):
+class EntityDeleted(_EntityEvent):
+    """Base of the events that remove an entity (by tenant and id)."""
+
     tenant_id: TenantId
     id: EntityId
 
     @property
     def tenant(self) -> str:
+        """Tenant of the removed entity."""
         return self.tenant_id
 
     @property
     def entity_id(self) -> str:
+        """Id of the removed entity."""
         return self.id
 
 
-class ProductUpserted(_Upserted):
+class ProductUpserted(EntityUpserted):
     """A product was created or changed."""
 
     type: Literal["product.upserted"] = "product.upserted"
     product: Product
 
-    def _doc(self) -> Product:
+    @property
+    def document(self) -> Product:
+        """The product."""
         return self.product
 
 
-class ProductDeleted(_Deleted):
+class ProductDeleted(EntityDeleted):
     """A product was removed from the catalog."""
 
     type: Literal["product.deleted"] = "product.deleted"
 
 
-class ArticleUpserted(_Upserted):
+class ArticleUpserted(EntityUpserted):
     """A knowledge-base article was created or changed."""
 
     type: Literal["article.upserted"] = "article.upserted"
     article: Article
 
-    def _doc(self) -> Article:
+    @property
+    def document(self) -> Article:
+        """The article."""
         return self.article
 
 
-class ArticleDeleted(_Deleted):
+class ArticleDeleted(EntityDeleted):
     """A knowledge-base article was removed."""
 
     type: Literal["article.deleted"] = "article.deleted"
 
 
-class WarrantyPolicyUpserted(_Upserted):
+class WarrantyPolicyUpserted(EntityUpserted):
     """A warranty/return/refund policy was created or changed."""
 
     type: Literal["warranty_policy.upserted"] = "warranty_policy.upserted"
-    policy: WarrantyPolicy
+    warranty_policy: WarrantyPolicy = Field(
+        validation_alias=AliasChoices("warranty_policy", "policy")
+    )
+    """The policy (named like the event type; ``policy``, its name before, is still read)."""
 
-    def _doc(self) -> WarrantyPolicy:
-        return self.policy
+    @property
+    def document(self) -> WarrantyPolicy:
+        """The policy."""
+        return self.warranty_policy
 
 
-class WarrantyPolicyDeleted(_Deleted):
+class WarrantyPolicyDeleted(EntityDeleted):
     """A warranty/return/refund policy was removed."""
 
     type: Literal["warranty_policy.deleted"] = "warranty_policy.deleted"
 
 
-class MediaUploaded(_Upserted):
+class MediaUploaded(EntityUpserted):
     """A customer uploaded a screenshot or a photo."""
 
     type: Literal["media.uploaded"] = "media.uploaded"
     media: Media
 
-    def _doc(self) -> Media:
+    @property
+    def document(self) -> Media:
+        """The uploaded media."""
         return self.media
 
 
@@ -178,6 +240,11 @@ class TicketCreated(_Event):
 
     type: Literal["ticket.created"] = "ticket.created"
     ticket: Ticket
+
+    @property
+    def tenant(self) -> str:
+        """Tenant of the ticket."""
+        return self.ticket.tenant
 
     @property
     def key(self) -> bytes:
@@ -190,6 +257,11 @@ class RoutingDecided(_Event):
 
     type: Literal["routing.decided"] = "routing.decided"
     decision: RoutingDecision
+
+    @property
+    def tenant(self) -> str:
+        """Tenant of the routed ticket."""
+        return self.decision.tenant
 
     @property
     def key(self) -> bytes:
@@ -210,6 +282,11 @@ class FeedbackRecorded(_Event):
     """The article or policy clicked or that resolved the ticket (none for an escalation)."""
 
     @property
+    def tenant(self) -> str:
+        """Tenant of the ticket."""
+        return self.tenant_id
+
+    @property
     def key(self) -> bytes:
         """Kafka message key: ``tenant/ticket_id`` (with the ticket's decisions)."""
         return f"{self.tenant_id}/{self.ticket_id}".encode()
@@ -224,10 +301,8 @@ EntityEvent = (
     | WarrantyPolicyDeleted
     | MediaUploaded
 )
-Event = Annotated[
-    EntityEvent | TicketCreated | RoutingDecided | FeedbackRecorded,
-    Field(discriminator="type"),
-]
+AnyEvent = EntityEvent | TicketCreated | RoutingDecided | FeedbackRecorded
+Event = Annotated[AnyEvent, Field(discriminator="type")]
 """Every event crossroute puts on or reads from a topic."""
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -51,7 +51,7 @@ class PortInUseError(StackError):
 
 
 class ServiceUnavailableError(StreamsError):
-    """Kafka or Redis cannot be reached."""
+    """Kafka or Redis cannot be reached (``retryable``: the worker retries it with backoff)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, retryable=True)

@@ -8,6 +8,15 @@ writes acknowledged, dead letters and decisions confirmed by the broker). Retrya
 down, broker timeouts) are retried with backoff inside ``process``; the caller commits the batch's
 offsets only after ``process`` returned, so a crash at any point replays the batch, and the
 idempotent, versioned index writes make the replay harmless.
+
+What is retried is decided in one place (:func:`is_retryable`): Redis connection errors and timeouts,
+and any :class:`~models.exceptions.CrossrouteError` whose ``retryable`` is true (a service that is
+down); everything else propagates at once.
+
+The pipeline talks to the world through three seams, typed as protocols so that tests can stand in
+for them: the indexer (:class:`~router.documents.Indexer`), the router
+(:class:`~router.routing.Router`) and the Kafka producer (a confluent-kafka ``Producer``, built from
+``producer_config`` unless one is passed in).
 """
 
 from __future__ import annotations
@@ -17,39 +26,108 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import redis
 from confluent_kafka import KafkaError, Message, Producer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from router.documents import Entity, Indexer
+from models.exceptions import CrossrouteError, InputError
+from router.documents import Entity, IndexOutcome
 from router.exceptions import RequestError
-from router.routing import Router
+from router.index import WriteResult
+from router.schemas import RoutingDecision, Ticket
 from streams.events import (
-    ArticleDeleted,
-    ArticleUpserted,
-    MediaUploaded,
-    ProductDeleted,
-    ProductUpserted,
+    EntityDeleted,
+    EntityUpserted,
     RoutingDecided,
     TicketCreated,
-    WarrantyPolicyDeleted,
-    WarrantyPolicyUpserted,
     decode_event,
     encode_event,
 )
 from streams.exceptions import EventDecodeError, ServiceUnavailableError
-from streams.producer import topic_role
 from streams.settings import ConsumerSettings, TopicSettings
-from streams.topics import MAX_MESSAGE_BYTES
+from streams.topics import MAX_RECORD_BYTES, topic_role
 
-__all__ = ["BatchResult", "Pipeline", "RawMessage", "WorkerMetrics"]
+__all__ = [
+    "BatchResult",
+    "EntityIndexer",
+    "MessageProducer",
+    "Pipeline",
+    "RawMessage",
+    "TicketRouter",
+    "WorkerMetrics",
+    "is_retryable",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_UPSERTS = (ProductUpserted, ArticleUpserted, WarrantyPolicyUpserted, MediaUploaded)
-_DELETES = (ProductDeleted, ArticleDeleted, WarrantyPolicyDeleted)
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
+
+
+class EntityIndexer(Protocol):
+    """What the pipeline needs of :class:`~router.documents.Indexer`."""
+
+    def embed(
+        self, entities: Sequence[Entity]
+    ) -> tuple[list[np.ndarray | None], list[InputError | None]]:
+        """Per document, its vector or the error that kept it out."""
+        ...
+
+    def write(
+        self,
+        entities: Sequence[Entity],
+        versions: Sequence[int],
+        vectors: Sequence[np.ndarray | None],
+        errors: Sequence[InputError | None],
+    ) -> IndexOutcome:
+        """Write an embedded batch (versioned, idempotent)."""
+        ...
+
+    def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
+        """Delete ``(tenant, id, source_version)`` documents."""
+        ...
+
+
+class TicketRouter(Protocol):
+    """What the pipeline needs of :class:`~router.routing.Router`."""
+
+    def route(self, ticket: Ticket) -> RoutingDecision:
+        """Route one ticket (raises ``RequestError`` for a ticket that cannot be routed)."""
+        ...
+
+
+class MessageProducer(Protocol):
+    """What the pipeline needs of a confluent-kafka ``Producer``."""
+
+    def produce(
+        self,
+        topic: str,
+        *,
+        value: bytes,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]] | None,
+        on_delivery: DeliveryCallback,
+    ) -> None:
+        """Queue one message (``BufferError`` when the local queue is full)."""
+        ...
+
+    def poll(self, timeout: float) -> int:
+        """Serve delivery callbacks."""
+        ...
+
+    def flush(self, timeout: float) -> int:
+        """Wait for every queued message; return how many are still in the queue."""
+        ...
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether retrying the same work later can succeed: Redis unreachable or timing out, or a
+    crossroute error marked ``retryable`` (such as :class:`ServiceUnavailableError`)."""
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+        return True
+    return isinstance(error, CrossrouteError) and error.retryable
 
 
 @dataclass(frozen=True)
@@ -136,17 +214,23 @@ class Pipeline:
         producer_config: confluent-kafka config for dead letters and decisions.
         topics: topic names.
         settings: retry bounds, tenants.
+        metrics: where to count (a fresh registry by default).
+        sleep: how to wait between retries.
+        producer: the producer to use instead of an idempotent one built from
+            ``producer_config`` (tests).
     """
 
     def __init__(
         self,
-        indexer: Indexer,
-        router: Router,
+        indexer: EntityIndexer,
+        router: TicketRouter,
         producer_config: dict[str, Any],
         topics: TopicSettings,
         settings: ConsumerSettings,
         metrics: WorkerMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        producer: MessageProducer | None = None,
     ) -> None:
         self.indexer = indexer
         self.router = router
@@ -154,15 +238,17 @@ class Pipeline:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self._sleep = sleep
-        self._producer = Producer(
-            {
-                **producer_config,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.max.bytes": MAX_MESSAGE_BYTES + 65536,
-            }
-        )
+        if producer is None:  # (not `or`: a confluent Producer with an empty queue is falsy)
+            producer = Producer(
+                {
+                    **producer_config,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "message.max.bytes": MAX_RECORD_BYTES,
+                }
+            )
+        self._producer: MessageProducer = producer
         self._delivery_errors: list[str] = []
 
     # -- the batch --------------------------------------------------------------------------------
@@ -171,7 +257,7 @@ class Pipeline:
         """Process one batch; return when everything it wrote has landed (see module docstring)."""
         result = BatchResult()
         self.metrics.batch_size.observe(len(batch))
-        entities: list[tuple[RawMessage, Any]] = []
+        entities: list[tuple[RawMessage, EntityUpserted | EntityDeleted]] = []
         tickets: list[tuple[RawMessage, TicketCreated]] = []
         for msg in batch:
             self.metrics.events_in.labels(topic=msg.topic).inc()
@@ -180,18 +266,18 @@ class Pipeline:
             except EventDecodeError as e:
                 self._dead_letter(msg, "invalid_event", str(e), result)
                 continue
-            tenant = _tenant_of(event)
-            if self.settings.tenants and tenant not in self.settings.tenants:
+            if self.settings.tenants and event.tenant not in self.settings.tenants:
                 self._dead_letter(
-                    msg, "unknown_tenant", f"tenant {tenant!r} is not served here", result
+                    msg, "unknown_tenant", f"tenant {event.tenant!r} is not served here", result
                 )
                 continue
             home = self.topics.name(topic_role(event))
-            if msg.topic != home or not isinstance(event, (TicketCreated, *_UPSERTS, *_DELETES)):
-                self._dead_letter(
-                    msg, "unexpected_event", f"{event.type} belongs on {home}, not {msg.topic}",
-                    result,
-                )  # fmt: skip
+            if msg.topic != home:
+                error = f"{event.type} belongs on {home}, not {msg.topic}"
+                self._dead_letter(msg, "unexpected_event", error, result)
+            elif not isinstance(event, TicketCreated | EntityUpserted | EntityDeleted):
+                error = f"{event.type} is an output of the worker, not an input"
+                self._dead_letter(msg, "unexpected_event", error, result)
             elif isinstance(event, TicketCreated):
                 tickets.append((msg, event))
             else:
@@ -207,16 +293,18 @@ class Pipeline:
 
     # -- entities ---------------------------------------------------------------------------------
 
-    def _index(self, items: list[tuple[RawMessage, Any]], result: BatchResult) -> None:
+    def _index(
+        self, items: list[tuple[RawMessage, EntityUpserted | EntityDeleted]], result: BatchResult
+    ) -> None:
         # Keep only the newest event per entity in the batch (they share a partition, in order);
         # the versioned writes would refuse the older ones anyway.
-        latest: dict[tuple[str, str], tuple[RawMessage, Any]] = {}
+        latest: dict[tuple[str, str], tuple[RawMessage, EntityUpserted | EntityDeleted]] = {}
         for msg, event in items:
             latest[(event.tenant, event.entity_id)] = (msg, event)
-        upserts = [(m, e) for m, e in latest.values() if isinstance(e, _UPSERTS)]
-        deletes = [(m, e) for m, e in latest.values() if isinstance(e, _DELETES)]
+        upserts = [(m, e) for m, e in latest.values() if isinstance(e, EntityUpserted)]
+        deletes = [(m, e) for m, e in latest.values() if isinstance(e, EntityDeleted)]
         if upserts:
-            docs: list[Entity] = [_document(e) for _, e in upserts]
+            docs: list[Entity] = [e.document for _, e in upserts]
             versions = [e.source_version for _, e in upserts]
             start = time.perf_counter()
             vectors, errors = self.indexer.embed(docs)
@@ -268,12 +356,15 @@ class Pipeline:
     # -- plumbing ---------------------------------------------------------------------------------
 
     def _retrying(self, kind: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``, retrying retryable failures with exponential backoff until it succeeds."""
+        """Run ``fn``, retrying what :func:`is_retryable` accepts with exponential backoff until
+        it succeeds; any other error propagates."""
         delay = self.settings.retry_initial_s
         while True:
             try:
                 return fn()
-            except (redis.ConnectionError, redis.TimeoutError, ServiceUnavailableError) as e:
+            except (redis.ConnectionError, redis.TimeoutError, CrossrouteError) as e:
+                if not is_retryable(e):
+                    raise
                 self.metrics.retries.labels(kind=kind).inc()
                 log.warning("%s unavailable (%s); retrying in %.1fs", kind, type(e).__name__, delay)
                 self._sleep(delay)
@@ -329,22 +420,3 @@ class Pipeline:
     def close(self) -> None:
         """Flush what is pending."""
         self._producer.flush(30)
-
-
-def _tenant_of(event: Any) -> str:
-    if isinstance(event, TicketCreated):
-        return event.ticket.tenant
-    if isinstance(event, RoutingDecided):
-        return event.decision.tenant
-    return str(getattr(event, "tenant", getattr(event, "tenant_id", "")))
-
-
-def _document(event: Any) -> Entity:
-    if isinstance(event, ProductUpserted):
-        return event.product
-    if isinstance(event, ArticleUpserted):
-        return event.article
-    if isinstance(event, WarrantyPolicyUpserted):
-        return event.policy
-    assert isinstance(event, MediaUploaded)  # noqa: S101  # _UPSERTS
-    return event.media

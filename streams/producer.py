@@ -21,14 +21,14 @@ from pydantic import ValidationError
 
 from router.schemas import Article, Media, Product, Ticket, WarrantyPolicy
 from streams.events import (
+    AnyEvent,
     ArticleDeleted,
     ArticleUpserted,
-    EntityEvent,
+    Document,
     FeedbackRecorded,
     MediaUploaded,
     ProductDeleted,
     ProductUpserted,
-    RoutingDecided,
     TicketCreated,
     WarrantyPolicyDeleted,
     WarrantyPolicyUpserted,
@@ -36,27 +36,27 @@ from streams.events import (
 )
 from streams.exceptions import ConfigurationError
 from streams.settings import TopicSettings
-from streams.topics import MAX_MESSAGE_BYTES
+from streams.topics import COMPACTED_ROLES, ENTITY_ROLES, IMAGE_ROLES, MAX_RECORD_BYTES, topic_role
 
-__all__ = ["KINDS", "PublishReport", "Publisher", "read_events", "topic_role"]
+__all__ = ["KINDS", "KIND_ALIASES", "PublishReport", "Publisher", "read_events"]
 
-AnyEvent = EntityEvent | TicketCreated | RoutingDecided | FeedbackRecorded
+KINDS = (*ENTITY_ROLES, "tickets", "feedback")
+"""What ``crossroute publish`` reads (one JSON document per line): the role of the topic it goes to."""
+KIND_ALIASES = {"policies": "warranty_policies"}
+"""Older names of kinds, still accepted."""
 
-_ROLE = {
-    ProductUpserted: "products", ProductDeleted: "products",
-    ArticleUpserted: "articles", ArticleDeleted: "articles",
-    WarrantyPolicyUpserted: "warranty_policies", WarrantyPolicyDeleted: "warranty_policies",
-    MediaUploaded: "media", TicketCreated: "tickets", RoutingDecided: "decisions",
-    FeedbackRecorded: "feedback",
-}  # fmt: skip
-
-KINDS = ("products", "articles", "policies", "media", "tickets", "feedback")
-"""What ``crossroute publish`` reads: one JSON document per line."""
-
-
-def topic_role(event: AnyEvent) -> str:
-    """The topic role (``TopicSettings`` field) an event belongs on."""
-    return _ROLE[type(event)]
+_Upserted = ProductUpserted | ArticleUpserted | WarrantyPolicyUpserted | MediaUploaded
+_UPSERTS: dict[str, tuple[type[_Upserted], type[Document]]] = {
+    "products": (ProductUpserted, Product),
+    "articles": (ArticleUpserted, Article),
+    "warranty_policies": (WarrantyPolicyUpserted, WarrantyPolicy),
+    "media": (MediaUploaded, Media),
+}
+_DELETES: dict[str, type[ProductDeleted | ArticleDeleted | WarrantyPolicyDeleted]] = {
+    "products": ProductDeleted,
+    "articles": ArticleDeleted,
+    "warranty_policies": WarrantyPolicyDeleted,
+}
 
 
 @dataclass
@@ -84,7 +84,7 @@ class Publisher:
                 "acks": "all",
                 "linger.ms": 20,
                 "compression.type": "lz4",
-                "message.max.bytes": MAX_MESSAGE_BYTES + 65536,
+                "message.max.bytes": MAX_RECORD_BYTES,
             }
         )
 
@@ -155,13 +155,16 @@ def read_events(
     ``{"tenant", "id", "source_version"?}`` and become deletions. With ``inline_images``, image paths
     (relative to the file) are read and sent as bytes.
 
+    ``kind`` is one of :data:`KINDS` (or an alias in :data:`KIND_ALIASES`).
+
     Raises:
         ConfigurationError: unknown kind, unreadable file, or an invalid line (file:line and why).
     """
+    kind = KIND_ALIASES.get(kind, kind)
     if kind not in KINDS:
         raise ConfigurationError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-    if delete and kind not in ("products", "articles", "policies"):
-        raise ConfigurationError(f"--delete applies to products, articles and policies, not {kind}")
+    if delete and kind not in COMPACTED_ROLES:
+        raise ConfigurationError(f"--delete applies to {', '.join(COMPACTED_ROLES)}, not {kind}")
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
@@ -206,17 +209,8 @@ def _event(
     v = _version(row, version, where)
     if delete:
         fields = {"tenant_id": row.get("tenant"), "id": row.get("id"), "source_version": v}
-        if kind == "products":
-            return ProductDeleted.model_validate(fields)
-        if kind == "articles":
-            return ArticleDeleted.model_validate(fields)
-        return WarrantyPolicyDeleted.model_validate(fields)
-    if inline_images and kind in ("products", "media"):
+        return _DELETES[kind].model_validate(fields)
+    if inline_images and kind in IMAGE_ROLES:
         row["image"] = _inline(row.get("image"), base, where)
-    if kind == "products":
-        return ProductUpserted(product=Product.model_validate(row), source_version=v)
-    if kind == "articles":
-        return ArticleUpserted(article=Article.model_validate(row), source_version=v)
-    if kind == "policies":
-        return WarrantyPolicyUpserted(policy=WarrantyPolicy.model_validate(row), source_version=v)
-    return MediaUploaded(media=Media.model_validate(row), source_version=v)
+    event, document = _UPSERTS[kind]
+    return event.of(document.model_validate(row), source_version=v)

@@ -76,7 +76,8 @@ class TopicSettings(BaseModel):
     """Topic names, partitions and retention (``CROSSROUTE_TOPICS__*``).
 
     Entity topics (products, articles, warranty policies) are compacted: keyed by ``tenant/id``, they
-    are the source of truth a reindex replays. The others are time-retained streams.
+    are the source of truth a reindex replays. The others are time-retained streams. Each name
+    field is a topic role (``streams.topics.ROLES``, what ``crossroute publish`` calls a kind).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -114,8 +115,9 @@ class ConsumerSettings(BaseModel):
     """A partial batch is processed after this long."""
     retry_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
-    """Backoff bounds for retryable failures (Redis down, timeouts); the batch is retried, not
-    committed, for as long as it takes."""
+    """Backoff bounds for retryable failures (Redis down or timing out, errors marked ``retryable``:
+    ``streams.pipeline.is_retryable``); the batch is retried, not committed, for as long as it
+    takes."""
     tenants: tuple[str, ...] = ()
     """Tenants this deployment serves; events of any other go to the dead letters. Empty: all."""
     media_root: Path | None = None

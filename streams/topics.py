@@ -1,14 +1,17 @@
 """Topics, created and checked through the Kafka admin API with explicit configs.
 
-Every topic crossroute uses is declared here (name and partitions from :class:`TopicSettings`):
-entity topics are compacted (the latest event per ``tenant/id`` key is kept forever: a reindex
-replays them), streams of tickets, decisions, feedback and dead letters are time-retained.
-``ensure_topics`` creates what is missing and refuses to run against a topic whose configuration
-contradicts the declaration (fewer partitions, another cleanup policy) instead of silently using it.
+Every topic crossroute uses is declared here (name and partitions from :class:`TopicSettings`), and
+which topic each event type belongs on (:data:`EVENT_ROLES`, :func:`topic_role`: the publisher
+writes there and the worker refuses an event read anywhere else). Entity topics are compacted (the
+latest event per ``tenant/id`` key is kept forever: a reindex replays them), streams of tickets,
+decisions, feedback and dead letters are time-retained. ``ensure_topics`` creates what is missing
+and refuses to run against a topic whose configuration contradicts the declaration (fewer
+partitions, another cleanup policy) instead of silently using it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaException
@@ -19,25 +22,37 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from streams import events as ev
 from streams.exceptions import ConfigurationError, ServiceUnavailableError
 from streams.settings import TopicSettings
 
 __all__ = [
     "COMPACTED_ROLES",
+    "ENTITY_ROLES",
+    "EVENT_ROLES",
     "IMAGE_ROLES",
     "MAX_MESSAGE_BYTES",
+    "MAX_RECORD_BYTES",
     "ROLES",
     "TopicSpec",
     "TopicsReport",
     "ensure_topics",
+    "topic_role",
     "topic_specs",
 ]
 
 COMPACTED_ROLES = ("products", "articles", "warranty_policies")
+"""Topics of the entities that can be deleted: the latest event per key is kept forever."""
+ENTITY_ROLES = (*COMPACTED_ROLES, "media")
+"""Topics of the events that carry a document to index (what ``crossroute publish`` calls kinds)."""
 IMAGE_ROLES = ("products", "media", "tickets", "dead_letters")
 """Topics whose events may carry inline images (and dead letters, which carry the original bytes)."""
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-"""Largest event: an 8 MiB inline image is ~11 MiB of base64 JSON."""
+"""Largest event: an inline image of :data:`~router.schemas.MAX_INLINE_IMAGE_BYTES` is ~11 MiB of
+base64 JSON."""
+MAX_RECORD_BYTES = MAX_MESSAGE_BYTES + 64 * 1024
+"""``max.message.bytes`` of the image topics and of every producer (and the most a consumer must
+fetch): the largest event plus room for the key, the headers and the record batch framing."""
 ROLES = (
     *COMPACTED_ROLES,
     "media",
@@ -47,6 +62,20 @@ ROLES = (
     "feedback",
     "dead_letters",
 )
+
+EVENT_ROLES: Mapping[type[ev.AnyEvent], str] = {
+    ev.ProductUpserted: "products", ev.ProductDeleted: "products",
+    ev.ArticleUpserted: "articles", ev.ArticleDeleted: "articles",
+    ev.WarrantyPolicyUpserted: "warranty_policies", ev.WarrantyPolicyDeleted: "warranty_policies",
+    ev.MediaUploaded: "media", ev.TicketCreated: "tickets", ev.RoutingDecided: "decisions",
+    ev.FeedbackRecorded: "feedback",
+}  # fmt: skip
+"""The topic role (a :class:`TopicSettings` field) every event type belongs on."""
+
+
+def topic_role(event: ev.AnyEvent) -> str:
+    """The topic role (``TopicSettings`` field) an event belongs on."""
+    return EVENT_ROLES[type(event)]
 
 
 @dataclass(frozen=True)
@@ -77,7 +106,7 @@ def topic_specs(settings: TopicSettings) -> list[TopicSpec]:
         else:
             config = {"cleanup.policy": "delete", "retention.ms": str(settings.retention_ms)}
         if role in IMAGE_ROLES:  # inline images: up to ~11 MiB of base64 JSON
-            config["max.message.bytes"] = str(MAX_MESSAGE_BYTES + 65536)
+            config["max.message.bytes"] = str(MAX_RECORD_BYTES)
         specs.append(
             TopicSpec(
                 role=role,

@@ -23,6 +23,8 @@ from streams.events import (
     EVENT_TYPES,
     ArticleDeleted,
     ArticleUpserted,
+    EntityDeleted,
+    EntityUpserted,
     FeedbackRecorded,
     MediaUploaded,
     ProductDeleted,
@@ -35,7 +37,10 @@ from streams.events import (
     encode_event,
     json_schemas,
 )
-from streams.exceptions import EventDecodeError
+from streams.exceptions import ConfigurationError, EventDecodeError
+from streams.producer import KINDS, read_events
+from streams.settings import TopicSettings
+from streams.topics import EVENT_ROLES, MAX_MESSAGE_BYTES, ROLES, topic_role
 from tests.conftest import REPO
 
 JPEG = b"\xff\xd8\xff\xe0" + bytes(range(256))
@@ -56,7 +61,7 @@ EXAMPLES = [
     ArticleDeleted(source_version=2, tenant_id="acme", id="kb-7"),
     WarrantyPolicyUpserted(
         source_version=1,
-        policy=WarrantyPolicy(
+        warranty_policy=WarrantyPolicy(
             id="wp-1", tenant="acme", title="2-year warranty", body="…", product_categories=("shoes",)
         ),
     ),
@@ -165,3 +170,60 @@ def test_exported_json_schemas_are_current() -> None:
     }
     actual = {p.name: p.read_text() for p in Path(out).glob("*.schema.json")}
     assert actual == expected
+
+
+def test_every_event_has_a_tenant_and_a_topic() -> None:
+    for event in EXAMPLES:
+        assert event.tenant == "acme", event.type
+        assert topic_role(event) in ROLES  # type: ignore[arg-type]
+    assert set(EVENT_ROLES) == set(EVENT_TYPES)
+    assert all(hasattr(TopicSettings(), role) for role in ROLES)
+
+
+def test_upserts_expose_their_document_under_their_kind() -> None:
+    upserts = [e for e in EXAMPLES if isinstance(e, EntityUpserted)]
+    assert len(upserts) == 4
+    for event in upserts:
+        kind = type(event).kind()
+        assert event.type.startswith(f"{kind}.")
+        assert getattr(event, kind) is event.document  # the field is named like the kind
+        assert event.entity_id == event.document.id
+        assert type(event).of(event.document, source_version=9).document == event.document
+    deletes = [e for e in EXAMPLES if isinstance(e, EntityDeleted)]
+    assert [e.entity_id for e in deletes] == ["sku-1", "kb-7", "wp-1"]
+
+
+def test_the_old_policy_field_still_decodes() -> None:
+    """Producers wrote ``policy`` before the field took the kind's name; their events still read."""
+    wire = json.loads(encode_event(EXAMPLES[4]))
+    assert "warranty_policy" in wire and "policy" not in wire
+    wire["policy"] = wire.pop("warranty_policy")
+    decoded = decode_event(json.dumps(wire))
+    assert decoded == EXAMPLES[4]
+
+
+def test_an_event_fits_a_kafka_message() -> None:
+    """A ticket with an inline image of the cap (base64) and the longest text fits one message."""
+    ticket = Ticket(
+        id="t",
+        tenant="acme",
+        text="é" * 20_000,
+        photo=ImageRef(data=b"\xff" * MAX_INLINE_IMAGE_BYTES),
+    )
+    assert len(encode_event(TicketCreated(ticket=ticket))) < MAX_MESSAGE_BYTES
+
+
+def test_publish_kinds_are_the_topic_roles_and_policies_is_an_alias(tmp_path: Path) -> None:
+    assert set(KINDS) <= set(ROLES)
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "wp-1", "tenant": "acme", "title": "t", "body": "b"}) + "\n")
+    for kind in ("warranty_policies", "policies"):
+        (event,) = read_events(kind, path, version=3)
+        assert isinstance(event, WarrantyPolicyUpserted) and event.source_version == 3
+        assert topic_role(event) == "warranty_policies"
+        (gone,) = read_events(kind, path, version=4, delete=True)
+        assert isinstance(gone, WarrantyPolicyDeleted) and gone.key == b"acme/wp-1"
+    with pytest.raises(ConfigurationError, match="--delete applies to"):
+        list(read_events("media", path, version=1, delete=True))
+    with pytest.raises(ConfigurationError, match="kind must be one of"):
+        list(read_events("policy", path, version=1))

@@ -22,7 +22,8 @@ from models.eval.metrics import rank_metrics
 from models.eval.run import evaluate
 from router.api import create_app
 from router.documents import Indexer
-from router.index import VectorIndex
+from router.exceptions import SettingsError
+from router.index import Filters, VectorIndex
 from router.routing import Router
 from router.settings import ApiSettings, RoutingSettings
 from tests.conftest import require_shared_data
@@ -88,6 +89,36 @@ def test_search_text_and_image(client: TestClient) -> None:
     assert client.post("/v1/search", json={"tenant": "acme", "image": inline}).status_code == 200
 
 
+def test_search_fuses_text_and_image_with_the_routing_weights(
+    client: TestClient, router: Router
+) -> None:
+    """A search is fused like a ticket's text and photo (Router.fuse). It used to add the two
+    vectors without the routing weights, so text-and-image searches ranked by other scores than
+    routing does: that was the bug, and these scores differ from the old ones."""
+    text, image = "where is my parcel", png(colour="blue")
+    res = client.post(
+        "/v1/search",
+        json={"tenant": "acme", "text": text, "image": base64.b64encode(image).decode(), "k": 5},
+    )
+    assert res.status_code == 200, res.text
+    got = [(h["id"], h["score"]) for h in res.json()["hits"]]
+    q_text = router.embedder.embed_texts([text]).vectors[0]
+    q_image = router.embedder.embed_images([image]).vectors[0]
+    weighted = router.search(router.fuse({"text": q_text, "photo": q_image}), Filters("acme"), 5)
+    assert got == [(h.id, pytest.approx(h.score, abs=1e-5)) for h in weighted]
+    assert router.settings.weights["text"] != router.settings.weights["photo"]
+    unweighted = (q_text + q_image) / np.linalg.norm(q_text + q_image)
+    old = router.search(unweighted, Filters("acme"), 5)
+    assert [s for _, s in got] != [pytest.approx(h.score, abs=1e-5) for h in old]
+
+
+def test_the_api_refuses_image_limits_the_bundle_would_not_honour(router: Router) -> None:
+    bundle = router.embedder.manifest.spec.image.preprocess.limits
+    with pytest.raises(SettingsError, match="max_image_pixels"):
+        create_app(router, ApiSettings(max_image_pixels=bundle.max_pixels + 1))
+    create_app(router, ApiSettings(max_image_pixels=bundle.max_pixels))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "status", "message"),
     [
@@ -102,7 +133,12 @@ def test_search_text_and_image(client: TestClient) -> None:
         (
             {"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"data": base64.b64encode(b"junk").decode()}}}},
             422,
-            "not a readable",
+            "not an image of an allowed format",  # the embedder's check (was: "not a readable")
+        ),
+        (
+            {"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"data": base64.b64encode(b"\x89PNG" + bytes(100_000)).decode()}}}},
+            413,
+            "over the 100000 byte limit",
         ),
         (
             {"json": {"ticket": {"id": "t", "tenant": "acme", "photo": {"data": base64.b64encode(png((600, 600))).decode()}}}},
@@ -197,8 +233,8 @@ def test_fuzzed_multipart_never_gets_a_5xx(
 def test_routing_through_the_api_matches_offline_eval(
     name: str, embedder: Embedder, redis_client: Any, tmp_path: Path
 ) -> None:
+    from router.documents import corpus_document
     from router.settings import IndexSettings
-    from streams.cli import _corpus_entity
 
     data = load_dataset(require_shared_data() / name)
     offline = evaluate(data, embedder, latency_sample=0)
@@ -207,7 +243,7 @@ def test_routing_through_the_api_matches_offline_eval(
     )
     index.create()
     try:
-        entities = [_corpus_entity(doc, "eval") for doc in data.corpus]
+        entities = [corpus_document(doc, "eval") for doc in data.corpus]
         outcome = Indexer(embedder, index, media_root=data.root).upsert(
             entities, [1] * len(entities)
         )

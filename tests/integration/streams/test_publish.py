@@ -18,6 +18,8 @@ from streams.events import (
     ProductDeleted,
     ProductUpserted,
     TicketCreated,
+    WarrantyPolicyDeleted,
+    WarrantyPolicyUpserted,
     decode_event,
 )
 from streams.settings import TopicSettings
@@ -121,6 +123,33 @@ def test_publish_documents_tickets_deletions_and_feedback(
     assert ticket.ticket.photo.data == image.read_bytes()
     (fb,) = [decode_event(v) for _, v in consume_all(dev_stack, topics.name("feedback"))]
     assert isinstance(fb, FeedbackRecorded) and fb.action == "resolved"
+
+
+def test_warranty_policies_under_their_name_and_the_old_one(
+    dev_stack: DevStack, tmp_path: Path
+) -> None:
+    """`publish warranty_policies` (the topic role) and `publish policies` (its name before) both
+    put policies on the warranty-policies topic."""
+    env = cli_env(dev_stack)
+    topics = TopicSettings(prefix=env["CROSSROUTE_TOPICS__PREFIX"])
+    rows = [{"id": "wp-1", "tenant": "acme", "title": "Returns", "body": "30 days"}]
+    policies = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = run_cli("publish", "warranty_policies", str(policies), "--source-version", "1", env=env)
+    assert out.returncode == 0 and "1 delivered, 0 failed" in out.stdout, out.stderr
+    out = run_cli(
+        "publish", "policies", str(policies), "--delete", "--source-version", "2", env=env
+    )
+    assert out.returncode == 0, out.stderr
+    assert (
+        topics.name("warranty_policies") == env["CROSSROUTE_TOPICS__PREFIX"] + "warranty-policies"
+    )
+    events = [
+        (k, decode_event(v)) for k, v in consume_all(dev_stack, topics.name("warranty_policies"))
+    ]
+    assert [(k, type(e), e.source_version) for k, e in events] == [  # type: ignore[union-attr]
+        (b"acme/wp-1", WarrantyPolicyUpserted, 1),
+        (b"acme/wp-1", WarrantyPolicyDeleted, 2),
+    ]
 
 
 def test_bad_lines_are_one_line_errors_and_nothing_is_sent(
