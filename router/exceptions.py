@@ -12,7 +12,7 @@ Hierarchy::
 
 from __future__ import annotations
 
-from models.exceptions import CrossrouteError
+from models.exceptions import CrossrouteError, UsageError
 
 __all__ = [
     "IndexNotFoundError",
@@ -39,6 +39,6 @@ class RequestError(RouterError):
     """A request that cannot be served as given (bad filter, empty ticket, …): the caller's fault."""
 
 
-class SettingsError(RouterError):
+class SettingsError(RouterError, UsageError):
     """Settings that cannot take effect with what is served (an API image limit above the decode
     limit of the bundle), refused when the service starts rather than ignored."""

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from models.embedder import Embedder
 from models.eval.dataset import Dataset
-from router.documents import Entity, Indexer
+from router.documents import Entity, Indexer, corpus_document, entity_id
 from router.index import VectorIndex
-from router.schemas import Article, Exemplar, ImageRef, Product, WarrantyPolicy
+from router.schemas import Exemplar
 
-__all__ = ["LoadReport", "corpus_document", "entity_id", "index_dataset"]
+__all__ = ["LoadReport", "index_dataset"]
 
 CHUNK = 64
 
@@ -32,27 +31,6 @@ class LoadReport:
     unchanged: int = 0
     stale: int = 0
     failed: list[str] = field(default_factory=list)
-
-
-def entity_id(corpus_id: str) -> str:
-    """A corpus id as an entity id (no spaces, at most 128 characters)."""
-    return corpus_id.replace(" ", "_")[:128]
-
-
-def corpus_document(doc: Any, tenant: str) -> Entity:
-    """A corpus row of the EVAL.md layout as the domain document it stands for."""
-    ident = entity_id(doc.id)
-    title = (doc.title or doc.text or doc.id).strip()[:1000] or doc.id
-    category = doc.attrs.get("article_type") or doc.attrs.get("label") or doc.attrs.get("topic")
-    if doc.kind == "warranty_policy":
-        return WarrantyPolicy(id=ident, tenant=tenant, title=title, body=doc.text or "")
-    if doc.kind == "article" and not doc.image:
-        return Article(id=ident, tenant=tenant, title=title, body=doc.text or "", category=category)
-    image = ImageRef(uri=doc.image) if doc.image else None
-    return Product(
-        id=ident, tenant=tenant, title=title, description=doc.text or "" if doc.title else "",
-        category=category or "uncategorised", image=image,
-    )  # fmt: skip
 
 
 def index_dataset(

@@ -18,6 +18,7 @@ from rich.table import Table
 from models.clikit import EXIT_FAILURE, ModelOpt, err, group, out, progress, read_settings
 from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
+from streams.producer import KINDS
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:
@@ -215,7 +216,8 @@ def topics_ensure() -> None:
 @app.command("publish", rich_help_panel=PANEL)
 def publish_cmd(
     kind: Annotated[
-        str, typer.Argument(help="products | articles | policies | media | tickets | feedback")
+        str,
+        typer.Argument(help=" | ".join(KINDS) + " (policies: an alias of warranty_policies)"),
     ],
     file: Annotated[Path, typer.Argument(help="JSONL file: one document per line.")],
     source_version: Annotated[

@@ -134,7 +134,9 @@ def demo_world(version: int) -> DemoWorld:
     catalog += [
         WarrantyPolicyUpserted(
             source_version=version,
-            policy=WarrantyPolicy(id=i, tenant=TENANT, title=t, body=b, product_categories=c),
+            warranty_policy=WarrantyPolicy(
+                id=i, tenant=TENANT, title=t, body=b, product_categories=c
+            ),
         )
         for i, (t, b, c) in POLICIES.items()
     ]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streams.pipeline import Pipeline, RawMessage
+from streams.topics import MAX_RECORD_BYTES
 
 if TYPE_CHECKING:
     from models.settings import ModelSettings
@@ -62,8 +63,8 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         broker_commit_every=batch_size,
         broker_commit_interval=1.0,
-        producer_max_request_size=17 * 1024 * 1024,
-        consumer_max_fetch_size=17 * 1024 * 1024,
+        producer_max_request_size=MAX_RECORD_BYTES,
+        consumer_max_fetch_size=MAX_RECORD_BYTES,
         broker_session_timeout=session_timeout_s,
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
     )

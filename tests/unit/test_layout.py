@@ -7,6 +7,7 @@ import importlib
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,42 @@ def test_tests_mirror_the_packages() -> None:
     assert top == [], f"integration tests outside a package folder: {top}"
     top = sorted(p.name for p in (REPO / "tests" / "unit").glob("test_*.py"))
     assert top == ["test_cli.py", "test_compose.py", "test_docs.py", "test_layout.py"], top
+
+
+def _module_level_imports() -> dict[str, set[str]]:
+    """Each crossroute module → the crossroute modules it imports when it is imported (statements at
+    the top of the module; imports inside functions and ``if TYPE_CHECKING:`` blocks are not)."""
+    modules = set(_modules())
+    graph: dict[str, set[str]] = {}
+    for name in modules:
+        module = importlib.import_module(name)
+        assert module.__file__ is not None
+        deps: set[str] = set()
+        for node in ast.parse(Path(module.__file__).read_text()).body:
+            if isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                deps.add(node.module)
+                deps |= {f"{node.module}.{a.name}" for a in node.names}
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    graph = _module_level_imports()
+    state: dict[str, str] = {}  # "open" while on the current path, "done" once explored
+    cycles: list[list[str]] = []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(graph[node]):
+            if state.get(dep) == "open":
+                cycles.append([*path[path.index(dep) :], dep])
+            elif dep not in state:
+                visit(dep, [*path, dep])
+        state[node] = "done"
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, cycles[:3]
