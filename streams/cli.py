@@ -165,8 +165,6 @@ def worker_cmd(
 
     settings = _worker_settings()
     setup_logging(loglevel, settings.worker.log_format)
-    if settings.kafka.security_protocol != "PLAINTEXT":
-        raise ConfigurationError("the worker supports PLAINTEXT Kafka only for now")
     stack = DevStack(settings.stack, settings.kafka, settings.redis)
     stack.up()  # starts what is not running; only checks external services
     bundle = _bundle_dir(model)
@@ -207,7 +205,7 @@ def worker_cmd(
     t = settings.topics
     app_ = build_app(
         pipeline,
-        bootstrap=stack.kafka_bootstrap(),
+        broker_options=settings.kafka.as_faust(stack.kafka_bootstrap()),
         group_id=settings.worker.group_id,
         entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
         ticket_topic=t.name("tickets"),

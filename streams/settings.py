@@ -8,6 +8,8 @@ honoured when the prefixed names are unset; when either is set, the dev stack le
 from __future__ import annotations
 
 import os
+import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from models.settings import ModelSettings, ProcessSettings
 from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
+from streams.exceptions import ConfigurationError
 
 __all__ = [
     "ConsumerSettings",
@@ -34,7 +37,13 @@ def _xdg_dir(var: str, fallback: str) -> Path:
 
 
 class KafkaSettings(BaseModel):
-    """Kafka connection (``CROSSROUTE_KAFKA__*``, or ``KAFKA_BOOTSTRAP_SERVERS``)."""
+    """Kafka connection (``CROSSROUTE_KAFKA__*``, or ``KAFKA_BOOTSTRAP_SERVERS``).
+
+    One description of the connection, rendered for both clients: :meth:`as_librdkafka` for
+    confluent-kafka (admin, producers, consumers) and :meth:`as_faust` for the worker's faust app
+    (aiokafka underneath). Secrets are :class:`~pydantic.SecretStr`: they appear in plaintext only in
+    what those two methods return, never in ``repr`` or logs.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -44,18 +53,63 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+    """PEM bundle of the CAs that sign the brokers' certificates; unset: the system's CAs."""
+    ssl_cert_file: Path | None = None
+    """PEM client certificate, for brokers that authenticate clients by TLS (needs ssl_key_file)."""
+    ssl_key_file: Path | None = None
+    """PEM private key of ``ssl_cert_file``."""
+    ssl_key_password: SecretStr | None = None
+    """Password of an encrypted ``ssl_key_file``."""
     client_id: str = "crossroute"
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether the protocol authenticates with SASL (SASL_PLAINTEXT, SASL_SSL)."""
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        """Whether the protocol encrypts with TLS (SSL, SASL_SSL)."""
+        return self.security_protocol.endswith("SSL")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
+        sasl = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password,
+        }
+        if self.uses_sasl and not all(sasl.values()):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
                 "and sasl_password"
             )
+        _only_with(self.uses_sasl, sasl, self.security_protocol, "SASL_PLAINTEXT or SASL_SSL")
         return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> KafkaSettings:
+        tls = {
+            "ssl_ca_file": self.ssl_ca_file,
+            "ssl_cert_file": self.ssl_cert_file,
+            "ssl_key_file": self.ssl_key_file,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        _only_with(self.uses_ssl, tls, self.security_protocol, "SSL or SASL_SSL")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together: set both or neither")
+        if self.ssl_key_password is not None and self.ssl_key_file is None:
+            raise ValueError("ssl_key_password is set but ssl_key_file is not")
+        for name, path in self._tls_paths():
+            if not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
+
+    def _tls_paths(self) -> list[tuple[str, Path]]:
+        """The TLS files that are set, with their field names."""
+        names = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+        return [(name, path) for name in names if (path := getattr(self, name)) is not None]
 
     def as_librdkafka(self, bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         """Return a confluent-kafka config dict. Secrets appear in plaintext only here.
@@ -74,8 +128,82 @@ class KafkaSettings(BaseModel):
             conf["sasl.username"] = self.sasl_username
             assert self.sasl_password is not None  # noqa: S101  # guaranteed by _sasl_complete
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        tls = {
+            "ssl.ca.location": self.ssl_ca_file,
+            "ssl.certificate.location": self.ssl_cert_file,
+            "ssl.key.location": self.ssl_key_file,
+        }
+        conf.update({key: str(path) for key, path in tls.items() if path is not None})
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         conf.update(extra)
         return conf
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an SSL protocol (None for the others): verifies the brokers against
+        ``ssl_ca_file`` (or the system's CAs) including their host names, and presents the client
+        certificate when one is set.
+
+        Raises:
+            ConfigurationError: a TLS file cannot be loaded (not PEM, wrong key password).
+        """
+        if not self.uses_ssl:
+            return None
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ssl_ca_file) if self.ssl_ca_file else None,
+            )
+            if self.ssl_cert_file is not None:
+                password = self.ssl_key_password
+                context.load_cert_chain(
+                    self.ssl_cert_file,
+                    self.ssl_key_file,
+                    password.get_secret_value() if password else None,
+                )
+        except (ssl.SSLError, OSError) as e:
+            files = ", ".join(f"{name} {path}" for name, path in self._tls_paths())
+            raise ConfigurationError(f"kafka: cannot load the TLS files ({files}): {e}") from e
+        return context
+
+    def as_faust(self, bootstrap_servers: str) -> dict[str, Any]:
+        """Return the ``faust.App`` keyword arguments of this connection: ``broker``,
+        ``broker_client_id`` and, unless PLAINTEXT, ``broker_credentials`` (faust hands the
+        protocol, SASL mechanism and credentials, and the TLS context to aiokafka).
+
+        Args:
+            bootstrap_servers: the resolved servers (settings value or the dev stack's).
+
+        Raises:
+            ConfigurationError: a TLS file cannot be loaded.
+        """
+        import faust
+
+        servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+        options: dict[str, Any] = {
+            "broker": [f"kafka://{server}" for server in servers],
+            "broker_client_id": self.client_id,
+        }
+        context = self.ssl_context()
+        if self.uses_sasl:
+            assert self.sasl_password is not None  # noqa: S101  # guaranteed by _sasl_complete
+            # SASLCredentials: SASL_PLAINTEXT, or SASL_SSL when it is given a TLS context
+            options["broker_credentials"] = faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value(),
+                mechanism=self.sasl_mechanism,
+                ssl_context=context,
+            )
+        elif context is not None:
+            options["broker_credentials"] = faust.SSLCredentials(context)
+        return options
+
+
+def _only_with(allowed: bool, fields: Mapping[str, object], protocol: str, protocols: str) -> None:
+    """Refuse fields that the security protocol would silently ignore."""
+    present = [name for name, value in fields.items() if value is not None]
+    if present and not allowed:
+        raise ValueError(f"{', '.join(present)} need security_protocol {protocols}, not {protocol}")
 
 
 class TopicSettings(BaseModel):

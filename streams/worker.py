@@ -34,7 +34,7 @@ EXIT_CRASH = 70
 def build_app(
     pipeline: Pipeline,
     *,
-    bootstrap: str,
+    broker_options: Mapping[str, Any],
     group_id: str,
     entity_topics: Sequence[str],
     ticket_topic: str,
@@ -43,13 +43,18 @@ def build_app(
     datadir: Path,
     session_timeout_s: float = 10.0,
 ) -> Any:
-    """The faust app with its two agents (not started)."""
+    """The faust app with its two agents (not started).
+
+    Args:
+        broker_options: where and how to connect, as ``KafkaSettings.as_faust`` renders it
+            (``broker``, ``broker_client_id``, ``broker_credentials`` for SSL/SASL).
+    """
     import faust
 
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         group_id,
-        broker=f"kafka://{bootstrap}",
+        **broker_options,
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
