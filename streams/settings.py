@@ -278,6 +278,8 @@ class StackSettings(BaseModel):
     kafka_port: Annotated[int, Field(ge=1024, le=65535)] = 9092
     kafka_controller_port: Annotated[int, Field(ge=1024, le=65535)] = 9093
     redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
+    kafka_sasl_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    """Also serve SASL_PLAINTEXT (SCRAM-SHA-256/512) here; users: ``DevStack.add_scram_user``."""
     kafka_heap: Annotated[str, Field(pattern=r"^[0-9]+[mg]$")] = "512m"
     """JVM heap of the broker (-Xmx); it shares two cores with everything else."""
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
@@ -290,10 +292,12 @@ class StackSettings(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
-        ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        given = (self.kafka_port, self.kafka_controller_port, self.redis_port, self.kafka_sasl_port)
+        ports = [port for port in given if port is not None]
         if len(set(ports)) != len(ports):
             raise ValueError(
-                f"kafka_port, kafka_controller_port and redis_port must differ: {ports}"
+                "kafka_port, kafka_controller_port, redis_port and kafka_sasl_port must differ: "
+                f"{ports}"
             )
         return self
 

@@ -24,7 +24,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import redis
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from pydantic import SecretStr
 
 from router.settings import RedisSettings, redact_url
 from streams.devstack.artifacts import (
@@ -41,6 +47,9 @@ from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 __all__ = ["DevStack", "ServiceName", "ServiceStatus"]
 
 ServiceName = Literal["kafka", "redis"]
+ScramMechanismName = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+_FATAL_CONNECT_ERRORS = {"_AUTHENTICATION", "_SSL"}
+"""librdkafka errors that a retry with the same settings cannot fix (bad credentials, TLS)."""
 Progress = Callable[[str], None]
 
 _SERVER_PROPERTIES = """\
@@ -48,10 +57,10 @@ _SERVER_PROPERTIES = """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@{host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}{sasl_listener}
+advertised.listeners=PLAINTEXT://{host}:{port}{sasl_listener}
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{sasl_protocol}
 inter.broker.listener.name=PLAINTEXT
 log.dirs={data_dir}
 # Topics are created explicitly through the admin API, with their configs.
@@ -72,6 +81,31 @@ group.initial.rebalance.delay.ms=0
 log.cleaner.enable=true
 """
 
+# The SASL listener (StackSettings.kafka_sasl_port) takes SCRAM users kept in the cluster metadata;
+# the broker and the controller keep talking PLAINTEXT among themselves.
+_SASL_PROPERTIES = """\
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={jaas}
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}
+"""
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+_SCRAM_ITERATIONS = 8192
+
+
+def server_properties(settings: StackSettings, data_dir: Path) -> str:
+    """The broker's ``server.properties`` for these settings (a SASL_PLAINTEXT listener too when
+    ``kafka_sasl_port`` is set)."""
+    sasl_port = settings.kafka_sasl_port
+    text = _SERVER_PROPERTIES.format(
+        host=settings.host,
+        port=settings.kafka_port,
+        controller_port=settings.kafka_controller_port,
+        data_dir=data_dir,
+        sasl_listener=f",SASL_PLAINTEXT://{settings.host}:{sasl_port}" if sasl_port else "",
+        sasl_protocol=",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl_port else "",
+    )
+    return text + (_SASL_PROPERTIES.format(jaas=_SCRAM_LOGIN) if sasl_port else "")
+
 
 def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, like Kafka's
@@ -89,6 +123,44 @@ def _noop(_: str) -> None:
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def kafka_reachable(
+    kafka: KafkaSettings, timeout_s: float, bootstrap: str | None = None
+) -> tuple[bool, str]:
+    """Whether a client with these settings reaches the cluster, and what it found (or the error).
+
+    Args:
+        kafka: the connection (protocol, credentials, TLS files).
+        timeout_s: how long to wait for the cluster's metadata.
+        bootstrap: the servers, when not the settings' own ``bootstrap_servers``.
+    """
+    servers = bootstrap or kafka.bootstrap_servers
+    if servers is None:
+        raise ValueError("kafka_reachable needs bootstrap servers")
+    fatal: list[str] = []
+
+    def on_error(error: Any) -> None:
+        if error.name() in _FATAL_CONNECT_ERRORS:
+            fatal.append(error.str())
+
+    conf = kafka.as_librdkafka(
+        servers, log_level=0, error_cb=on_error, **{"socket.timeout.ms": 3000}
+    )
+    admin = AdminClient(conf)
+    deadline = time.monotonic() + timeout_s
+    while True:  # in short rounds, so that bad credentials fail in a second, not at the deadline
+        try:
+            meta = admin.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            break
+        except Exception as e:  # confluent raises KafkaException with a librdkafka error
+            admin.poll(
+                0
+            )  # serves error_cb: authentication and TLS failures are reported there only
+            if fatal or time.monotonic() >= deadline:
+                return False, f"unreachable: {fatal[0] if fatal else e}"
+    brokers = ", ".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
+    return True, f"{len(meta.brokers)} broker(s) [{brokers}], {len(meta.topics)} topic(s)"
 
 
 @dataclass(frozen=True)
@@ -164,6 +236,50 @@ class DevStack:
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """A confluent-kafka config for this stack's broker (secrets in plaintext: clients only)."""
         return self.kafka_settings.as_librdkafka(self.kafka_bootstrap(), **extra)
+
+    def kafka_sasl_bootstrap(self) -> str:
+        """The embedded broker's SASL_PLAINTEXT listener (``StackSettings.kafka_sasl_port``)."""
+        if self.kafka_external or self.settings.kafka_sasl_port is None:
+            raise StackError("the embedded broker has no SASL listener (kafka_sasl_port unset)")
+        return f"{self.settings.host}:{self.settings.kafka_sasl_port}"
+
+    def add_scram_user(
+        self, username: str, password: SecretStr, mechanism: ScramMechanismName = "SCRAM-SHA-256"
+    ) -> KafkaSettings:
+        """Create (or update) a SCRAM user of the embedded broker's SASL listener, and wait until
+        the listener accepts it.
+
+        Returns:
+            The Kafka settings a client of the SASL listener uses (its bootstrap and the user).
+
+        Raises:
+            StackError: the broker has no SASL listener, or does not accept the user in time.
+        """
+        sasl = KafkaSettings(
+            bootstrap_servers=self.kafka_sasl_bootstrap(),
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=mechanism,
+            sasl_username=username,
+            sasl_password=password,
+            client_id=self.kafka_settings.client_id,
+        )
+        info = ScramCredentialInfo(
+            getattr(ScramMechanism, mechanism.replace("-", "_")), _SCRAM_ITERATIONS
+        )
+        upsert = UserScramCredentialUpsertion(username, info, password.get_secret_value().encode())
+        admin = AdminClient(self.kafka_config())
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout=30)
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        detail = ""
+        while time.monotonic() < deadline:  # the credential reaches the listener asynchronously
+            healthy, detail = kafka_reachable(sasl, 2.0)
+            if healthy:
+                return sasl
+            time.sleep(0.25)
+        raise StackError(
+            f"kafka: SCRAM user {username!r} not accepted by the SASL listener: {detail}"
+        )
 
     def redis_url(self) -> str:
         """Redis URL clients should use (may contain a password: do not log it)."""
@@ -262,18 +378,13 @@ class DevStack:
         libs = ensure_kafka_jars(s.cache_dir, s.mvn, self._progress)
         require_free_port("kafka", s.host, s.kafka_port)
         require_free_port("kafka", s.host, s.kafka_controller_port)
+        if s.kafka_sasl_port is not None:
+            require_free_port("kafka", s.host, s.kafka_sasl_port)
         home = s.state_dir / "kafka"
         data = home / "data"
         home.mkdir(parents=True, exist_ok=True)
         props = home / "server.properties"
-        props.write_text(
-            _SERVER_PROPERTIES.format(
-                host=s.host,
-                port=s.kafka_port,
-                controller_port=s.kafka_controller_port,
-                data_dir=data,
-            )
-        )
+        props.write_text(server_properties(s, data))
         log4j = home / "log4j2.yaml"
         log4j.write_bytes(resources.files("streams.devstack").joinpath("log4j2.yaml").read_bytes())
         classpath = f"{libs}/*"
@@ -304,13 +415,7 @@ class DevStack:
             raise StackError("kafka: formatting the KRaft storage failed: " + " | ".join(tail))
 
     def _kafka_healthy(self, timeout_s: float) -> tuple[bool, str]:
-        admin = AdminClient(self.kafka_config(**{"log_level": 0, "socket.timeout.ms": 3000}))
-        try:
-            meta = admin.list_topics(timeout=timeout_s)
-        except Exception as e:  # confluent raises KafkaException with a librdkafka error
-            return False, f"unreachable: {e}"
-        brokers = ", ".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
-        return True, f"{len(meta.brokers)} broker(s) [{brokers}], {len(meta.topics)} topic(s)"
+        return kafka_reachable(self.kafka_settings, timeout_s, self.kafka_bootstrap())
 
     # -- redis -----------------------------------------------------------------------------------
 

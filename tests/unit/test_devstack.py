@@ -139,3 +139,73 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     assert cid == base64.urlsafe_b64encode(bytes(range(16))).rstrip(b"=").decode()
     assert all(not new_cluster_id().startswith("-") for _ in range(500))
     assert len(new_cluster_id()) == 22
+
+
+def test_server_properties_add_a_scram_listener_only_when_asked(tmp_path: Path) -> None:
+    from streams.devstack.stack import server_properties
+    from streams.settings import StackSettings
+
+    def props(**ports: int) -> dict[str, str]:
+        text = server_properties(
+            StackSettings(kafka_port=9001, kafka_controller_port=9002, **ports), tmp_path
+        )
+        lines = [
+            line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+        ]
+        return dict(lines)
+
+    plain = props()
+    assert plain["listeners"] == "PLAINTEXT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9002"
+    assert plain["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001"
+    assert plain["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert plain["log.dirs"] == str(tmp_path)
+    assert not any(key.startswith("sasl") or "sasl" in key for key in plain)
+
+    sasl = props(kafka_sasl_port=9003)
+    assert sasl["listeners"].endswith(",SASL_PLAINTEXT://127.0.0.1:9003")
+    assert (
+        sasl["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001,SASL_PLAINTEXT://127.0.0.1:9003"
+    )
+    assert sasl["listener.security.protocol.map"].endswith(",SASL_PLAINTEXT:SASL_PLAINTEXT")
+    assert sasl["inter.broker.listener.name"] == "PLAINTEXT"  # the broker itself needs no user
+    assert sasl["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
+    for mechanism in ("scram-sha-256", "scram-sha-512"):
+        jaas = sasl[f"listener.name.sasl_plaintext.{mechanism}.sasl.jaas.config"]
+        assert jaas == "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+
+
+def test_scram_users_need_the_embedded_sasl_listener(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from router.settings import RedisSettings
+    from streams.devstack import DevStack
+    from streams.exceptions import StackError
+    from streams.settings import KafkaSettings, StackSettings
+
+    no_listener = DevStack(StackSettings(state_dir=tmp_path), KafkaSettings(), RedisSettings())
+    with pytest.raises(StackError, match="no SASL listener"):
+        no_listener.add_scram_user("u", SecretStr("p"))
+    external = DevStack(
+        StackSettings(state_dir=tmp_path, kafka_sasl_port=9003),
+        KafkaSettings(bootstrap_servers="broker:9092"),
+        RedisSettings(),
+    )
+    with pytest.raises(StackError, match="no SASL listener"):
+        external.kafka_sasl_bootstrap()
+    embedded = DevStack(
+        StackSettings(state_dir=tmp_path, kafka_sasl_port=9003), KafkaSettings(), RedisSettings()
+    )
+    assert embedded.kafka_sasl_bootstrap() == "127.0.0.1:9003"
+
+
+def test_unreachable_kafka_is_reported_within_the_timeout() -> None:
+    from streams.devstack.stack import kafka_reachable
+    from streams.settings import KafkaSettings
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    healthy, detail = kafka_reachable(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), 1.5)
+    assert not healthy and detail.startswith("unreachable: ")
+    assert time.monotonic() - started < 5

@@ -72,3 +72,10 @@ def test_settings_are_frozen() -> None:
     s = WorkerSettings()
     with pytest.raises(ValidationError):
         s.stack.redis_port = 1  # type: ignore[misc]
+
+
+def test_the_sasl_port_is_distinct_and_optional() -> None:
+    assert StackSettings().kafka_sasl_port is None
+    assert StackSettings(kafka_sasl_port=9094).kafka_sasl_port == 9094
+    with pytest.raises(ValidationError, match=r"must differ: \[9092, 9093, 6379, 9092\]"):
+        StackSettings(kafka_sasl_port=9092)
