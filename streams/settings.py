@@ -279,7 +279,10 @@ class StackSettings(BaseModel):
     kafka_controller_port: Annotated[int, Field(ge=1024, le=65535)] = 9093
     redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
     kafka_sasl_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
-    """Also serve SASL_PLAINTEXT (SCRAM-SHA-256/512) here; users: ``DevStack.add_scram_user``."""
+    """Also serve SASL (SCRAM-SHA-256/512) here; users: ``DevStack.add_scram_user``."""
+    kafka_sasl_tls: bool = False
+    """The SASL listener speaks SASL_SSL, with a certificate for the host that the stack makes
+    (``<state_dir>/kafka/tls/``); off: SASL_PLAINTEXT."""
     kafka_heap: Annotated[str, Field(pattern=r"^[0-9]+[mg]$")] = "512m"
     """JVM heap of the broker (-Xmx); it shares two cores with everything else."""
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
@@ -299,6 +302,8 @@ class StackSettings(BaseModel):
                 "kafka_port, kafka_controller_port, redis_port and kafka_sasl_port must differ: "
                 f"{ports}"
             )
+        if self.kafka_sasl_tls and self.kafka_sasl_port is None:
+            raise ValueError("kafka_sasl_tls needs kafka_sasl_port (the listener it secures)")
         return self
 
 

@@ -85,26 +85,80 @@ log.cleaner.enable=true
 # the broker and the controller keep talking PLAINTEXT among themselves.
 _SASL_PROPERTIES = """\
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config={jaas}
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}
+listener.name.{listener}.scram-sha-256.sasl.jaas.config={jaas}
+listener.name.{listener}.scram-sha-512.sasl.jaas.config={jaas}
+"""
+_TLS_PROPERTIES = """\
+ssl.keystore.type=PKCS12
+ssl.keystore.location={keystore}
+ssl.keystore.password={password}
+ssl.key.password={password}
 """
 _SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 _SCRAM_ITERATIONS = 8192
+# Protects nothing the state dir's permissions do not: the keystore lives next to this file's output.
+_KEYSTORE_PASSWORD = "crossroute-dev-stack"  # noqa: S105
+
+
+def sasl_protocol(settings: StackSettings) -> Literal["SASL_PLAINTEXT", "SASL_SSL"]:
+    """The security protocol of the stack's SASL listener."""
+    return "SASL_SSL" if settings.kafka_sasl_tls else "SASL_PLAINTEXT"
+
+
+def tls_dir(settings: StackSettings) -> Path:
+    """Where the stack keeps the SASL_SSL listener's keystore and the certificate clients trust."""
+    return settings.state_dir / "kafka" / "tls"
 
 
 def server_properties(settings: StackSettings, data_dir: Path) -> str:
-    """The broker's ``server.properties`` for these settings (a SASL_PLAINTEXT listener too when
-    ``kafka_sasl_port`` is set)."""
+    """The broker's ``server.properties`` for these settings (a SASL listener too when
+    ``kafka_sasl_port`` is set; SASL_SSL with the keystore of :func:`tls_dir` when
+    ``kafka_sasl_tls``)."""
     sasl_port = settings.kafka_sasl_port
+    protocol = sasl_protocol(settings)
     text = _SERVER_PROPERTIES.format(
         host=settings.host,
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
         data_dir=data_dir,
-        sasl_listener=f",SASL_PLAINTEXT://{settings.host}:{sasl_port}" if sasl_port else "",
-        sasl_protocol=",SASL_PLAINTEXT:SASL_PLAINTEXT" if sasl_port else "",
+        sasl_listener=f",{protocol}://{settings.host}:{sasl_port}" if sasl_port else "",
+        sasl_protocol=f",{protocol}:{protocol}" if sasl_port else "",
     )
-    return text + (_SASL_PROPERTIES.format(jaas=_SCRAM_LOGIN) if sasl_port else "")
+    if sasl_port is None:
+        return text
+    text += _SASL_PROPERTIES.format(listener=protocol.lower(), jaas=_SCRAM_LOGIN)
+    if settings.kafka_sasl_tls:
+        keystore = tls_dir(settings) / "broker.p12"
+        text += _TLS_PROPERTIES.format(keystore=keystore, password=_KEYSTORE_PASSWORD)
+    return text
+
+
+def ensure_keystore(java: str, settings: StackSettings) -> Path:
+    """Make (once) the SASL_SSL listener's self-signed certificate for the stack's host with the
+    JDK's keytool; return the PEM file of the certificate, for clients to trust (``ssl_ca_file``)."""
+    home = tls_dir(settings)
+    keystore, pem = home / "broker.p12", home / "ca.pem"
+    if keystore.is_file() and pem.is_file():
+        return pem
+    home.mkdir(parents=True, exist_ok=True)
+    keystore.unlink(missing_ok=True)
+    keytool = str(Path(java).resolve().parent / "keytool")
+    store = ["-keystore", str(keystore), "-storetype", "PKCS12", "-storepass", _KEYSTORE_PASSWORD]
+    steps = [
+        [
+            keytool, "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+            "-validity", "3650", "-dname", "CN=crossroute dev stack",
+            "-ext", f"SAN=IP:{settings.host}", "-ext", "BC:c=ca:true", *store,
+        ],
+        [keytool, "-exportcert", "-rfc", "-alias", "broker", "-file", str(pem), *store],
+    ]  # fmt: skip
+    for argv in steps:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        if out.returncode != 0:
+            raise StackError(
+                f"kafka: keytool failed to make the TLS certificate: {out.stdout}{out.stderr}"
+            )
+    return pem
 
 
 def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
@@ -238,7 +292,7 @@ class DevStack:
         return self.kafka_settings.as_librdkafka(self.kafka_bootstrap(), **extra)
 
     def kafka_sasl_bootstrap(self) -> str:
-        """The embedded broker's SASL_PLAINTEXT listener (``StackSettings.kafka_sasl_port``)."""
+        """The embedded broker's SASL listener (``StackSettings.kafka_sasl_port``)."""
         if self.kafka_external or self.settings.kafka_sasl_port is None:
             raise StackError("the embedded broker has no SASL listener (kafka_sasl_port unset)")
         return f"{self.settings.host}:{self.settings.kafka_sasl_port}"
@@ -255,12 +309,14 @@ class DevStack:
         Raises:
             StackError: the broker has no SASL listener, or does not accept the user in time.
         """
+        tls = self.settings.kafka_sasl_tls
         sasl = KafkaSettings(
             bootstrap_servers=self.kafka_sasl_bootstrap(),
-            security_protocol="SASL_PLAINTEXT",
+            security_protocol=sasl_protocol(self.settings),
             sasl_mechanism=mechanism,
             sasl_username=username,
             sasl_password=password,
+            ssl_ca_file=tls_dir(self.settings) / "ca.pem" if tls else None,
             client_id=self.kafka_settings.client_id,
         )
         info = ScramCredentialInfo(
@@ -380,6 +436,8 @@ class DevStack:
         require_free_port("kafka", s.host, s.kafka_controller_port)
         if s.kafka_sasl_port is not None:
             require_free_port("kafka", s.host, s.kafka_sasl_port)
+            if s.kafka_sasl_tls:
+                ensure_keystore(java, s)
         home = s.state_dir / "kafka"
         data = home / "data"
         home.mkdir(parents=True, exist_ok=True)

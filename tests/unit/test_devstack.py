@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,10 +146,11 @@ def test_server_properties_add_a_scram_listener_only_when_asked(tmp_path: Path) 
     from streams.devstack.stack import server_properties
     from streams.settings import StackSettings
 
-    def props(**ports: int) -> dict[str, str]:
-        text = server_properties(
-            StackSettings(kafka_port=9001, kafka_controller_port=9002, **ports), tmp_path
+    def props(**options: Any) -> dict[str, str]:
+        settings = StackSettings(
+            state_dir=tmp_path, kafka_port=9001, kafka_controller_port=9002, **options
         )
+        text = server_properties(settings, tmp_path)
         lines = [
             line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
         ]
@@ -172,6 +174,35 @@ def test_server_properties_add_a_scram_listener_only_when_asked(tmp_path: Path) 
     for mechanism in ("scram-sha-256", "scram-sha-512"):
         jaas = sasl[f"listener.name.sasl_plaintext.{mechanism}.sasl.jaas.config"]
         assert jaas == "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    assert not any(key.startswith("ssl.") for key in sasl)
+
+    tls = props(kafka_sasl_port=9003, kafka_sasl_tls=True)
+    assert tls["listeners"].endswith(",SASL_SSL://127.0.0.1:9003")
+    assert tls["listener.security.protocol.map"].endswith(",SASL_SSL:SASL_SSL")
+    assert "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config" in tls
+    assert tls["ssl.keystore.location"] == str(tmp_path / "kafka" / "tls" / "broker.p12")
+    assert tls["ssl.keystore.type"] == "PKCS12"
+
+
+def test_the_sasl_ssl_certificate_is_made_once_for_the_host(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+
+    from streams.devstack.stack import ensure_keystore
+    from streams.settings import StackSettings
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no Java (keytool) here")
+    settings = StackSettings(state_dir=tmp_path, kafka_sasl_port=9003, kafka_sasl_tls=True)
+    pem = ensure_keystore(java, settings)
+    assert pem == tmp_path / "kafka" / "tls" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(pem))  # what a client trusts: it loads
+    (cert,) = context.get_ca_certs()
+    assert ("IP Address", "127.0.0.1") in cert["subjectAltName"]
+    made = (tmp_path / "kafka" / "tls" / "broker.p12").stat().st_mtime_ns
+    assert ensure_keystore(java, settings) == pem  # kept: clients may hold the old one
+    assert (tmp_path / "kafka" / "tls" / "broker.p12").stat().st_mtime_ns == made
 
 
 def test_scram_users_need_the_embedded_sasl_listener(tmp_path: Path) -> None:

@@ -79,3 +79,5 @@ def test_the_sasl_port_is_distinct_and_optional() -> None:
     assert StackSettings(kafka_sasl_port=9094).kafka_sasl_port == 9094
     with pytest.raises(ValidationError, match=r"must differ: \[9092, 9093, 6379, 9092\]"):
         StackSettings(kafka_sasl_port=9092)
+    with pytest.raises(ValidationError, match="kafka_sasl_tls needs kafka_sasl_port"):
+        StackSettings(kafka_sasl_tls=True)

@@ -1,7 +1,8 @@
 """The worker on a broker that requires SASL/SCRAM: a second real broker of the dev stack with a
-SASL_PLAINTEXT listener (SCRAM-SHA-256 user created through the admin API), the worker configured
-only through ``CROSSROUTE_KAFKA__*`` — it indexes what is published over SASL and routes a ticket
-to the decisions topic; a wrong password fails at once with an authentication error."""
+SASL listener (SASL_PLAINTEXT with SCRAM-SHA-256, then SASL_SSL with SCRAM-SHA-512 and the stack's
+own certificate; the user is created through the admin API), the worker configured only through
+``CROSSROUTE_KAFKA__*`` — it indexes what is published over SASL and routes a ticket to the decisions
+topic; a wrong password fails at once with an authentication error."""
 
 from __future__ import annotations
 
@@ -32,38 +33,49 @@ USER = "crossroute-worker"
 PASSWORD = SecretStr(f"scram-{uuid.uuid4().hex}")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(
+    scope="module",
+    params=[("SASL_PLAINTEXT", "SCRAM-SHA-256"), ("SASL_SSL", "SCRAM-SHA-512")],
+    ids=lambda p: "-".join(p),
+)
 def scram_kafka(
-    dev_stack: DevStack, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, dev_stack: DevStack, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KafkaSettings]:
-    """Client settings of a broker started for this module with a SASL_PLAINTEXT listener and one
-    SCRAM-SHA-256 user; the broker is stopped (and its ports free) afterwards."""
+    """Client settings of a broker started for this module with a SASL listener (of the param's
+    protocol) and one SCRAM user; the broker is stopped (and its ports free) afterwards."""
+    protocol, mechanism = request.param
     settings = StackSettings(
         state_dir=tmp_path_factory.mktemp("scram-stack"),
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         kafka_sasl_port=free_port(),
+        kafka_sasl_tls=protocol == "SASL_SSL",
         redis_port=free_port(),
         start_timeout_s=120,
     )
     session_redis = RedisSettings(url=SecretStr(dev_stack.redis_url()))  # not started twice
     with running(DevStack(settings, KafkaSettings(), session_redis)) as broker:
-        yield broker.add_scram_user(USER, PASSWORD, "SCRAM-SHA-256")
+        kafka = broker.add_scram_user(USER, PASSWORD, mechanism)
+        assert kafka.security_protocol == protocol
+        yield kafka
     assert settings.kafka_sasl_port is not None
     assert not port_in_use(settings.host, settings.kafka_sasl_port), "the broker was not stopped"
 
 
 def sasl_env(kafka: KafkaSettings, password: str) -> dict[str, str]:
     """The worker's environment for the SASL listener: nothing but ``CROSSROUTE_KAFKA__*``."""
-    assert kafka.bootstrap_servers is not None
-    return {
+    assert kafka.bootstrap_servers is not None and kafka.sasl_mechanism is not None
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
         "CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-        "CROSSROUTE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "CROSSROUTE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-256",
+        "CROSSROUTE_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol,
+        "CROSSROUTE_KAFKA__SASL_MECHANISM": kafka.sasl_mechanism,
         "CROSSROUTE_KAFKA__SASL_USERNAME": USER,
         "CROSSROUTE_KAFKA__SASL_PASSWORD": password,
     }
+    if kafka.ssl_ca_file is not None:  # the stack's own certificate (SASL_SSL)
+        env["CROSSROUTE_KAFKA__SSL_CA_FILE"] = str(kafka.ssl_ca_file)
+    return env
 
 
 @pytest.fixture
