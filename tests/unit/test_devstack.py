@@ -132,7 +132,7 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     """The storage tool would read "-t -abc…" as a missing argument (a 1-in-64 flake before)."""
     import base64
 
-    from streams.devstack.stack import new_cluster_id
+    from streams.devstack.kafka import new_cluster_id
 
     draws = iter([b"\xfb" + bytes(15), bytes(range(16))])  # the first encodes to "-w…"
     assert base64.urlsafe_b64encode(b"\xfb" + bytes(15)).startswith(b"-")
@@ -143,7 +143,7 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
 
 
 def test_server_properties_add_a_scram_listener_only_when_asked(tmp_path: Path) -> None:
-    from streams.devstack.stack import server_properties
+    from streams.devstack.kafka import server_properties
     from streams.settings import StackSettings
 
     def props(**options: Any) -> dict[str, str]:
@@ -188,7 +188,7 @@ def test_the_sasl_ssl_certificate_is_made_once_for_the_host(tmp_path: Path) -> N
     import shutil
     import ssl
 
-    from streams.devstack.stack import ensure_keystore
+    from streams.devstack.kafka import ensure_keystore
     from streams.settings import StackSettings
 
     java = shutil.which("java")
@@ -230,7 +230,7 @@ def test_scram_users_need_the_embedded_sasl_listener(tmp_path: Path) -> None:
 
 
 def test_unreachable_kafka_is_reported_within_the_timeout() -> None:
-    from streams.devstack.stack import kafka_reachable
+    from streams.devstack.kafka import kafka_reachable
     from streams.settings import KafkaSettings
 
     with socket.socket() as sock:  # a port nobody listens on

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 from router.schemas import Ticket, WarrantyPolicy
 from router.settings import RedisSettings
 from streams.devstack import DevStack
+from streams.devstack.kafka import kafka_reachable
 from streams.devstack.process import port_in_use
-from streams.devstack.stack import kafka_reachable
 from streams.events import RoutingDecided, TicketCreated, WarrantyPolicyUpserted, decode_event
 from streams.settings import KafkaSettings, StackSettings
 from tests.integration.conftest import free_port, running
