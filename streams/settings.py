@@ -7,6 +7,8 @@ honoured when the prefixed names are unset; when either is set, the dev stack le
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -14,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from models.settings import ModelSettings, ProcessSettings, xdg_dir
 from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
+from streams.exceptions import ConfigurationError
 
 __all__ = [
     "ConsumerSettings",
@@ -28,7 +31,13 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class KafkaSettings(BaseModel):
-    """Kafka connection (``CROSSROUTE_KAFKA__*``, or ``KAFKA_BOOTSTRAP_SERVERS``)."""
+    """Kafka connection (``CROSSROUTE_KAFKA__*``, or ``KAFKA_BOOTSTRAP_SERVERS``).
+
+    One description of the connection, rendered for both clients: :meth:`as_librdkafka` for
+    confluent-kafka (admin, producers, consumers) and :meth:`as_faust` for the worker's faust app
+    (aiokafka underneath). Secrets are :class:`~pydantic.SecretStr`: they appear in plaintext only in
+    what those two methods return, never in ``repr`` or logs.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,18 +47,63 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: SaslMechanism | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_ca_file: Path | None = None
+    """PEM bundle of the CAs that sign the brokers' certificates; unset: the system's CAs."""
+    ssl_cert_file: Path | None = None
+    """PEM client certificate, for brokers that authenticate clients by TLS (needs ssl_key_file)."""
+    ssl_key_file: Path | None = None
+    """PEM private key of ``ssl_cert_file``."""
+    ssl_key_password: SecretStr | None = None
+    """Password of an encrypted ``ssl_key_file``."""
     client_id: str = "crossroute"
+
+    @property
+    def uses_sasl(self) -> bool:
+        """Whether the protocol authenticates with SASL (SASL_PLAINTEXT, SASL_SSL)."""
+        return self.security_protocol.startswith("SASL")
+
+    @property
+    def uses_ssl(self) -> bool:
+        """Whether the protocol encrypts with TLS (SSL, SASL_SSL)."""
+        return self.security_protocol.endswith("SSL")
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
+        sasl = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username,
+            "sasl_password": self.sasl_password,
+        }
+        if self.uses_sasl and not all(sasl.values()):
             raise ValueError(
                 f"security_protocol {self.security_protocol} needs sasl_mechanism, sasl_username "
                 "and sasl_password"
             )
+        _only_with(self.uses_sasl, sasl, self.security_protocol, "SASL_PLAINTEXT or SASL_SSL")
         return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> KafkaSettings:
+        tls = {
+            "ssl_ca_file": self.ssl_ca_file,
+            "ssl_cert_file": self.ssl_cert_file,
+            "ssl_key_file": self.ssl_key_file,
+            "ssl_key_password": self.ssl_key_password,
+        }
+        _only_with(self.uses_ssl, tls, self.security_protocol, "SSL or SASL_SSL")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together: set both or neither")
+        if self.ssl_key_password is not None and self.ssl_key_file is None:
+            raise ValueError("ssl_key_password is set but ssl_key_file is not")
+        for name, path in self._tls_paths():
+            if not path.is_file():
+                raise ValueError(f"{name} {path} is not a readable file")
+        return self
+
+    def _tls_paths(self) -> list[tuple[str, Path]]:
+        """The TLS files that are set, with their field names."""
+        names = ("ssl_ca_file", "ssl_cert_file", "ssl_key_file")
+        return [(name, path) for name in names if (path := getattr(self, name)) is not None]
 
     def as_librdkafka(self, bootstrap_servers: str, **extra: Any) -> dict[str, Any]:
         """Return a confluent-kafka config dict. Secrets appear in plaintext only here.
@@ -68,8 +122,82 @@ class KafkaSettings(BaseModel):
             conf["sasl.username"] = self.sasl_username
             assert self.sasl_password is not None  # noqa: S101  # guaranteed by _sasl_complete
             conf["sasl.password"] = self.sasl_password.get_secret_value()
+        tls = {
+            "ssl.ca.location": self.ssl_ca_file,
+            "ssl.certificate.location": self.ssl_cert_file,
+            "ssl.key.location": self.ssl_key_file,
+        }
+        conf.update({key: str(path) for key, path in tls.items() if path is not None})
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
         conf.update(extra)
         return conf
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context of an SSL protocol (None for the others): verifies the brokers against
+        ``ssl_ca_file`` (or the system's CAs) including their host names, and presents the client
+        certificate when one is set.
+
+        Raises:
+            ConfigurationError: a TLS file cannot be loaded (not PEM, wrong key password).
+        """
+        if not self.uses_ssl:
+            return None
+        try:
+            context = ssl.create_default_context(
+                ssl.Purpose.SERVER_AUTH,
+                cafile=str(self.ssl_ca_file) if self.ssl_ca_file else None,
+            )
+            if self.ssl_cert_file is not None:
+                password = self.ssl_key_password
+                context.load_cert_chain(
+                    self.ssl_cert_file,
+                    self.ssl_key_file,
+                    password.get_secret_value() if password else None,
+                )
+        except (ssl.SSLError, OSError) as e:
+            files = ", ".join(f"{name} {path}" for name, path in self._tls_paths())
+            raise ConfigurationError(f"kafka: cannot load the TLS files ({files}): {e}") from e
+        return context
+
+    def as_faust(self, bootstrap_servers: str) -> dict[str, Any]:
+        """Return the ``faust.App`` keyword arguments of this connection: ``broker``,
+        ``broker_client_id`` and, unless PLAINTEXT, ``broker_credentials`` (faust hands the
+        protocol, SASL mechanism and credentials, and the TLS context to aiokafka).
+
+        Args:
+            bootstrap_servers: the resolved servers (settings value or the dev stack's).
+
+        Raises:
+            ConfigurationError: a TLS file cannot be loaded.
+        """
+        import faust
+
+        servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+        options: dict[str, Any] = {
+            "broker": [f"kafka://{server}" for server in servers],
+            "broker_client_id": self.client_id,
+        }
+        context = self.ssl_context()
+        if self.uses_sasl:
+            assert self.sasl_password is not None  # noqa: S101  # guaranteed by _sasl_complete
+            # SASLCredentials: SASL_PLAINTEXT, or SASL_SSL when it is given a TLS context
+            options["broker_credentials"] = faust.SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password.get_secret_value(),
+                mechanism=self.sasl_mechanism,
+                ssl_context=context,
+            )
+        elif context is not None:
+            options["broker_credentials"] = faust.SSLCredentials(context)
+        return options
+
+
+def _only_with(allowed: bool, fields: Mapping[str, object], protocol: str, protocols: str) -> None:
+    """Refuse fields that the security protocol would silently ignore."""
+    present = [name for name, value in fields.items() if value is not None]
+    if present and not allowed:
+        raise ValueError(f"{', '.join(present)} need security_protocol {protocols}, not {protocol}")
 
 
 class TopicSettings(BaseModel):
@@ -144,6 +272,11 @@ class StackSettings(BaseModel):
     kafka_port: Annotated[int, Field(ge=1024, le=65535)] = 9092
     kafka_controller_port: Annotated[int, Field(ge=1024, le=65535)] = 9093
     redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
+    kafka_sasl_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    """Also serve SASL (SCRAM-SHA-256/512) here; users: ``DevStack.add_scram_user``."""
+    kafka_sasl_tls: bool = False
+    """The SASL listener speaks SASL_SSL, with a certificate for the host that the stack makes
+    (``<state_dir>/kafka/tls/``); off: SASL_PLAINTEXT."""
     kafka_heap: Annotated[str, Field(pattern=r"^[0-9]+[mg]$")] = "512m"
     """JVM heap of the broker (-Xmx); it shares two cores with everything else."""
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
@@ -156,11 +289,15 @@ class StackSettings(BaseModel):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
-        ports = [self.kafka_port, self.kafka_controller_port, self.redis_port]
+        given = (self.kafka_port, self.kafka_controller_port, self.redis_port, self.kafka_sasl_port)
+        ports = [port for port in given if port is not None]
         if len(set(ports)) != len(ports):
             raise ValueError(
-                f"kafka_port, kafka_controller_port and redis_port must differ: {ports}"
+                "kafka_port, kafka_controller_port, redis_port and kafka_sasl_port must differ: "
+                f"{ports}"
             )
+        if self.kafka_sasl_tls and self.kafka_sasl_port is None:
+            raise ValueError("kafka_sasl_tls needs kafka_sasl_port (the listener it secures)")
         return self
 
 

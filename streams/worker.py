@@ -39,7 +39,7 @@ EXIT_CRASH = 70
 def build_app(
     pipeline: Pipeline,
     *,
-    bootstrap: str,
+    broker_options: Mapping[str, Any],
     group_id: str,
     entity_topics: Sequence[str],
     ticket_topic: str,
@@ -48,13 +48,18 @@ def build_app(
     datadir: Path,
     session_timeout_s: float = 10.0,
 ) -> Any:
-    """The faust app with its two agents (not started)."""
+    """The faust app with its two agents (not started).
+
+    Args:
+        broker_options: where and how to connect, as ``KafkaSettings.as_faust`` renders it
+            (``broker``, ``broker_client_id``, ``broker_credentials`` for SSL/SASL).
+    """
     import faust
 
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         group_id,
-        broker=f"kafka://{bootstrap}",
+        **broker_options,
         store="memory://",
         datadir=str(datadir),
         web_enabled=False,
@@ -166,14 +171,11 @@ def run(
     from router.index import VectorIndex
     from router.routing import Router
     from streams.connections import kafka_bootstrap, kafka_config, redis_client, start_dev_stack
-    from streams.exceptions import ConfigurationError
     from streams.logs import setup_logging
     from streams.pipeline import WorkerMetrics
     from streams.topics import COMPACTED_ROLES, ensure_topics, topic_specs
 
     setup_logging(loglevel, settings.worker.log_format)
-    if settings.kafka.security_protocol != "PLAINTEXT":
-        raise ConfigurationError("the worker supports PLAINTEXT Kafka only for now")
     start_dev_stack(settings)
     if model is None:
         _ensure_default_bundle(settings.model, announce)
@@ -200,7 +202,7 @@ def run(
     t = settings.topics
     app = build_app(
         pipeline,
-        bootstrap=kafka_bootstrap(settings),
+        broker_options=settings.kafka.as_faust(kafka_bootstrap(settings)),
         group_id=settings.worker.group_id,
         entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
         ticket_topic=t.name("tickets"),

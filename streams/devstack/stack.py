@@ -3,7 +3,12 @@
 Both bind 127.0.0.1 only and keep data, logs and PID files under one state folder::
 
     <state_dir>/kafka/{data/, server.properties, log4j2.yaml, cluster.id, kafka.log, kafka.pid}
+    <state_dir>/kafka/tls/{broker.p12, ca.pem}     (only for a SASL_SSL listener)
     <state_dir>/redis/{data/, redis.log, redis.pid}
+
+Clients use the PLAINTEXT listener. ``StackSettings.kafka_sasl_port`` adds a SASL listener
+(SASL_PLAINTEXT, or SASL_SSL with ``kafka_sasl_tls``) whose SCRAM users
+:meth:`DevStack.add_scram_user` creates, to run clients the way they run against a secured cluster.
 
 When ``KAFKA_BOOTSTRAP_SERVERS`` / ``REDIS_URL`` (or their ``CROSSROUTE_*`` forms) are set, that
 service is *external*: ``up`` starts nothing for it and only checks it can be reached.
@@ -11,12 +16,10 @@ service is *external*: ``up`` starts nothing for it and only checks it can be re
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import redis
-from confluent_kafka.admin import AdminClient
+from pydantic import SecretStr
 
 from router.settings import RedisSettings, redact_url
 from streams.devstack.artifacts import (
@@ -34,6 +37,16 @@ from streams.devstack.artifacts import (
     find_redis_stack,
     kafka_version,
 )
+from streams.devstack.kafka import (
+    ScramMechanismName,
+    create_scram_user,
+    ensure_keystore,
+    kafka_reachable,
+    new_cluster_id,
+    sasl_protocol,
+    server_properties,
+    tls_dir,
+)
 from streams.devstack.process import ManagedProcess, require_free_port
 from streams.exceptions import ServiceUnavailableError, StackError
 from streams.settings import KafkaSettings, StackSettings, WorkerSettings
@@ -42,45 +55,6 @@ __all__ = ["DevStack", "ServiceName", "ServiceStatus"]
 
 ServiceName = Literal["kafka", "redis"]
 Progress = Callable[[str], None]
-
-_SERVER_PROPERTIES = """\
-# Written by `crossroute stack up` on every start; edit StackSettings, not this file.
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{host}:{controller_port}
-listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}
-advertised.listeners=PLAINTEXT://{host}:{port}
-controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
-log.dirs={data_dir}
-# Topics are created explicitly through the admin API, with their configs.
-auto.create.topics.enable=false
-num.partitions=1
-default.replication.factor=1
-min.insync.replicas=1
-# One node: internal topics cannot have more than one replica; fewer partitions start faster.
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=8
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-# Let the first consumer of a group start at once instead of waiting 3 s for others.
-group.initial.rebalance.delay.ms=0
-log.cleaner.enable=true
-"""
-
-
-def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding, like Kafka's
-    ``Uuid.randomUuid()``, which also never starts one with "-" (the storage tool's argument
-    parser would read it as an option)."""
-    while True:
-        raw = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
-        if not raw.startswith("-"):
-            return raw
 
 
 def _noop(_: str) -> None:
@@ -164,6 +138,46 @@ class DevStack:
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """A confluent-kafka config for this stack's broker (secrets in plaintext: clients only)."""
         return self.kafka_settings.as_librdkafka(self.kafka_bootstrap(), **extra)
+
+    def kafka_sasl_bootstrap(self) -> str:
+        """The embedded broker's SASL listener (``StackSettings.kafka_sasl_port``)."""
+        if self.kafka_external or self.settings.kafka_sasl_port is None:
+            raise StackError("the embedded broker has no SASL listener (kafka_sasl_port unset)")
+        return f"{self.settings.host}:{self.settings.kafka_sasl_port}"
+
+    def add_scram_user(
+        self, username: str, password: SecretStr, mechanism: ScramMechanismName = "SCRAM-SHA-256"
+    ) -> KafkaSettings:
+        """Create (or update) a SCRAM user of the embedded broker's SASL listener, and wait until
+        the listener accepts it.
+
+        Returns:
+            The Kafka settings a client of the SASL listener uses (its bootstrap and the user).
+
+        Raises:
+            StackError: the broker has no SASL listener, or does not accept the user in time.
+        """
+        tls = self.settings.kafka_sasl_tls
+        sasl = KafkaSettings(
+            bootstrap_servers=self.kafka_sasl_bootstrap(),
+            security_protocol=sasl_protocol(self.settings),
+            sasl_mechanism=mechanism,
+            sasl_username=username,
+            sasl_password=password,
+            ssl_ca_file=tls_dir(self.settings) / "ca.pem" if tls else None,
+            client_id=self.kafka_settings.client_id,
+        )
+        create_scram_user(self.kafka_config(), username, password, mechanism)
+        deadline = time.monotonic() + self.settings.start_timeout_s
+        detail = ""
+        while time.monotonic() < deadline:  # the credential reaches the listener asynchronously
+            healthy, detail = kafka_reachable(sasl, 2.0)
+            if healthy:
+                return sasl
+            time.sleep(0.25)
+        raise StackError(
+            f"kafka: SCRAM user {username!r} not accepted by the SASL listener: {detail}"
+        )
 
     def redis_url(self) -> str:
         """Redis URL clients should use (may contain a password: do not log it)."""
@@ -262,18 +276,15 @@ class DevStack:
         libs = ensure_kafka_jars(s.cache_dir, s.mvn, self._progress)
         require_free_port("kafka", s.host, s.kafka_port)
         require_free_port("kafka", s.host, s.kafka_controller_port)
+        if s.kafka_sasl_port is not None:
+            require_free_port("kafka", s.host, s.kafka_sasl_port)
+            if s.kafka_sasl_tls:
+                ensure_keystore(java, s)
         home = s.state_dir / "kafka"
         data = home / "data"
         home.mkdir(parents=True, exist_ok=True)
         props = home / "server.properties"
-        props.write_text(
-            _SERVER_PROPERTIES.format(
-                host=s.host,
-                port=s.kafka_port,
-                controller_port=s.kafka_controller_port,
-                data_dir=data,
-            )
-        )
+        props.write_text(server_properties(s, data))
         log4j = home / "log4j2.yaml"
         log4j.write_bytes(resources.files("streams.devstack").joinpath("log4j2.yaml").read_bytes())
         classpath = f"{libs}/*"
@@ -304,13 +315,7 @@ class DevStack:
             raise StackError("kafka: formatting the KRaft storage failed: " + " | ".join(tail))
 
     def _kafka_healthy(self, timeout_s: float) -> tuple[bool, str]:
-        admin = AdminClient(self.kafka_config(**{"log_level": 0, "socket.timeout.ms": 3000}))
-        try:
-            meta = admin.list_topics(timeout=timeout_s)
-        except Exception as e:  # confluent raises KafkaException with a librdkafka error
-            return False, f"unreachable: {e}"
-        brokers = ", ".join(f"{b.host}:{b.port}" for b in meta.brokers.values())
-        return True, f"{len(meta.brokers)} broker(s) [{brokers}], {len(meta.topics)} topic(s)"
+        return kafka_reachable(self.kafka_settings, timeout_s, self.kafka_bootstrap())
 
     # -- redis -----------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,13 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     kafka = KafkaSettings(bootstrap_servers=EXTERNAL_ENV.get("KAFKA_BOOTSTRAP_SERVERS"))
     redis_url = EXTERNAL_ENV.get("REDIS_URL")
     redis_settings = RedisSettings(url=SecretStr(redis_url) if redis_url else None)
-    stack = DevStack(stack_settings, kafka, redis_settings)
+    with running(DevStack(stack_settings, kafka, redis_settings)) as stack:
+        yield stack
+
+
+@contextmanager
+def running(stack: DevStack) -> Iterator[DevStack]:
+    """Bring the stack up (skip the test when it cannot start, fail under CI) and down after."""
     try:
         stack.up()
     except CrossrouteError as e:
@@ -69,8 +76,10 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         if IN_CI:
             pytest.fail(message + " (CI=true: integration services are required)")
         pytest.skip(message)
-    yield stack
-    stack.down()
+    try:
+        yield stack
+    finally:
+        stack.down()
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,7 +132,7 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     """The storage tool would read "-t -abc…" as a missing argument (a 1-in-64 flake before)."""
     import base64
 
-    from streams.devstack.stack import new_cluster_id
+    from streams.devstack.kafka import new_cluster_id
 
     draws = iter([b"\xfb" + bytes(15), bytes(range(16))])  # the first encodes to "-w…"
     assert base64.urlsafe_b64encode(b"\xfb" + bytes(15)).startswith(b"-")
@@ -139,3 +140,103 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     assert cid == base64.urlsafe_b64encode(bytes(range(16))).rstrip(b"=").decode()
     assert all(not new_cluster_id().startswith("-") for _ in range(500))
     assert len(new_cluster_id()) == 22
+
+
+def test_server_properties_add_a_scram_listener_only_when_asked(tmp_path: Path) -> None:
+    from streams.devstack.kafka import server_properties
+    from streams.settings import StackSettings
+
+    def props(**options: Any) -> dict[str, str]:
+        settings = StackSettings(
+            state_dir=tmp_path, kafka_port=9001, kafka_controller_port=9002, **options
+        )
+        text = server_properties(settings, tmp_path)
+        lines = [
+            line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")
+        ]
+        return dict(lines)
+
+    plain = props()
+    assert plain["listeners"] == "PLAINTEXT://127.0.0.1:9001,CONTROLLER://127.0.0.1:9002"
+    assert plain["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001"
+    assert plain["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert plain["log.dirs"] == str(tmp_path)
+    assert not any(key.startswith("sasl") or "sasl" in key for key in plain)
+
+    sasl = props(kafka_sasl_port=9003)
+    assert sasl["listeners"].endswith(",SASL_PLAINTEXT://127.0.0.1:9003")
+    assert (
+        sasl["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9001,SASL_PLAINTEXT://127.0.0.1:9003"
+    )
+    assert sasl["listener.security.protocol.map"].endswith(",SASL_PLAINTEXT:SASL_PLAINTEXT")
+    assert sasl["inter.broker.listener.name"] == "PLAINTEXT"  # the broker itself needs no user
+    assert sasl["sasl.enabled.mechanisms"] == "SCRAM-SHA-256,SCRAM-SHA-512"
+    for mechanism in ("scram-sha-256", "scram-sha-512"):
+        jaas = sasl[f"listener.name.sasl_plaintext.{mechanism}.sasl.jaas.config"]
+        assert jaas == "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+    assert not any(key.startswith("ssl.") for key in sasl)
+
+    tls = props(kafka_sasl_port=9003, kafka_sasl_tls=True)
+    assert tls["listeners"].endswith(",SASL_SSL://127.0.0.1:9003")
+    assert tls["listener.security.protocol.map"].endswith(",SASL_SSL:SASL_SSL")
+    assert "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config" in tls
+    assert tls["ssl.keystore.location"] == str(tmp_path / "kafka" / "tls" / "broker.p12")
+    assert tls["ssl.keystore.type"] == "PKCS12"
+
+
+def test_the_sasl_ssl_certificate_is_made_once_for_the_host(tmp_path: Path) -> None:
+    import shutil
+    import ssl
+
+    from streams.devstack.kafka import ensure_keystore
+    from streams.settings import StackSettings
+
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("no Java (keytool) here")
+    settings = StackSettings(state_dir=tmp_path, kafka_sasl_port=9003, kafka_sasl_tls=True)
+    pem = ensure_keystore(java, settings)
+    assert pem == tmp_path / "kafka" / "tls" / "ca.pem"
+    context = ssl.create_default_context(cafile=str(pem))  # what a client trusts: it loads
+    (cert,) = context.get_ca_certs()
+    assert ("IP Address", "127.0.0.1") in cert["subjectAltName"]
+    made = (tmp_path / "kafka" / "tls" / "broker.p12").stat().st_mtime_ns
+    assert ensure_keystore(java, settings) == pem  # kept: clients may hold the old one
+    assert (tmp_path / "kafka" / "tls" / "broker.p12").stat().st_mtime_ns == made
+
+
+def test_scram_users_need_the_embedded_sasl_listener(tmp_path: Path) -> None:
+    from pydantic import SecretStr
+
+    from router.settings import RedisSettings
+    from streams.devstack import DevStack
+    from streams.exceptions import StackError
+    from streams.settings import KafkaSettings, StackSettings
+
+    no_listener = DevStack(StackSettings(state_dir=tmp_path), KafkaSettings(), RedisSettings())
+    with pytest.raises(StackError, match="no SASL listener"):
+        no_listener.add_scram_user("u", SecretStr("p"))
+    external = DevStack(
+        StackSettings(state_dir=tmp_path, kafka_sasl_port=9003),
+        KafkaSettings(bootstrap_servers="broker:9092"),
+        RedisSettings(),
+    )
+    with pytest.raises(StackError, match="no SASL listener"):
+        external.kafka_sasl_bootstrap()
+    embedded = DevStack(
+        StackSettings(state_dir=tmp_path, kafka_sasl_port=9003), KafkaSettings(), RedisSettings()
+    )
+    assert embedded.kafka_sasl_bootstrap() == "127.0.0.1:9003"
+
+
+def test_unreachable_kafka_is_reported_within_the_timeout() -> None:
+    from streams.devstack.kafka import kafka_reachable
+    from streams.settings import KafkaSettings
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    started = time.monotonic()
+    healthy, detail = kafka_reachable(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), 1.5)
+    assert not healthy and detail.startswith("unreachable: ")
+    assert time.monotonic() - started < 5

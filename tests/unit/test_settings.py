@@ -92,3 +92,12 @@ def test_default_paths_follow_the_xdg_variables_of_the_process(
     assert ModelsSettings().model.cache_dir == tmp_path / "cache" / "crossroute" / "features"
     assert worker.model.resolved_bundle_dir() == tmp_path / "data/crossroute/bundles/default"
     assert calibration_dir(RouterSettings().routing) == tmp_path / "data/crossroute/calibration"
+
+
+def test_the_sasl_port_is_distinct_and_optional() -> None:
+    assert StackSettings().kafka_sasl_port is None
+    assert StackSettings(kafka_sasl_port=9094).kafka_sasl_port == 9094
+    with pytest.raises(ValidationError, match=r"must differ: \[9092, 9093, 6379, 9092\]"):
+        StackSettings(kafka_sasl_port=9092)
+    with pytest.raises(ValidationError, match="kafka_sasl_tls needs kafka_sasl_port"):
+        StackSettings(kafka_sasl_tls=True)
