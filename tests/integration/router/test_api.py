@@ -29,8 +29,6 @@ from router.settings import ApiSettings, RoutingSettings
 from tests.conftest import require_shared_data
 from tests.integration.router.conftest import screenshot
 
-pytestmark = pytest.mark.integration
-
 LIMITS = ApiSettings(
     max_body_bytes=200_000, max_image_bytes=100_000, max_image_pixels=250_000, max_text_chars=2_000
 )

@@ -13,8 +13,6 @@ from streams.devstack import DevStack
 from tests.conftest import require_shared_data
 from tests.unit.test_cli import run_cli
 
-pytestmark = pytest.mark.integration
-
 
 def test_index_route_calibrate_and_eval_from_the_cli(
     dev_stack: DevStack, default_bundle: Path, tmp_path: Path

@@ -17,8 +17,6 @@ from router.exceptions import IndexingFailureError, IndexNotFoundError, RouterEr
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex
 from router.settings import IndexSettings
 
-pytestmark = pytest.mark.integration
-
 DIM = 32
 
 

@@ -14,8 +14,6 @@ from redis.commands.search.field import NumericField, TagField, VectorField
 from redis.commands.search.index_definition import IndexDefinition, IndexType
 from redis.commands.search.query import Query
 
-pytestmark = pytest.mark.integration
-
 DIM = 16
 
 

@@ -20,8 +20,6 @@ from router.schemas import ImageRef, Product, Ticket
 from router.settings import IndexSettings, RoutingSettings
 from tests.integration.router.conftest import screenshot
 
-pytestmark = pytest.mark.integration
-
 
 def test_text_ticket_routes_to_the_matching_article(router: Router) -> None:
     d = router.route(Ticket(id="t1", tenant="acme", text="I forgot my password and cannot log in"))

@@ -8,15 +8,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.admin import AdminClient, ConfigResource
 
 from router.schemas import Product
 from streams.devstack import DevStack
 from streams.events import ProductUpserted, decode_event, encode_event
-
-pytestmark = pytest.mark.integration
 
 
 def _consume(consumer: Consumer, n: int, timeout_s: float = 60) -> list[Message]:

@@ -8,7 +8,6 @@ import os
 import uuid
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from streams.devstack import DevStack
@@ -25,8 +24,6 @@ from streams.events import (
 from streams.settings import TopicSettings
 from tests.conftest import require_shared_data
 from tests.unit.test_cli import run_cli
-
-pytestmark = pytest.mark.integration
 
 
 def consume_all(stack: DevStack, topic: str, partitions: int = 3) -> list[tuple[bytes, bytes]]:

@@ -27,8 +27,6 @@ from tests.integration.conftest import free_port, running
 from tests.integration.streams.test_worker import WorkerEnv, articles, consume, wait_for
 from tests.unit.test_cli import run_cli
 
-pytestmark = pytest.mark.integration
-
 USER = "crossroute-worker"
 PASSWORD = SecretStr(f"scram-{uuid.uuid4().hex}")
 

@@ -14,8 +14,6 @@ from tests.conftest import EXTERNAL_ENV
 from tests.integration.conftest import free_port
 from tests.unit.test_cli import run_cli
 
-pytestmark = pytest.mark.integration
-
 
 def _alive(pid: int) -> bool:
     try:

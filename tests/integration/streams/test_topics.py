@@ -15,8 +15,6 @@ from streams.settings import TopicSettings
 from streams.topics import ensure_topics, topic_specs
 from tests.unit.test_cli import run_cli
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def settings(kafka_config: Callable[..., dict[str, Any]]) -> Iterator[TopicSettings]:

@@ -19,8 +19,6 @@ from tests.conftest import REPO
 from tests.integration.conftest import free_port
 from tests.unit.streams.test_supervisor import alive
 
-pytestmark = pytest.mark.integration
-
 # The assembled CLI entry module once it exists; until then the CLI module itself.
 _MODULE = ENTRY_MODULE if importlib.util.find_spec(ENTRY_MODULE) else "streams.cli"
 

@@ -42,8 +42,6 @@ from tests.conftest import REPO, require_shared_data
 from tests.integration.conftest import free_port
 from tests.integration.router.conftest import screenshot
 
-pytestmark = pytest.mark.integration
-
 
 class WorkerEnv:
     """One isolated deployment: its own topics, index namespace and consumer group."""
