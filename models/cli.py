@@ -16,7 +16,6 @@ import typer
 from models.clikit import (
     BundleOpt,
     ModelOpt,
-    Progress,
     group,
     load_embedder,
     out,
@@ -27,7 +26,7 @@ from models.exceptions import UsageError
 from models.settings import ModelsSettings
 
 if TYPE_CHECKING:
-    from models.embedder import Embedder
+    pass
 
 __all__ = ["PANEL", "app", "bench_app"]
 
@@ -47,7 +46,7 @@ app.add_typer(pairs_app, name="pairs", rich_help_panel=PANEL)
 
 
 def _bundle_dir(settings: ModelsSettings, explicit: Path | None) -> Path:
-    return explicit if explicit is not None else settings.model.resolved_bundle_dir()
+    return settings.model.resolved_bundle_dir(explicit)
 
 
 # -- models build | verify | info --------------------------------------------------------------
@@ -419,14 +418,14 @@ def eval_cmd(
         "exemplar_folds": exemplars_cv,
     }
 
-    def run(emb: Embedder, step: Progress) -> dict[str, Any]:
-        return backends[index](data, emb, progress=step, **options)
-
-    with progress(f"evaluating {embedder.space_id} on {data.name}") as step:
-        result = run(embedder, step)
+    with (
+        backends[index]() as run,
+        progress(f"evaluating {embedder.space_id} on {data.name}") as step,
+    ):
+        result = run(data, embedder, progress=step, **options)
         other = comparison = None
         if compare is not None:
-            other = run(load_embedder(settings.model, compare), step)
+            other = run(data, load_embedder(settings.model, compare), progress=step, **options)
             comparison = compare_reports(result, other)
     if comparison is not None:
         result["comparison"] = comparison

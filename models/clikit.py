@@ -10,7 +10,7 @@ and are printed as one ``error:`` line.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from models.exceptions import CrossrouteError, UsageError
+from models.progress import Progress
 from models.settings import ModelSettings, ProcessSettings
 
 if TYPE_CHECKING:
@@ -30,7 +31,6 @@ __all__ = [
     "EXIT_USAGE",
     "BundleOpt",
     "ModelOpt",
-    "Progress",
     "err",
     "group",
     "load_embedder",
@@ -46,7 +46,6 @@ EXIT_USAGE = 2
 """The command cannot run as given (bad flag, bad setting): :class:`UsageError`."""
 
 S = TypeVar("S", bound=ProcessSettings)
-Progress = Callable[[str], None]
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -87,14 +86,10 @@ def read_settings(cls: type[S]) -> S:
 def load_embedder(
     settings: ModelSettings, explicit: Path | None = None, threads: int | None = None
 ) -> Embedder:
-    """Load a bundle (``explicit``, else the configured one) with the configured providers/threads
-    (``threads`` overrides)."""
+    """:meth:`Embedder.from_settings`, imported when a command needs it (``--help`` stays fast)."""
     from models.embedder import Embedder
 
-    directory = explicit if explicit is not None else settings.resolved_bundle_dir()
-    return Embedder.load(
-        directory, providers=settings.providers, threads=threads or settings.threads
-    )
+    return Embedder.from_settings(settings, explicit, threads)
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from models.preprocess import (
 )
 from models.projection import Head, load_head
 from models.runtime import Providers, create_session
+from models.settings import ModelSettings
 
 __all__ = ["Embedder", "EmbeddingBatch", "ScreenshotBatch"]
 
@@ -143,6 +144,18 @@ class Embedder:
         """
         manifest = load_manifest(bundle_dir, verify=True)
         return cls(bundle_dir, manifest, providers=providers, threads=threads)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ModelSettings, bundle_dir: Path | None = None, threads: int | None = None
+    ) -> Embedder:
+        """:meth:`load` the bundle ``bundle_dir`` (else the configured one) with the configured
+        providers and threads (``threads`` overrides)."""
+        return cls.load(
+            settings.resolved_bundle_dir(bundle_dir),
+            providers=settings.providers,
+            threads=threads or settings.threads,
+        )
 
     @property
     def space_id(self) -> str:

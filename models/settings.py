@@ -66,8 +66,11 @@ class ModelSettings(BaseModel):
     cache_dir: Path = Field(default_factory=lambda: xdg_dir("cache") / "features")
     """Encoder features ``crossroute train`` computes once per pair set and encoder."""
 
-    def resolved_bundle_dir(self) -> Path:
-        """``bundle_dir``, or the default bundle's location."""
+    def resolved_bundle_dir(self, explicit: Path | None = None) -> Path:
+        """``explicit`` (a ``--model``/``--bundle`` flag) if given, else ``bundle_dir``, else the
+        default bundle's location."""
+        if explicit is not None:
+            return explicit
         return self.bundle_dir if self.bundle_dir is not None else default_bundle_dir()
 
 

@@ -1,10 +1,8 @@
 """The HTTP API: ``POST /v1/route``, ``POST /v1/search``, ``GET /healthz``, ``GET /metrics``.
 
-Every request is bounded before any work is done: body size (checked on the stream, so a chunked body
-cannot slip past ``Content-Length``), content type (JSON or multipart only), text length, image bytes
-and image pixels (read from the header before decoding, by the embedder's own check
-:func:`~models.preprocess.check_image`, with the API's limits). Every rejection is a 4xx with a message
-that says what to change; a Redis outage is a 503; nothing a client sends can produce a 500.
+Every request is bounded before any work is done (:mod:`router.bounds`: body size on the stream,
+content type, text length, image bytes and pixels from the header). Every rejection is a 4xx with a
+message that says what to change; a Redis outage is a 503; nothing a client sends can produce a 500.
 
 A search embeds its text and image and fuses them like a ticket's text and photo
 (:meth:`~router.routing.Router.query_vector`: the routing weights apply).
@@ -19,8 +17,8 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import redis
 from fastapi import FastAPI, Request
@@ -34,13 +32,23 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.datastructures import UploadFile
+from pydantic import BaseModel, ConfigDict, Field
 
-from models.config import ImageLimits
-from models.exceptions import ImageTooLargeError, InputError, ModelsError
-from models.preprocess import check_image
-from router.exceptions import RequestError, SettingsError
+from models.exceptions import ModelsError
+from router.bounds import (
+    BodyLimit,
+    Rejected,
+    check_request_image,
+    check_text,
+    content_kind,
+    form_object,
+    image_field,
+    image_limits,
+    parse_json,
+    read_form,
+    validation_errors,
+)
+from router.exceptions import RequestError
 from router.index import DocKind, Filters
 from router.routing import Router
 from router.schemas import MAX_TEXT_CHARS, EntityId, Locale, RoutingDecision, TenantId, Ticket
@@ -52,16 +60,10 @@ __all__ = [
     "SearchRequest",
     "SearchResponse",
     "create_app",
-    "image_limits",
     "serve",
 ]
 
 log = logging.getLogger(__name__)
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp")
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 
 class RouteRequest(BaseModel):
@@ -103,78 +105,6 @@ class SearchResponse(BaseModel):
 
     space_id: str
     hits: list[SearchHit]
-
-
-class _Rejected(Exception):
-    """A request refused with a 4xx (or 503) and a message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over ``max_bytes`` (by header, and by counting the stream)."""
-
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        too_big = f"request body over the {self.max_bytes} byte limit"
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                await _plain(send, 400, "invalid Content-Length header")
-                return
-            if size > self.max_bytes:
-                await _plain(send, 413, too_big)
-                return
-        seen = 0
-        started = False
-
-        async def counting_receive() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _Rejected(413, too_big)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _Rejected as e:
-            if not started:
-                await _plain(send, e.status, e.message)
-
-
-async def _plain(send: Send, status: int, message: str) -> None:
-    body = json.dumps({"detail": message}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class _Metrics:
@@ -234,8 +164,8 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         response.headers["X-Crossroute-Space"] = router.space_id
         return response
 
-    @app.exception_handler(_Rejected)
-    async def _rejected(_: Request, exc: _Rejected) -> JSONResponse:
+    @app.exception_handler(Rejected)
+    async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     @app.exception_handler(RequestError)
@@ -249,7 +179,7 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _errors(exc.errors())}, status_code=422)
+        return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
     @app.get("/healthz", summary="Liveness and the space served")
     def healthz() -> JSONResponse:
@@ -294,15 +224,15 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         },
     )
     async def route(request: Request) -> RoutingDecision:
-        kind = _content_kind(request)
+        kind = content_kind(request)
         if kind == "json":
-            body = _parse(RouteRequest, await request.body())
+            body = parse_json(RouteRequest, await request.body())
         else:
-            form = await _form(request, settings)
+            form = await read_form(request, settings)
             try:
-                ticket_json = _form_object(form, "ticket")
+                ticket_json = form_object(form, "ticket")
                 for name in ("photo", "screenshot"):
-                    data = await _image_field(form, name, limits)
+                    data = await image_field(form, name, limits)
                     if data is not None:  # the file part becomes the ticket's inline image
                         ticket_json[name] = {"data": base64.b64encode(data).decode()}
                 payload: dict[str, Any] = {"ticket": ticket_json}
@@ -311,14 +241,14 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
                     payload["k"] = k_raw
             finally:
                 await form.close()
-            body = _parse(RouteRequest, json.dumps(payload).encode())
+            body = parse_json(RouteRequest, json.dumps(payload).encode())
         ticket = body.ticket
-        _check_text(ticket.text, settings)
+        check_text(ticket.text, settings)
         for ref in (ticket.photo, ticket.screenshot):
             if ref is not None:
                 if ref.uri is not None:
-                    raise _Rejected(422, "image URIs are not fetched by the API; send the bytes")
-                _check_image(ref.data or b"", limits)
+                    raise Rejected(422, "image URIs are not fetched by the API; send the bytes")
+                check_request_image(ref.data or b"", limits)
         decision: RoutingDecision = await _in_thread(lambda: router.route(ticket, k=body.k))
         metrics.decisions.labels(queue=decision.queue).inc()
         return decision
@@ -349,24 +279,24 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         },
     )
     async def search(request: Request) -> SearchResponse:
-        kind = _content_kind(request)
+        kind = content_kind(request)
         image: bytes | None
         if kind == "json":
-            body = _parse(SearchRequest, await request.body())
+            body = parse_json(SearchRequest, await request.body())
             image = body.image
         else:
-            form = await _form(request, settings)
+            form = await read_form(request, settings)
             try:
-                body = _parse(SearchRequest, json.dumps(_form_object(form, "query")).encode())
-                image = await _image_field(form, "image", limits) or body.image
+                body = parse_json(SearchRequest, json.dumps(form_object(form, "query")).encode())
+                image = await image_field(form, "image", limits) or body.image
             finally:
                 await form.close()
         if image is not None:  # (an image part was checked already; a base64 one not yet)
-            _check_image(image, limits)
+            check_request_image(image, limits)
         if body.text is not None:
-            _check_text(body.text, settings)
+            check_text(body.text, settings)
         if not (body.text and body.text.strip()) and image is None:
-            raise _Rejected(422, "a search needs a non-blank 'text' or an 'image'")
+            raise Rejected(422, "a search needs a non-blank 'text' or an 'image'")
         filters = Filters(
             tenant=body.tenant,
             kinds=body.kinds,
@@ -427,131 +357,9 @@ async def _in_thread(fn: Callable[[], Any]) -> Any:
         raise RequestError(str(e)) from e
 
 
-def _content_kind(request: Request) -> Literal["json", "multipart"]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json":
-        return "json"
-    if ctype == "multipart/form-data":
-        return "multipart"
-    raise _Rejected(
-        415, f"content type {ctype or '(none)'!r}: send application/json or multipart/form-data"
-    )
-
-
-def _errors(errors: Any) -> list[dict[str, Any]]:
-    """Validation errors without the echoed input (it may be megabytes of base64)."""
-    out = []
-    for err in errors:
-        out.append({k: v for k, v in dict(err).items() if k in ("loc", "msg", "type")})
-    return out
-
-
-def _parse(model: type[Any], raw: bytes) -> Any:
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as e:
-        raise _RejectedValidation(e) from e
-
-
-class _RejectedValidation(_Rejected):
-    def __init__(self, error: ValidationError) -> None:
-        parts = [
-            f"{'.'.join(str(x) for x in err['loc']) or 'body'}: {err['msg']}"
-            for err in error.errors()
-        ]
-        super().__init__(422, "; ".join(parts[:10]) or "invalid request body")
-
-
-def _form_object(form: Any, name: str) -> dict[str, Any]:
-    """A multipart text field holding a JSON object."""
-    raw = form.get(name)
-    if not isinstance(raw, str):
-        raise _Rejected(422, f"multipart body needs a {name!r} field holding a JSON object")
-    try:
-        value = json.loads(raw)
-    except ValueError as e:
-        raise _Rejected(422, f"field {name!r} is not valid JSON: {e}") from e
-    if not isinstance(value, dict):
-        raise _Rejected(422, f"field {name!r} must be a JSON object")
-    return value
-
-
-async def _form(request: Request, settings: ApiSettings) -> Any:
-    try:
-        return await request.form(max_files=2, max_fields=8, max_part_size=settings.max_image_bytes)
-    except _Rejected:
-        raise
-    except Exception as e:  # malformed multipart: the client's fault
-        if "maximum size" in str(e):
-            raise _Rejected(
-                413, f"a file part is over the {settings.max_image_bytes} byte limit"
-            ) from e
-        raise _Rejected(400, f"malformed multipart body: {e}") from e
-
-
-async def _image_field(form: Any, name: str, limits: ImageLimits) -> bytes | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, UploadFile):
-        raise _Rejected(422, f"{name!r} must be an image file part")
-    ctype = (value.content_type or "").split(";")[0].strip().lower()
-    if ctype not in IMAGE_TYPES:
-        raise _Rejected(
-            415, f"{name!r} has content type {ctype or '(none)'!r}: send {', '.join(IMAGE_TYPES)}"
-        )
-    data = await value.read(limits.max_bytes + 1)
-    _check_image(data, limits, name)
-    return data
-
-
-def _check_text(text: str, settings: ApiSettings) -> None:
-    if len(text) > settings.max_text_chars:
-        raise _Rejected(
-            413, f"text is {len(text)} characters, over the {settings.max_text_chars} limit"
-        )
-
-
-def image_limits(settings: ApiSettings, bundle: ImageLimits) -> ImageLimits:
-    """The API's image limits: its settings, the formats the bundle decodes.
-
-    Raises:
-        SettingsError: a limit of ``settings`` is above the bundle's (it would not take effect: the
-            embedder would refuse such an image after the API accepted it).
-    """
-    problems = [
-        f"api.{name} (CROSSROUTE_API__{name.upper()}) is {mine}, over the {theirs} the served "
-        "bundle decodes"
-        for name, mine, theirs in (
-            ("max_image_bytes", settings.max_image_bytes, bundle.max_bytes),
-            ("max_image_pixels", settings.max_image_pixels, bundle.max_pixels),
-        )
-        if mine > theirs
-    ]
-    if problems:
-        raise SettingsError("; ".join(problems) + ": lower it, a higher limit cannot take effect")
-    return ImageLimits(
-        max_bytes=settings.max_image_bytes,
-        max_pixels=settings.max_image_pixels,
-        formats=bundle.formats,
-    )
-
-
-def _check_image(data: bytes, limits: ImageLimits, name: str = "image") -> None:
-    """Byte, pixel and format checks, from the header only (nothing is decoded here)."""
-    try:
-        check_image(data, limits, name)
-    except ImageTooLargeError as e:
-        raise _Rejected(413, str(e)) from e
-    except InputError as e:  # empty, not an image of an allowed format
-        raise _Rejected(422, str(e)) from e
-
-
-def serve(router: Router, settings: ApiSettings) -> None:
-    """Serve :func:`create_app` with uvicorn on ``settings.host:settings.port`` until stopped."""
+def serve(app: FastAPI, settings: ApiSettings) -> None:
+    """Serve an app of :func:`create_app` with uvicorn on ``settings.host:settings.port`` until
+    stopped."""
     import uvicorn
 
-    uvicorn.run(
-        create_app(router, settings), host=settings.host, port=settings.port, log_level="info",
-        access_log=False,
-    )  # fmt: skip
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)

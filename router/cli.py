@@ -9,6 +9,8 @@ The entry module (``streams.main``) merges :data:`app` into ``crossroute`` under
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,13 +27,14 @@ from models.clikit import (
     progress,
     read_settings,
 )
-from models.eval.backends import register_evaluator
 from models.exceptions import UsageError
 from router.connection import redis_client
 from router.settings import RouterSettings
 
 if TYPE_CHECKING:
     from models.embedder import Embedder
+    from models.eval.backends import Evaluator
+    from models.eval.dataset import Dataset
     from router.index import VectorIndex
     from router.routing import Router
 
@@ -41,14 +44,6 @@ PANEL = "Router: indexes, routing, HTTP API"
 
 app: typer.Typer = typer.Typer()
 
-
-def _evaluate_on_redis(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    from router.evaluate import evaluate_through_redis
-
-    return evaluate_through_redis(*args, **kwargs)
-
-
-register_evaluator("redis", _evaluate_on_redis)  # crossroute eval --index redis
 index_app = group(
     "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
     "alias the API and the router read through."
@@ -68,7 +63,9 @@ def _space_index(settings: RouterSettings, embedder: Embedder) -> VectorIndex:
     """The index of the embedder's space (not necessarily created yet)."""
     from router.index import VectorIndex
 
-    return VectorIndex.for_manifest(redis_client(settings.redis), embedder.manifest, settings.index)
+    return VectorIndex.for_manifest(
+        redis_client(settings.redis, settings.stack), embedder.manifest, settings.index
+    )
 
 
 def _existing_index(settings: RouterSettings, embedder: Embedder, name: str | None) -> VectorIndex:
@@ -77,7 +74,7 @@ def _existing_index(settings: RouterSettings, embedder: Embedder, name: str | No
     from router.index import VectorIndex
 
     if name is not None:
-        return VectorIndex.open(redis_client(settings.redis), name, settings.index)
+        return VectorIndex.open(redis_client(settings.redis, settings.stack), name, settings.index)
     index = _space_index(settings, embedder)
     if not index.exists():
         raise IndexNotFoundError(
@@ -172,7 +169,7 @@ def index_info(
     from router.index import VectorIndex
 
     settings = read_settings(RouterSettings)
-    client = redis_client(settings.redis)
+    client = redis_client(settings.redis, settings.stack)
     index = VectorIndex.open(client, name or settings.index.alias, settings.index)
     info = {
         "index": index.name,
@@ -263,7 +260,7 @@ def route_cmd(
         )  # fmt: skip
     except ValidationError as e:
         raise UsageError(f"invalid ticket: {e.errors(include_url=False)[0]['msg']}") from e
-    bundle = model if model is not None else settings.model.resolved_bundle_dir()
+    bundle = settings.model.resolved_bundle_dir(model)
     limits = load_manifest(bundle, verify=False).spec.image.preprocess.limits
     photo_bytes = read_image_bytes(photo, limits, str(photo)) if photo else None
     shot_bytes = read_image_bytes(screenshot, limits, str(screenshot)) if screenshot else None
@@ -285,16 +282,39 @@ def api_cmd(
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
     /metrics. Loopback by default."""
-    from router.api import serve
+    from router.api import create_app, serve
 
     settings = read_settings(RouterSettings)
     router = _router(settings, model, index)
     api = settings.api.model_copy(
         update={"host": host or settings.api.host, "port": port or settings.api.port}
     )
+    app_ = create_app(router, api)  # refuses limits the served bundle cannot honour
     info = router.describe()
     err.print(
         f"serving space {info['space_id']} from {info['index']}, threshold {info['threshold']:.3f} "
         f"({info['threshold_source']}) on http://{api.host}:{api.port}"
     )
-    serve(router, api)
+    serve(app_, api)
+
+
+# -- eval --index redis --------------------------------------------------------------------------
+
+
+@contextmanager
+def redis_evaluator() -> Iterator[Evaluator]:
+    """The ``redis`` backend of ``crossroute eval --index``: reads :class:`RouterSettings` once,
+    opens one Redis client, and yields an evaluator that retrieves through a temporary index of
+    each bundle's space there (registered by the entry module, ``streams.main``)."""
+    from router.evaluate import evaluate_on_redis
+
+    settings = read_settings(RouterSettings)
+    client = redis_client(settings.redis, settings.stack)
+
+    def evaluate(dataset: Dataset, embedder: Embedder, **options: Any) -> dict[str, Any]:
+        return evaluate_on_redis(dataset, embedder, client, settings.index, **options)
+
+    try:
+        yield evaluate
+    finally:
+        client.close()

@@ -1,8 +1,9 @@
-"""Connecting to Redis from configuration, never from the dev stack.
+"""Connecting to Redis from configuration, never from the dev stack's processes.
 
-A process connects to ``CROSSROUTE_REDIS__URL`` / ``REDIS_URL`` when set; unset, it connects to where
-the embedded dev stack listens by default (:data:`DEV_REDIS_URL`). The streams layer, which owns
-the dev stack and its configurable ports, passes its own resolved URL instead.
+A process connects to ``CROSSROUTE_REDIS__URL`` / ``REDIS_URL`` when set; unset, to where the
+embedded dev stack's Redis listens (``CROSSROUTE_STACK__HOST`` / ``CROSSROUTE_STACK__REDIS_PORT``,
+:class:`~router.settings.DevStackEndpoints`). The one place a Redis URL is resolved: the router's
+commands, the worker, the supervisor and the dev stack all call :func:`redis_url`.
 """
 
 from __future__ import annotations
@@ -10,26 +11,23 @@ from __future__ import annotations
 import redis
 
 from models.exceptions import UsageError
-from router.settings import RedisSettings, redact_url
+from router.settings import DevStackEndpoints, RedisSettings, redact_url
 
-__all__ = ["DEV_REDIS_URL", "redis_client", "redis_url"]
-
-DEV_REDIS_URL = "redis://127.0.0.1:6379/0"
-"""The dev stack's Redis at its default port (``CROSSROUTE_STACK__REDIS_PORT``)."""
+__all__ = ["redis_client", "redis_url"]
 
 
-def redis_url(settings: RedisSettings, default: str = DEV_REDIS_URL) -> str:
-    """The configured Redis URL, else ``default`` (may hold a password: never log it)."""
-    return settings.url.get_secret_value() if settings.url is not None else default
+def redis_url(settings: RedisSettings, stack: DevStackEndpoints) -> str:
+    """The configured Redis URL, else the dev stack's (may hold a password: never log it)."""
+    return settings.url.get_secret_value() if settings.url is not None else stack.redis_url()
 
 
-def redis_client(settings: RedisSettings, default: str = DEV_REDIS_URL) -> redis.Redis:
-    """A client of the configured Redis (else of ``default``), checked with a PING.
+def redis_client(settings: RedisSettings, stack: DevStackEndpoints) -> redis.Redis:
+    """A client of :func:`redis_url`, checked with a PING.
 
     Raises:
         UsageError: Redis cannot be reached there (the message names the URL without password).
     """
-    url = redis_url(settings, default)
+    url = redis_url(settings, stack)
     client = redis.Redis.from_url(url, socket_timeout=settings.socket_timeout_s)
     try:
         client.ping()

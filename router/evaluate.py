@@ -23,9 +23,9 @@ from models.eval.run import Exemplars, evaluate, exact_search
 from models.exceptions import UsageError
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex
 from router.routing import Calibration, save_calibration
-from router.settings import IndexSettings, RouterSettings
+from router.settings import IndexSettings
 
-__all__ = ["RedisSearch", "calibrate", "evaluate_on_redis", "evaluate_through_redis"]
+__all__ = ["RedisSearch", "calibrate", "evaluate_on_redis"]
 
 TENANT = "eval"
 
@@ -132,20 +132,6 @@ def evaluate_on_redis(
         "ef_runtime": s.hnsw_ef_runtime,
     }
     return report
-
-
-def evaluate_through_redis(dataset: Dataset, embedder: Embedder, **kwargs: Any) -> dict[str, Any]:
-    """``crossroute eval --index redis``: :func:`evaluate_on_redis` on the Redis and index settings
-    of :class:`~router.settings.RouterSettings` (read here, once)."""
-    from models.clikit import read_settings
-    from router.connection import redis_client
-
-    settings = read_settings(RouterSettings)
-    client = redis_client(settings.redis)
-    try:
-        return evaluate_on_redis(dataset, embedder, client, settings.index, **kwargs)
-    finally:
-        client.close()
 
 
 def calibrate(

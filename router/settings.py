@@ -18,6 +18,7 @@ from router.schemas import MAX_INLINE_IMAGE_BYTES, MAX_TEXT_CHARS
 
 __all__ = [
     "ApiSettings",
+    "DevStackEndpoints",
     "IndexSettings",
     "RedisSettings",
     "RouterSettings",
@@ -145,6 +146,25 @@ class ApiSettings(BaseModel):
         return self
 
 
+class DevStackEndpoints(BaseModel):
+    """Where the embedded dev stack's Redis listens (``CROSSROUTE_STACK__HOST``,
+    ``CROSSROUTE_STACK__REDIS_PORT``): what a process connects to when no Redis URL is configured.
+
+    The router reads only these fields of the ``stack`` section; ``streams.settings.StackSettings``
+    extends this class with the rest of the dev stack's settings, so both read the same names.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    host: Literal["127.0.0.1"] = "127.0.0.1"
+    """The dev stack binds loopback only."""
+    redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
+
+    def redis_url(self) -> str:
+        """The dev stack's Redis URL."""
+        return f"redis://{self.host}:{self.redis_port}/0"
+
+
 class RouterSettings(ProcessSettings):
     """Settings of the HTTP API process (``crossroute api``), read once at its entry point."""
 
@@ -155,3 +175,5 @@ class RouterSettings(ProcessSettings):
     index: IndexSettings = IndexSettings()
     routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()
+    stack: DevStackEndpoints = DevStackEndpoints()
+    """Only where the dev stack's Redis listens: the default when ``REDIS_URL`` is unset."""

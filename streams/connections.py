@@ -1,21 +1,19 @@
-"""Where the worker's services are, from configuration: the one place endpoints are resolved.
+"""Where the worker's services are, from configuration: the one place Kafka endpoints are resolved.
 
 Kafka is ``CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS`` / ``KAFKA_BOOTSTRAP_SERVERS`` when set, Redis is
-``CROSSROUTE_REDIS__URL`` / ``REDIS_URL`` when set; a service left unset is the embedded dev stack's,
-on 127.0.0.1 at the ports of ``CROSSROUTE_STACK__*``. Resolving an endpoint never starts or touches the
-dev stack: only :func:`start_dev_stack` does, and only for services that are not configured.
+``CROSSROUTE_REDIS__URL`` / ``REDIS_URL`` when set (:func:`router.connection.redis_url`); a service
+left unset is the embedded dev stack's, on 127.0.0.1 at the ports of ``CROSSROUTE_STACK__*``.
+Resolving an endpoint never starts or touches the dev stack: only :func:`start_dev_stack` does, and
+only for services that are not configured. ``DevStack`` resolves its endpoints here too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import redis
-
-from models.clikit import Progress
-from router.connection import redis_client as _redis_client
-from router.connection import redis_url as _redis_url
-from streams.settings import WorkerSettings
+from models.progress import Progress, no_progress
+from router.connection import redis_client, redis_url
+from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 
 __all__ = [
     "dev_services",
@@ -27,31 +25,17 @@ __all__ = [
 ]
 
 
-def kafka_bootstrap(settings: WorkerSettings) -> str:
+def kafka_bootstrap(kafka: KafkaSettings, stack: StackSettings) -> str:
     """The bootstrap servers: configured, else the dev stack's broker."""
-    if settings.kafka.bootstrap_servers is not None:
-        return settings.kafka.bootstrap_servers
-    return f"{settings.stack.host}:{settings.stack.kafka_port}"
+    if kafka.bootstrap_servers is not None:
+        return kafka.bootstrap_servers
+    return f"{stack.host}:{stack.kafka_port}"
 
 
 def kafka_config(settings: WorkerSettings, **extra: Any) -> dict[str, Any]:
     """A confluent-kafka config (admin, producer, consumer) for the configured broker, with the
     security settings; ``extra`` adds librdkafka keys (``**{"group.id": …}``)."""
-    return settings.kafka.as_librdkafka(kafka_bootstrap(settings), **extra)
-
-
-def _dev_redis(settings: WorkerSettings) -> str:
-    return f"redis://{settings.stack.host}:{settings.stack.redis_port}/0"
-
-
-def redis_url(settings: WorkerSettings) -> str:
-    """The Redis URL: configured, else the dev stack's server (may hold a password: never log it)."""
-    return _redis_url(settings.redis, _dev_redis(settings))
-
-
-def redis_client(settings: WorkerSettings) -> redis.Redis:
-    """A client of :func:`redis_url`, checked with a PING (a clear error if it is not there)."""
-    return _redis_client(settings.redis, _dev_redis(settings))
+    return settings.kafka.as_librdkafka(kafka_bootstrap(settings.kafka, settings.stack), **extra)
 
 
 def dev_services(settings: WorkerSettings) -> list[str]:
@@ -64,7 +48,7 @@ def dev_services(settings: WorkerSettings) -> list[str]:
     return services
 
 
-def start_dev_stack(settings: WorkerSettings, progress: Progress | None = None) -> bool:
+def start_dev_stack(settings: WorkerSettings, progress: Progress = no_progress) -> bool:
     """Start the dev stack's services that are not running, if any service is not configured
     (external ones are only checked for reachability). Returns whether the dev stack is used; with
     Kafka and Redis both configured it is not, and nothing here touches it."""
@@ -72,5 +56,5 @@ def start_dev_stack(settings: WorkerSettings, progress: Progress | None = None) 
         return False
     from streams.devstack import DevStack
 
-    DevStack.from_settings(settings, progress=progress or (lambda _: None)).up()
+    DevStack.from_settings(settings, progress=progress).up()
     return True

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from rich.table import Column, Table
 
-from models.clikit import Progress
+from models.progress import Progress
 from router.schemas import Article, ImageRef, Product, Ticket, WarrantyPolicy
 from streams.events import (
     ArticleUpserted,
@@ -229,7 +229,7 @@ def run_demo(
             f"the demo's tenant {TENANT!r}; add it to CROSSROUTE_WORKER__TENANTS or unset that"
         )
     deadline = time.monotonic() + timeout
-    bundle = model if model is not None else settings.model.resolved_bundle_dir()
+    bundle = settings.model.resolved_bundle_dir(model)
     if not (bundle / "manifest.json").is_file():  # a first worker run builds it: wait
         progress(f"waiting for the worker to build the model bundle in {bundle}")
         while not (bundle / "manifest.json").is_file():
@@ -246,7 +246,9 @@ def run_demo(
     report = publisher.publish(world.catalog)
     if report.failed:
         raise ConfigurationError(f"publishing the demo catalog failed: {report.failed[0][1]}")
-    index = VectorIndex.for_manifest(redis_client(settings), manifest, settings.index)
+    index = VectorIndex.for_manifest(
+        redis_client(settings.redis, settings.stack), manifest, settings.index
+    )
     progress(f"waiting for the worker to index {len(world.catalog)} documents")
     while not (index.exists() and index.count(TENANT) >= len(world.catalog)):
         if time.monotonic() > deadline:

@@ -12,6 +12,7 @@ import typer
 
 from models import cli as models_cli
 from models.clikit import run_app
+from models.eval.backends import register_evaluator
 from router import cli as router_cli
 from streams import cli as streams_cli
 
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(streams_cli.app)
 app.add_typer(router_cli.app)
 app.add_typer(models_cli.app)
+register_evaluator("redis", router_cli.redis_evaluator)  # crossroute eval --index redis
 
 
 def main() -> None:

@@ -15,7 +15,13 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from models.settings import ModelSettings, ProcessSettings, xdg_dir
-from router.settings import ApiSettings, IndexSettings, RedisSettings, RoutingSettings
+from router.settings import (
+    ApiSettings,
+    DevStackEndpoints,
+    IndexSettings,
+    RedisSettings,
+    RoutingSettings,
+)
 from streams.exceptions import ConfigurationError
 
 __all__ = [
@@ -258,8 +264,9 @@ class ConsumerSettings(BaseModel):
     """``json``: one JSON object per log line (structured logs for shippers)."""
 
 
-class StackSettings(BaseModel):
-    """The embedded dev stack (``CROSSROUTE_STACK__*``): where it keeps its files, which ports."""
+class StackSettings(DevStackEndpoints):
+    """The embedded dev stack (``CROSSROUTE_STACK__*``): where it keeps its files, which ports (its
+    host and Redis port are :class:`~router.settings.DevStackEndpoints`', which the router reads)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -267,11 +274,8 @@ class StackSettings(BaseModel):
     """Data, logs and PID files of the running services."""
     cache_dir: Path = Field(default_factory=lambda: xdg_dir("cache"))
     """Downloaded artifacts shared by every state dir: Kafka jars, OpenSSL 1.1."""
-    host: Literal["127.0.0.1"] = "127.0.0.1"
-    """The dev stack binds loopback only."""
     kafka_port: Annotated[int, Field(ge=1024, le=65535)] = 9092
     kafka_controller_port: Annotated[int, Field(ge=1024, le=65535)] = 9093
-    redis_port: Annotated[int, Field(ge=1024, le=65535)] = 6379
     kafka_sasl_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
     """Also serve SASL (SCRAM-SHA-256/512) here; users: ``DevStack.add_scram_user``."""
     kafka_sasl_tls: bool = False

@@ -50,7 +50,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from models.progress import Progress, no_progress
+from router.connection import redis_url
 from router.settings import redact_url
+from streams.connections import dev_services, kafka_bootstrap
 from streams.devstack import DevStack
 from streams.devstack.process import ManagedProcess, port_in_use
 from streams.exceptions import StreamsError
@@ -72,7 +75,6 @@ ENTRY_MODULE = "streams.main"
 
 ServiceName = Literal["kafka", "redis", "worker", "api"]
 State = Literal["started", "running", "stopped", "external"]
-Progress = Callable[[str], None]
 
 # Start order; down stops in the reverse order.
 _ORDER: tuple[ServiceName, ...] = ("kafka", "redis", "worker", "api")
@@ -118,10 +120,6 @@ def services_dir(settings: WorkerSettings) -> Path:
     return settings.stack.state_dir / "services"
 
 
-def _noop(_: str) -> None:
-    return None
-
-
 def _processes(settings: WorkerSettings) -> dict[ServiceName, ManagedProcess]:
     root = services_dir(settings)
     out: dict[ServiceName, ManagedProcess] = {}
@@ -143,26 +141,25 @@ def _locked(root: Path) -> Iterator[None]:
 
 def _stack(settings: WorkerSettings, progress: Progress) -> DevStack | None:
     """The dev stack, or ``None`` when both Kafka and Redis are external (it is never built then)."""
-    if settings.kafka.bootstrap_servers is not None and settings.redis.url is not None:
+    if not dev_services(settings):
         return None
     return DevStack(settings.stack, settings.kafka, settings.redis, progress=progress)
 
 
-def _endpoints(settings: WorkerSettings, stack: DevStack | None) -> tuple[str, str]:
+def _endpoints(settings: WorkerSettings) -> tuple[str, str]:
     """Kafka bootstrap servers and Redis URL (with any password) the processes must use."""
-    if stack is not None:
-        return stack.kafka_bootstrap(), stack.redis_url()
-    assert settings.kafka.bootstrap_servers is not None  # noqa: S101  # _stack returns None only then
-    assert settings.redis.url is not None  # noqa: S101
-    return settings.kafka.bootstrap_servers, settings.redis.url.get_secret_value()
+    return (
+        kafka_bootstrap(settings.kafka, settings.stack),
+        redis_url(settings.redis, settings.stack),
+    )
 
 
-def _endpoints_shown(settings: WorkerSettings, stack: DevStack | None) -> dict[ServiceName, str]:
+def _endpoints_shown(settings: WorkerSettings) -> dict[ServiceName, str]:
     """What each service's ``endpoint`` shows (no secrets)."""
-    kafka, redis_url = _endpoints(settings, stack)
+    kafka, redis = _endpoints(settings)
     return {
         "kafka": kafka,
-        "redis": redact_url(redis_url),
+        "redis": redact_url(redis),
         "worker": f"consumer group {settings.worker.group_id}",
         "api": f"http://{settings.api.host}:{settings.api.port}",
     }
@@ -171,7 +168,7 @@ def _endpoints_shown(settings: WorkerSettings, stack: DevStack | None) -> dict[S
 def up(
     settings: WorkerSettings,
     *,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     timeout_s: float = 600.0,
     entry: Sequence[str] | None = None,
 ) -> list[ServiceState]:
@@ -198,14 +195,14 @@ def up(
     with _locked(services_dir(settings)):
         try:
             stack = _stack(settings, progress)
-            shown = _endpoints_shown(settings, stack)
+            shown = _endpoints_shown(settings)
             states = _up_stack(stack, procs, started, shown)
-            kafka, redis_url = _endpoints(settings, stack)
+            kafka, redis = _endpoints(settings)
             env = {
                 **os.environ,
                 # The prefixed names win over every other source of these two settings.
                 "CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS": kafka,
-                "CROSSROUTE_REDIS__URL": redis_url,
+                "CROSSROUTE_REDIS__URL": redis,
             }
             start = _Starter(settings, procs, started, env, shown, progress, timeout_s)
             states.append(start.worker([*argv, "worker"]))
@@ -364,7 +361,7 @@ def status(settings: WorkerSettings) -> list[ServiceState]:
     """The supervised processes: the worker and the API (``running`` or ``stopped``), and the dev
     stack's servers while they run because ``up`` started them. Probes nothing over the network."""
     procs = _processes(settings)
-    shown = _endpoints_shown(settings, _stack(settings, _noop))
+    shown = _endpoints_shown(settings)
     states: list[ServiceState] = []
     for name in _ORDER:
         proc = procs[name]

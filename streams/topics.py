@@ -11,8 +11,10 @@ partitions, another cleanup policy) instead of silently using it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
@@ -119,6 +121,21 @@ def topic_specs(settings: TopicSettings) -> list[TopicSpec]:
     return specs
 
 
+def _metadata_listing(admin: AdminClient, names: list[str], timeout_s: float) -> Any:
+    """Cluster metadata once it lists every topic of ``names`` (they exist: the broker said so when
+    asked to create them), or the last metadata after ``timeout_s``.
+
+    A topic another client has just created is known to the controller before the broker's
+    metadata cache lists it (KRaft propagates it asynchronously), so one listing may miss it.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s)
+        if all(name in metadata.topics for name in names) or time.monotonic() >= deadline:
+            return metadata
+        time.sleep(0.1)
+
+
 def ensure_topics(
     admin: AdminClient, specs: list[TopicSpec], timeout_s: float = 30
 ) -> TopicsReport:
@@ -153,7 +170,7 @@ def ensure_topics(
                 report.existing.append(name)
     problems = []
     if report.existing:  # created concurrently (or not yet in the first metadata): check them too
-        metadata = admin.list_topics(timeout=timeout_s)
+        metadata = _metadata_listing(admin, report.existing, timeout_s)
     present = [s for s in specs if s.name not in report.created]
     report.existing = []
     for spec in present:

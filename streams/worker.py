@@ -165,7 +165,7 @@ def run(
     """
     from confluent_kafka.admin import AdminClient
 
-    from models.clikit import load_embedder
+    from models.embedder import Embedder
     from router.documents import Indexer
     from router.exceptions import IndexNotFoundError
     from router.index import VectorIndex
@@ -179,9 +179,9 @@ def run(
     start_dev_stack(settings)
     if model is None:
         _ensure_default_bundle(settings.model, announce)
-    embedder = load_embedder(settings.model, model)
+    embedder = Embedder.from_settings(settings.model, model)
     ensure_topics(AdminClient(kafka_config(settings)), topic_specs(settings.topics))
-    client = redis_client(settings)
+    client = redis_client(settings.redis, settings.stack)
     index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
     index.create()
     try:
@@ -202,7 +202,7 @@ def run(
     t = settings.topics
     app = build_app(
         pipeline,
-        broker_options=settings.kafka.as_faust(kafka_bootstrap(settings)),
+        broker_options=settings.kafka.as_faust(kafka_bootstrap(settings.kafka, settings.stack)),
         group_id=settings.worker.group_id,
         entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
         ticket_topic=t.name("tickets"),

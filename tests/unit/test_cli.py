@@ -189,3 +189,11 @@ def test_flag_errors_of_models_commands_are_usage_errors(tmp_path: object) -> No
     _assert_one_line_error(out, 2, "--method must be naive, linear, inbatch or mined, not 'magic'")
     out = run_cli("eval", str(tmp_path), "--index", "faiss")
     _assert_one_line_error(out, 2, "--index must be exact or redis, not 'faiss'")
+
+
+def test_router_commands_find_the_dev_stack_at_its_configured_port() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    out = run_cli("index", "info", env={"CROSSROUTE_STACK__REDIS_PORT": str(closed_port)})
+    _assert_one_line_error(out, 2, f"cannot reach Redis at redis://127.0.0.1:{closed_port}/0")

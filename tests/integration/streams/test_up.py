@@ -4,8 +4,7 @@ starts nothing, and `down` stops exactly those two and leaves the services runni
 
 from __future__ import annotations
 
-import importlib.util
-import sys
+import json
 import uuid
 from pathlib import Path
 
@@ -14,13 +13,11 @@ import pytest
 
 from streams.devstack import DevStack
 from streams.settings import WorkerSettings
-from streams.supervisor import ENTRY_MODULE, down, up
+from streams.supervisor import down, up
 from tests.conftest import REPO
 from tests.integration.conftest import free_port
 from tests.unit.streams.test_supervisor import alive
-
-# The assembled CLI entry module once it exists; until then the CLI module itself.
-_MODULE = ENTRY_MODULE if importlib.util.find_spec(ENTRY_MODULE) else "streams.cli"
+from tests.unit.test_cli import run_cli
 
 
 def test_up_runs_worker_and_api_and_down_stops_only_them(
@@ -31,7 +28,7 @@ def test_up_runs_worker_and_api_and_down_stops_only_them(
 ) -> None:
     tag = f"up{uuid.uuid4().hex[:8]}"
     state = tmp_path / "state"
-    for key, value in {
+    env = {
         "KAFKA_BOOTSTRAP_SERVERS": dev_stack.kafka_bootstrap(),
         "REDIS_URL": dev_stack.redis_url(),
         "CROSSROUTE_MODEL__BUNDLE_DIR": str(default_bundle),
@@ -41,13 +38,13 @@ def test_up_runs_worker_and_api_and_down_stops_only_them(
         "CROSSROUTE_WORKER__GROUP_ID": tag,
         "CROSSROUTE_STACK__STATE_DIR": str(state),
         "CROSSROUTE_API__PORT": str(free_port()),
-    }.items():
+    }
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(REPO)  # the children import this checkout
     settings = WorkerSettings()
-    entry = [sys.executable, "-m", _MODULE]
     try:
-        states = up(settings, entry=entry, timeout_s=240)
+        states = up(settings, timeout_s=240)  # the children run `python -m streams.main ...`
         assert [(s.name, s.state) for s in states] == [
             ("kafka", "external"),
             ("redis", "external"),
@@ -62,15 +59,20 @@ def test_up_runs_worker_and_api_and_down_stops_only_them(
         assert alive(worker.pid)
         assert worker.log_file == state / "services" / "worker" / "worker.log"
 
-        again = up(settings, entry=entry, timeout_s=240)
-        assert [(s.name, s.state, s.pid) for s in again[2:]] == [
+        again = run_cli("up", "--json", env=env)  # the command: starts nothing new
+        assert again.returncode == 0, again.stderr
+        assert [(s["name"], s["state"], s["pid"]) for s in json.loads(again.stdout)[2:]] == [
             ("worker", "running", worker.pid),
             ("api", "running", api.pid),
         ]
+        status = run_cli("status", env=env)
+        assert status.returncode == 0 and str(worker.pid) in status.stdout, status.stdout
 
-        assert down(settings) == ["api", "worker"]
+        stopped = run_cli("down", env=env)
+        assert stopped.returncode == 0 and stopped.stdout.strip() == "stopped: api, worker"
         assert not alive(worker.pid) and not alive(api.pid)
         assert down(settings) == []
+        assert run_cli("status", env=env).returncode == 1  # both stopped
     finally:
         down(settings)
     # external services: the supervisor never started a dev stack, and the session one still runs

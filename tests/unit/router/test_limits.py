@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from models.config import ImageLimits
 from models.exceptions import EmptyInputError, ImageDecodeError, ImageTooLargeError
 from models.preprocess import check_image
-from router.api import image_limits
+from router.bounds import image_limits
 from router.exceptions import SettingsError
 from router.schemas import MAX_INLINE_IMAGE_BYTES, MAX_TEXT_CHARS, ImageRef, Ticket
 from router.settings import ApiSettings, RouterSettings

@@ -6,8 +6,7 @@ import pytest
 from pydantic import SecretStr
 
 import streams.devstack
-from router.connection import DEV_REDIS_URL
-from router.settings import RedisSettings
+from router.settings import DevStackEndpoints, RedisSettings, RouterSettings
 from streams.connections import (
     dev_services,
     kafka_bootstrap,
@@ -28,26 +27,34 @@ def _settings(kafka: str | None = None, redis: str | None = None) -> WorkerSetti
 
 def test_configured_endpoints_win() -> None:
     s = _settings("broker-1:9092,broker-2:9092", "redis://:pw@cache:6380/2")
-    assert kafka_bootstrap(s) == "broker-1:9092,broker-2:9092"
+    assert kafka_bootstrap(s.kafka, s.stack) == "broker-1:9092,broker-2:9092"
     assert (
         kafka_config(s, **{"group.id": "g"})["bootstrap.servers"] == "broker-1:9092,broker-2:9092"
     )
     assert kafka_config(s, **{"group.id": "g"})["group.id"] == "g"
-    assert redis_url(s) == "redis://:pw@cache:6380/2"
+    assert redis_url(s.redis, s.stack) == "redis://:pw@cache:6380/2"
     assert dev_services(s) == []
 
 
 def test_unset_endpoints_are_the_dev_stacks_ports() -> None:
     s = _settings()
-    assert kafka_bootstrap(s) == "127.0.0.1:19092"
-    assert redis_url(s) == "redis://127.0.0.1:16379/0"
+    assert kafka_bootstrap(s.kafka, s.stack) == "127.0.0.1:19092"
+    assert redis_url(s.redis, s.stack) == "redis://127.0.0.1:16379/0"
     assert dev_services(s) == ["kafka", "redis"]
     assert dev_services(_settings(kafka="k:9092")) == ["redis"]
 
 
-def test_router_default_matches_the_dev_stack_default() -> None:
-    """A router process without REDIS_URL finds the dev stack at its default port."""
-    assert DEV_REDIS_URL == f"redis://127.0.0.1:{StackSettings().redis_port}/0"
+def test_router_processes_find_the_dev_stack_where_the_worker_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without REDIS_URL, a router process (RouterSettings) reads the dev stack's Redis endpoint
+    from the same CROSSROUTE_STACK__* names as the worker, ignoring the stack's other fields."""
+    monkeypatch.setenv("CROSSROUTE_STACK__REDIS_PORT", "16380")
+    monkeypatch.setenv("CROSSROUTE_STACK__KAFKA_PORT", "19095")  # not the router's concern
+    router, worker = RouterSettings(), WorkerSettings()
+    assert redis_url(router.redis, router.stack) == "redis://127.0.0.1:16380/0"
+    assert redis_url(worker.redis, worker.stack) == "redis://127.0.0.1:16380/0"
+    assert isinstance(worker.stack, DevStackEndpoints)
 
 
 class _Refused:
