@@ -109,12 +109,6 @@ class FakeStack:
     ) -> None:
         self.settings = stack
 
-    def kafka_bootstrap(self) -> str:
-        return "127.0.0.1:19092"
-
-    def redis_url(self) -> str:
-        return "redis://127.0.0.1:16379/0"
-
     def status(self) -> list[ServiceStatus]:
         return [
             ServiceStatus(name, "embedded", "-", name in self.running, self._pid(name), "")
@@ -263,7 +257,9 @@ def test_down_stops_the_dev_stack_servers_up_started_and_no_other(
     assert states[1].pid == redis.pid
     assert states[0].log_file == settings.stack.state_dir / "kafka" / "kafka.log"
     worker_log = states[2].log_file
-    assert worker_log is not None and "kafka=127.0.0.1:19092" in worker_log.read_text()
+    # the children get the dev stack's endpoints, resolved from the settings
+    dev_kafka = f"kafka={settings.stack.host}:{settings.stack.kafka_port}"
+    assert worker_log is not None and dev_kafka in worker_log.read_text()
     assert [s.name for s in status(settings)] == ["redis", "worker", "api"]
 
     assert up(settings, entry=entry, timeout_s=30)[1].state == "running"
