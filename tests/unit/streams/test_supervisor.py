@@ -60,8 +60,13 @@ def _free_port() -> int:
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (the supervisor reaps the children it stops: no zombies)."""
-    return Path(f"/proc/{pid}").exists()
+    """Whether process ``pid`` is running: it exists and is not a zombie (a process stopped by
+    another one, e.g. `crossroute down`, stays a zombie until its parent, here the test, reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
 def _settings(tmp_path: Path, *, external: bool = True) -> WorkerSettings:
