@@ -49,6 +49,12 @@ def _reap(pid: int) -> None:
         del _CHILDREN[pid]
 
 
+def _reap_exited() -> None:
+    """Collect every child of ours that has exited, whoever stopped it."""
+    for pid in list(_CHILDREN):
+        _reap(pid)
+
+
 def _start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -76,6 +82,7 @@ class ManagedProcess:
 
     def pid(self) -> int | None:
         """PID of our running process, or ``None`` (a stale PID file is removed)."""
+        _reap_exited()  # children another process stopped (`crossroute down`) are zombies till now
         try:
             record = json.loads(self.pid_file.read_text())
             pid, ticks = int(record["pid"]), int(record["start_ticks"])
