@@ -65,7 +65,7 @@ def up_cmd(
     settings = read_settings(WorkerSettings)
     with progress("starting the deployment") as step:
         states = supervisor.up(settings, progress=step, timeout_s=timeout)
-    _print_states(states, as_json)
+    _print_states(states, as_json, settings.stack.state_dir)
 
 
 @app.command("down", rich_help_panel=PANEL)
@@ -84,23 +84,31 @@ def status_cmd(as_json: JsonOpt = False) -> None:
     the worker or the API is not running."""
     from streams import supervisor
 
-    states = supervisor.status(read_settings(WorkerSettings))
-    _print_states(states, as_json)
+    settings = read_settings(WorkerSettings)
+    states = supervisor.status(settings)
+    _print_states(states, as_json, settings.stack.state_dir)
     if any(s.state == "stopped" for s in states):
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _print_states(states: list[ServiceState], as_json: bool) -> None:
+def _print_states(states: list[ServiceState], as_json: bool, state_dir: Path) -> None:
+    """One row per service; logs relative to the state dir, which the caption names."""
     if as_json:
         out.print_json(json.dumps([s.as_dict() for s in states]))
         return
-    table = Table(box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False, caption=f"logs under {state_dir}")
     for col in ("service", "state", "pid"):
         table.add_column(col, no_wrap=True)
     table.add_column("endpoint", overflow="fold")
     table.add_column("log", overflow="fold")
     for s in states:
-        log = str(s.log_file) if s.log_file else "-"
+        log = "-"
+        if s.log_file is not None:
+            log = str(
+                s.log_file.relative_to(state_dir)
+                if s.log_file.is_relative_to(state_dir)
+                else s.log_file
+            )
         table.add_row(s.name, s.state, str(s.pid or "-"), s.endpoint, log)
     out.print(table)
 

@@ -312,9 +312,9 @@ def decisions_table(run: DemoRun) -> Table:
         ok = reached == want
         if not ok:
             misses.append(f"{t.ticket.id} → {want}")
+        evidence = ", ".join(e.replace("_", " ") for e in top.evidence) if top else ""
         table.add_row(
-            t.ticket.id, text, reached,
-            f"{top.score:.3f}" if top else "", ", ".join(top.evidence) if top else "",
+            t.ticket.id, text, reached, f"{top.score:.3f}" if top else "", evidence,
             "✓" if ok else "✗",
         )  # fmt: skip
     if misses:
