@@ -34,15 +34,15 @@ PANEL = "Models: bundles, training, evaluation"
 
 app: typer.Typer = typer.Typer()
 models_app = group(
+    app,
+    "models",
+    PANEL,
     "Model bundles: frozen encoders exported to ONNX with a manifest (sha256 of every file, "
-    "preprocessing, library versions) and the embedding space id derived from them."
+    "preprocessing, library versions) and the embedding space id derived from them.",
 )
-bench_app = group("Benchmarks that write JSON reports.")
+bench_app = group(app, "bench", PANEL, "Benchmarks that write JSON reports.")
 """``crossroute bench``: the other packages add their benchmarks to this group."""
-pairs_app = group("Training pairs: audit and clean them before training.")
-app.add_typer(models_app, name="models", rich_help_panel=PANEL)
-app.add_typer(bench_app, name="bench", rich_help_panel=PANEL)
-app.add_typer(pairs_app, name="pairs", rich_help_panel=PANEL)
+pairs_app = group(app, "pairs", PANEL, "Training pairs: audit and clean them before training.")
 
 
 def _bundle_dir(settings: ModelsSettings, explicit: Path | None) -> Path:

@@ -62,9 +62,12 @@ BundleOpt = Annotated[
 ]
 
 
-def group(help_text: str) -> typer.Typer:
-    """A command group (``crossroute stack …``) that prints its help when called bare."""
-    return typer.Typer(help=help_text, no_args_is_help=True)
+def group(parent: typer.Typer, name: str, panel: str, help_text: str) -> typer.Typer:
+    """A command group (``crossroute stack …``) of ``parent``, shown in its package's help panel,
+    that prints its help when called bare."""
+    sub = typer.Typer(help=help_text, no_args_is_help=True)
+    parent.add_typer(sub, name=name, rich_help_panel=panel)
+    return sub
 
 
 def read_settings(cls: type[S]) -> S:

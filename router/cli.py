@@ -45,10 +45,12 @@ PANEL = "Router: indexes, routing, HTTP API"
 app: typer.Typer = typer.Typer()
 
 index_app = group(
+    app,
+    "index",
+    PANEL,
     "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
-    "alias the API and the router read through."
+    "alias the API and the router read through.",
 )
-app.add_typer(index_app, name="index", rich_help_panel=PANEL)
 
 IndexOpt = Annotated[
     str | None,

@@ -30,14 +30,16 @@ PANEL = "Streams: dev stack, Kafka, the worker"
 
 app: typer.Typer = typer.Typer()
 stack_app = group(
+    app,
+    "stack",
+    PANEL,
     "The embedded dev stack: a real Apache Kafka 4 broker (KRaft) and a real Redis Stack 7.4 "
-    "server, on 127.0.0.1, with data, logs and PIDs under CROSSROUTE_STACK__STATE_DIR."
+    "server, on 127.0.0.1, with data, logs and PIDs under CROSSROUTE_STACK__STATE_DIR.",
 )
-schemas_app = group("JSON Schemas of the wire events.")
-topics_app = group("Kafka topics, declared with explicit configs (entity topics compacted).")
-app.add_typer(stack_app, name="stack", rich_help_panel=PANEL)
-app.add_typer(schemas_app, name="schemas", rich_help_panel=PANEL)
-app.add_typer(topics_app, name="topics", rich_help_panel=PANEL)
+schemas_app = group(app, "schemas", PANEL, "JSON Schemas of the wire events.")
+topics_app = group(
+    app, "topics", PANEL, "Kafka topics, declared with explicit configs (entity topics compacted)."
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the statuses as JSON.")]
 
