@@ -37,6 +37,7 @@ def _row(report: dict[str, Any]) -> dict[str, Any]:
         "ndcg@10": report["metrics"]["ndcg@10"],
         "oos_f1": oos.get("f1"),
         "oos_threshold": oos.get("threshold"),
+        "oos_threshold_source": oos.get("threshold_source"),
         "hnsw_recall@10_vs_exact": (report.get("hnsw") or {}).get("recall@10_vs_exact"),
     }
 
@@ -88,7 +89,8 @@ def main() -> int:
                 f1 = (
                     "-"
                     if row["oos_f1"] is None
-                    else f"{row['oos_f1']:.3f} (t={row['oos_threshold']:.3f})"
+                    else f"{row['oos_f1']:.3f} (t={row['oos_threshold']:.3f}, "
+                    f"{row.get('oos_threshold_source') or 'threshold source not recorded'})"
                 )
                 hnsw = (
                     "-"

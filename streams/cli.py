@@ -300,7 +300,8 @@ def demo_cmd(
 ) -> None:
     """Publish a small synthetic shop (articles, warranty policies, products with drawn photos) and
     five tickets (text, an error screenshot, a product photo, one the shop cannot answer), wait for
-    a running `crossroute worker` to index and route them, and print the routing decisions."""
+    a running `crossroute worker` to index and route them, and print the routing decisions. Exits 1
+    if any ticket is not routed where the demo expects it."""
     from streams.demo import decisions_table, run_demo
     from streams.exceptions import ConfigurationError
 
@@ -315,6 +316,13 @@ def demo_cmd(
         raise ConfigurationError(
             f"no decision for {result.missing} within {timeout:.0f}s: is `crossroute worker` running?"
         )
+    if result.wrong:
+        err.print(
+            f"[red]error:[/red] {len(result.wrong)} of {len(result.decisions)} tickets routed "
+            f"elsewhere than expected: {', '.join(result.wrong)}",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILURE)
 
 
 if __name__ == "__main__":  # pragma: no cover  # `python -m streams.cli` runs the whole CLI

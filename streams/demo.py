@@ -195,6 +195,29 @@ class DemoRun:
         """Tickets without a decision."""
         return sorted({t.ticket.id for t in self.world.tickets} - set(self.decisions))
 
+    def reached(self, ticket_id: str) -> str:
+        """Where the ticket went: a document id, ``human queue``, or ``(no decision)``."""
+        got = self.decisions.get(ticket_id)
+        if got is None:
+            return "(no decision)"
+        if got.decision.abstained:
+            return "human queue"
+        return got.decision.targets[0].doc_id if got.decision.targets else "-"
+
+    def expected(self, ticket_id: str) -> str:
+        """Where the demo expects the ticket to go: a document id or ``human queue``."""
+        return self.world.expected[ticket_id] or "human queue"
+
+    @property
+    def wrong(self) -> list[str]:
+        """Tickets decided, but not where the demo expects them (``id → expected``)."""
+        return [
+            f"{t.ticket.id} → {self.expected(t.ticket.id)}"
+            for t in self.world.tickets
+            if t.ticket.id in self.decisions
+            and self.reached(t.ticket.id) != self.expected(t.ticket.id)
+        ]
+
 
 def run_demo(
     settings: WorkerSettings,
@@ -302,13 +325,9 @@ def decisions_table(run: DemoRun) -> Table:
         text = textwrap.shorten(t.ticket.text or "", 60, placeholder=" …")
         text += " [+screenshot]" if t.ticket.screenshot else ""
         text += " [+photo]" if t.ticket.photo else ""
-        want = run.world.expected[t.ticket.id] or "human queue"
+        want, reached = run.expected(t.ticket.id), run.reached(t.ticket.id)
         got = run.decisions.get(t.ticket.id)
         top = got.decision.targets[0] if got is not None and got.decision.targets else None
-        if got is None:
-            reached = "(no decision)"
-        else:
-            reached = "human queue" if got.decision.abstained else (top.doc_id if top else "-")
         ok = reached == want
         if not ok:
             misses.append(f"{t.ticket.id} → {want}")

@@ -333,13 +333,14 @@ def test_demo_publishes_and_prints_the_decisions(deployment: WorkerEnv) -> None:
 
     env = deployment
     env.env["CROSSROUTE_WORKER__TENANTS"] = '["acme", "demo"]'
+    del env.env["CROSSROUTE_ROUTING__THRESHOLD"]  # the product's own threshold, as users run it
     env.start()
     out = run_cli("demo", "--timeout", "240", env=env.env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:] + env.log()[-2000:]
+    # exit 0 means every ticket went where the demo expects it (a wrong one exits 1)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:] + env.log()[-2000:]
     rows = [line for line in out.stdout.splitlines() if line.startswith("│ t-")]
     assert [r.split("│")[1].strip() for r in rows] == ["t-1", "t-2", "t-3", "t-4", "t-5"]
-    assert "(no decision)" not in out.stdout
-    assert out.stdout.count("✓") >= 4, out.stdout  # what the demo expects, it mostly gets
+    assert [r.split("│")[-2].strip() for r in rows] == ["✓"] * 5, out.stdout
 
 
 @pytest.mark.parametrize("service", ["redis", "kafka"])

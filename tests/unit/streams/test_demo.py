@@ -53,3 +53,18 @@ def test_table_is_readable_in_80_columns() -> None:
     caption = " ".join(lines[lines.index(next(r for r in lines if r.startswith("└"))) + 1 :])
     assert "t-2 → kb-track-order" in caption and "t-4 → wp-footwear" in caption
     assert "human queue" in rows[4] and "✓" in rows[4]
+
+
+def test_wrong_decisions_are_named_missing_ones_apart() -> None:
+    world = demo_world(1)
+    right = {
+        t.ticket.id: _decided(t.ticket.id, world.expected[t.ticket.id] or "kb-x", 0.5)
+        if world.expected[t.ticket.id]
+        else _decided(t.ticket.id, "kb-x", 0.1, queue="human")
+        for t in world.tickets
+    }
+    assert DemoRun(world, "sp", right).wrong == []
+    wrong = {**right, "t-2": _decided("t-2", "kb-payment-failed", 0.5)}
+    wrong.pop("t-4")
+    run = DemoRun(world, "sp", wrong)
+    assert run.wrong == ["t-2 → kb-track-order"] and run.missing == ["t-4"]
