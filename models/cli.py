@@ -45,10 +45,6 @@ bench_app = group(app, "bench", PANEL, "Benchmarks that write JSON reports.")
 pairs_app = group(app, "pairs", PANEL, "Training pairs: audit and clean them before training.")
 
 
-def _bundle_dir(settings: ModelsSettings, explicit: Path | None) -> Path:
-    return settings.model.resolved_bundle_dir(explicit)
-
-
 # -- models build | verify | info --------------------------------------------------------------
 
 
@@ -78,7 +74,7 @@ def models_build(
     spec = load_spec(config)
     if int8_text:
         spec = spec.model_copy(update={"text": spec.text.model_copy(update={"int8": True})})
-    target = _bundle_dir(read_settings(ModelsSettings), out_dir)
+    target = read_settings(ModelsSettings).model.resolved_bundle_dir(out_dir)
     with progress(f"building bundle {spec.name}") as step:
         manifest = build_bundle(spec, target, progress=step)
     out.print(
@@ -98,7 +94,7 @@ def models_verify(bundle: BundleOpt = None) -> None:
     Exits 1 on a tampered or partial bundle."""
     from models.bundle import load_manifest
 
-    target = _bundle_dir(read_settings(ModelsSettings), bundle)
+    target = read_settings(ModelsSettings).model.resolved_bundle_dir(bundle)
     manifest = load_manifest(target, verify=True)
     out.print(f"ok: {target} space {manifest.space_id}, {len(manifest.files)} files verified")
 
@@ -111,7 +107,9 @@ def models_info(
     """Describe a bundle: space id, encoders, dims, preprocessing, files."""
     from models.bundle import load_manifest
 
-    manifest = load_manifest(_bundle_dir(read_settings(ModelsSettings), bundle), verify=False)
+    manifest = load_manifest(
+        read_settings(ModelsSettings).model.resolved_bundle_dir(bundle), verify=False
+    )
     if as_json:
         out.print_json(manifest.model_dump_json())
         return
@@ -322,7 +320,7 @@ def train_cmd(
                 step(f"{stage}: epoch {epoch}/{total}")
 
         manifest = train_bundle(
-            _bundle_dir(settings, base), pairs, out_dir, method=method,  # type: ignore[arg-type]
+            settings.model.resolved_bundle_dir(base), pairs, out_dir, method=method,  # type: ignore[arg-type]
             support_folders=support or [], cache_dir=settings.model.cache_dir,
             progress=step, epoch_progress=epochs,
             image_crop=image_crop, colour=colour, stages=stages,  # type: ignore[arg-type]

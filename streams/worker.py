@@ -173,7 +173,7 @@ def run(
     from streams.connections import kafka_bootstrap, kafka_config, redis_client, start_dev_stack
     from streams.logs import setup_logging
     from streams.pipeline import WorkerMetrics
-    from streams.topics import COMPACTED_ROLES, ensure_topics, topic_specs
+    from streams.topics import ENTITY_ROLES, ensure_topics, topic_specs
 
     setup_logging(loglevel, settings.worker.log_format)
     start_dev_stack(settings)
@@ -204,7 +204,7 @@ def run(
         pipeline,
         broker_options=settings.kafka.as_faust(kafka_bootstrap(settings.kafka, settings.stack)),
         group_id=settings.worker.group_id,
-        entity_topics=[t.name(r) for r in (*COMPACTED_ROLES, "media")],
+        entity_topics=[t.name(r) for r in ENTITY_ROLES],
         ticket_topic=t.name("tickets"),
         batch_size=settings.worker.batch_size,
         batch_window_s=settings.worker.batch_window_s,
