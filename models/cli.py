@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from models.clikit import (
+    EXIT_FAILURE,
     BundleOpt,
     ModelOpt,
+    err,
     group,
     load_embedder,
     out,
@@ -26,7 +28,7 @@ from models.exceptions import UsageError
 from models.settings import ModelsSettings
 
 if TYPE_CHECKING:
-    pass
+    from models.progress import Progress
 
 __all__ = ["PANEL", "app", "bench_app"]
 
@@ -132,10 +134,143 @@ def models_info(
         extras.append(f"+ {pre.colour.dim}-bin colour histogram")
     out.print(f"image     {spec.image.name} → {image.onnx} ({image.dim}-d, {', '.join(extras)})")
     out.print(f"ocr       {spec.ocr.name if spec.ocr else '-'}")
-    out.print(f"head      {spec.head.method}")
+    shipped = f", shipped head {spec.head.shipped!r}" if spec.head.shipped else ""
+    trained = f" ({manifest.dim}-d{shipped})" if manifest.projection is not None else ""
+    out.print(f"head      {spec.head.method}{trained}")
     out.print(
         f"files     {len(manifest.files)}, {sum(f.bytes for f in manifest.files.values()) / 1e6:.1f} MB"
     )
+
+
+# -- models head reproduce | export --------------------------------------------------------------
+
+head_app = group(
+    models_app,
+    "head",
+    PANEL,
+    "Heads shipped in the package (models/heads/NAME): the trained projection the default "
+    "bundle serves. Reproduce one from the public data, or ship one you trained.",
+)
+
+
+@head_app.command("reproduce")
+def head_reproduce(
+    name: Annotated[str, typer.Argument(help="Shipped head to reproduce.")] = "mined",
+    data: Annotated[
+        Path, typer.Option(help="Root of the datasets named in the head's recipe.")
+    ] = Path("../shared/data"),
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", help="Folder for the reproduced head (default: a cache folder)."),
+    ] = None,
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            "--base",
+            help="Bundle whose encoders to train on (default: the recipe's base config, built "
+            "once into the cache).",
+        ),
+    ] = None,
+) -> None:
+    """Retrain a shipped head from its recipe (datasets, method, seed, hyperparameters) and compare
+    the weights' sha256 with the shipped one. Exits 1 when they differ. Needs crossroute[train];
+    about 15 minutes on two cores (features are cached for the next run)."""
+    from models.settings import xdg_dir
+    from models.train.run import reproduce_head
+
+    settings = read_settings(ModelsSettings)
+    target = out_dir if out_dir is not None else xdg_dir("cache") / "heads" / name
+    with progress(f"reproducing the shipped head {name}") as step:
+        base_dir = base if base is not None else _recipe_base(name, step)
+
+        def epochs(stage: str, epoch: int, total: int) -> None:
+            if epoch == total or epoch % 5 == 0:
+                step(f"{stage}: epoch {epoch}/{total}")
+
+        shipped, head = reproduce_head(
+            name, data, target, base_dir=base_dir, cache_dir=settings.model.cache_dir,
+            progress=step, epoch_progress=epochs,
+        )  # fmt: skip
+    out.print(
+        f"shipped     {shipped.weights_sha256}\nreproduced  {head.weights_sha256}  ({target})"
+    )
+    if head.weights_sha256 != shipped.weights_sha256:
+        err.print("[red]the reproduced weights differ from the shipped ones[/red]")
+        raise typer.Exit(EXIT_FAILURE)
+    out.print("identical")
+
+
+def _recipe_base(name: str, step: Progress) -> Path:
+    """The base bundle a shipped head's recipe names, built into the cache when missing."""
+    from models.bundle import load_manifest
+    from models.config import load_spec
+    from models.export.build import build_bundle
+    from models.settings import xdg_dir
+    from models.shipped import read_shipped_head
+
+    config = read_shipped_head(name).recipe.base_config
+    spec = load_spec(config)
+    folder = xdg_dir("cache") / "bundles" / config
+    if (folder / "manifest.json").is_file() and load_manifest(folder).spec == spec:
+        return folder
+    step(f"building the base bundle ({config}) into {folder}")
+    build_bundle(spec, folder, progress=step)
+    return folder
+
+
+@head_app.command("export")
+def head_export(
+    bundle: Annotated[Path, typer.Argument(help="A bundle `crossroute train` wrote.")],
+    name: Annotated[str, typer.Option(help="Name to ship the head as.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write (models/heads/NAME).")],
+    metrics: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--metrics", help="`crossroute eval --json` reports to record as its dev metrics."
+        ),
+    ] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="A `crossroute calibrate` record (CALIBRATION_DIR/SPACE.json) fitted on public "
+            "data with this head: the threshold routers use until calibrated on their own data."
+        ),
+    ] = None,
+    storage: Annotated[
+        str, typer.Option(help="float16 (half the size; eval holds) | float32.")
+    ] = "float16",
+) -> None:
+    """Turn a trained bundle into a shippable head: weights (float16 by default) with their sha256,
+    the training record and recipe, the encoders and preprocessing it reads, dev metrics. Point a
+    config's ``head.shipped`` at it and `crossroute models build` serves it."""
+    from models.bundle import load_manifest
+    from models.shipped import HeadRecipe, write_shipped_head
+
+    _one_of("--storage", storage, ("float16", "float32"))
+    manifest = load_manifest(bundle)
+    record = manifest.projection.training if manifest.projection is not None else {}
+    if "pair_folders" not in record:
+        raise UsageError(
+            f"{bundle}: no training recipe in its manifest; train it with `crossroute train`"
+        )
+    recipe = HeadRecipe(
+        method=manifest.spec.head.method,
+        pairs=tuple(record["pair_folders"]),
+        support=tuple(record.get("support_folders", ())),
+    )
+    dev: dict[str, dict[str, float]] = {}
+    for path in metrics or []:
+        report = json.loads(path.read_text())
+        dev[report["dataset"]] = {
+            k: float(v) for k, v in report["metrics"].items() if isinstance(v, int | float)
+        }
+    head = write_shipped_head(
+        bundle, manifest, out_dir, name=name, recipe=recipe, dev_metrics=dev,
+        calibration=json.loads(calibration.read_text()) if calibration else None,
+        storage=storage,  # type: ignore[arg-type]
+    )  # fmt: skip
+    size = (out_dir / head.weights).stat().st_size / 1e6
+    out.print(f"wrote {out_dir}: {head.method} head, {size:.1f} MB, sha256 {head.weights_sha256}")
 
 
 # -- bench encoders ------------------------------------------------------------------------------

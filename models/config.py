@@ -267,6 +267,23 @@ class HeadSpec(BaseModel):
     method: Literal["naive", "linear", "inbatch", "mined"] = "naive"
     dim: Annotated[int, Field(gt=0)] | None = None
     """Output dimension; ``naive`` defaults to the widest encoder."""
+    shipped: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] | None = None
+    """Name of a head shipped in the package (``models/heads/NAME``) whose weights ``crossroute
+    models build`` puts in the bundle; unset for ``naive`` and for heads ``crossroute train`` fits."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out while unset, so the manifests and space ids of existing bundles stay valid.
+        data: dict[str, Any] = handler(self)
+        if self.shipped is None:
+            data.pop("shipped", None)
+        return data
+
+    @model_validator(mode="after")
+    def _shipped_is_trained(self) -> HeadSpec:
+        if self.shipped is not None and self.method == "naive":
+            raise ValueError("a shipped head is a trained one: 'method' cannot be 'naive'")
+        return self
 
 
 class BundleSpec(BaseModel):

@@ -152,6 +152,8 @@ class Filters:
     locale: str | None = None
     category: str | None = None
     """Keep documents of this product category and documents that apply to every category."""
+    category_only: bool = False
+    """With ``category``: keep only the documents written for that category."""
     in_stock: bool | None = None
 
     def query(self) -> str:
@@ -162,7 +164,8 @@ class Filters:
         if self.locale is not None:
             clauses.append(_tag_clause("locale", [self.locale]))
         if self.category is not None:
-            clauses.append(_tag_clause("category", [self.category, ANY_CATEGORY]))
+            allowed = [self.category] if self.category_only else [self.category, ANY_CATEGORY]
+            clauses.append(_tag_clause("category", allowed))
         if self.in_stock is not None:
             n = int(self.in_stock)
             clauses.append(f"@in_stock:[{n} {n}]")
@@ -183,6 +186,8 @@ class Hit:
     parent: str | None = None
     payload: Mapping[str, Any] = field(default_factory=dict)
     vector: np.ndarray | None = None
+    categories: tuple[str, ...] = ()
+    """Product categories the document applies to; empty means every category."""
 
     @property
     def target(self) -> str:
@@ -550,7 +555,7 @@ class VectorIndex:
             raise RouterError(f"query vector shape {vec.shape}, index wants ({self.space.dim},)")
         ef = ef_runtime or max(self.settings.hnsw_ef_runtime, k)
         fields = ["entity_id", "kind", "tenant", "source_version", "space_id", "title", "parent"]
-        fields += ["extra", "distance"]
+        fields += ["category", "extra", "distance"]
         q = (
             Query(f"{filters.query()}=>[KNN {k} @vector $vec EF_RUNTIME {ef} AS distance]")
             .sort_by("distance")
@@ -577,6 +582,7 @@ class VectorIndex:
                 parent=_s(d.parent) if getattr(d, "parent", None) else None,
                 payload=json.loads(_s(getattr(d, "extra", "")) or "{}"),
                 vector=vec_,
+                categories=_categories(_s(getattr(d, "category", ""))),
             )
             for d, vec_ in zip(res.docs, vectors, strict=True)
         ]
@@ -584,3 +590,10 @@ class VectorIndex:
             if hit.space_id != self.space_id:  # a document written around this class
                 raise SpaceMismatchError.between(self.space_id, hit.space_id, f"document {hit.id}")
         return hits
+
+
+def _categories(stored: str) -> tuple[str, ...]:
+    """The categories of a stored ``category`` tag value (``_any`` or empty: every category)."""
+    if not stored or stored == ANY_CATEGORY:
+        return ()
+    return tuple(stored.split("|"))

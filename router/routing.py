@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from router.settings import Modality, RoutingSettings
 
 __all__ = [
     "Calibration",
+    "ProductMatch",
     "Router",
     "TicketVectors",
     "calibration_dir",
@@ -96,6 +97,26 @@ def load_calibration(directory: Path, space_id: str) -> Calibration | None:
     return cal if cal.space_id == space_id else None
 
 
+def _shipped_calibration(embedder: Embedder) -> tuple[float, str] | None:
+    """The threshold fitted on public data that came with the bundle's shipped head, if any."""
+    projection = embedder.manifest.projection
+    record = projection.training.get("calibration") if projection is not None else None
+    if not isinstance(record, dict) or not isinstance(record.get("threshold"), int | float):
+        return None
+    head = projection.training.get("shipped_head") if projection is not None else None
+    return float(record["threshold"]), f"shipped with head {head} (fit on {record.get('dataset')})"
+
+
+@dataclass(frozen=True)
+class ProductMatch:
+    """A catalog product a ticket's photo looks like."""
+
+    product_id: str
+    category: str
+    score: float
+    """Cosine of the photo with the product's document."""
+
+
 @dataclass(frozen=True)
 class TicketVectors:
     """The embedded modalities of one ticket (unit vectors) and the OCR text, if any."""
@@ -139,6 +160,8 @@ class Router:
             if self.calibration is not None:
                 self.threshold = self.calibration.threshold
                 self.threshold_source = f"calibration on {self.calibration.dataset}"
+            elif (shipped := _shipped_calibration(embedder)) is not None:
+                self.threshold, self.threshold_source = shipped
             else:
                 self.threshold = self.settings.default_threshold
                 self.threshold_source = "default (uncalibrated)"
@@ -258,20 +281,44 @@ class Router:
         tv = self.embed_ticket(ticket, photo=photo, screenshot=screenshot)
         return self.decide(ticket, tv, k=k)
 
+    def identify_product(self, ticket: Ticket, tv: TicketVectors) -> ProductMatch | None:
+        """The catalog product the ticket's photo shows, when one of the tenant's products is close
+        enough (``RoutingSettings.product_match``) and agrees with a category the ticket names."""
+        photo = tv.vectors.get("photo")
+        if photo is None or self.settings.product_match is None:
+            return None
+        hits = self.index.knn(
+            photo,
+            self.space_id,
+            1,
+            Filters(tenant=ticket.tenant, kinds=("product",), locale=ticket.locale),
+        )
+        if not hits or hits[0].score < self.settings.product_match or not hits[0].categories:
+            return None
+        category = hits[0].categories[0]
+        if ticket.product_category is not None and ticket.product_category != category:
+            return None  # the customer said otherwise: their word wins
+        return ProductMatch(hits[0].id, category, hits[0].score)
+
     def decide(self, ticket: Ticket, tv: TicketVectors, *, k: int | None = None) -> RoutingDecision:
         """The decision for an already-embedded ticket."""
         k = k or self.settings.k
+        match = self.identify_product(ticket, tv)
         filters = Filters(
             tenant=ticket.tenant,
             kinds=(*TARGET_KINDS, "exemplar"),
             locale=ticket.locale,
-            category=ticket.product_category,
+            category=ticket.product_category or (match.category if match else None),
         )
         fetch = min(k * EXEMPLAR_FANOUT, 1000)
-        hits = self.index.knn(
-            self.fuse(tv.vectors), self.space_id, fetch, filters, with_vectors=True
-        )
-        targets = self._targets(hits, tv, ticket.tenant)[:k]
+        query = self.fuse(tv.vectors)
+        hits = self.index.knn(query, self.space_id, fetch, filters, with_vectors=True)
+        targets = self._targets(hits, tv, ticket.tenant)
+        if match is not None:
+            written_for = replace(filters, kinds=TARGET_KINDS, category_only=True)
+            own = self.index.knn(query, self.space_id, k, written_for, with_vectors=True)
+            targets = self._through_catalog(targets, own, tv, match)
+        targets = targets[:k]
         best = targets[0].score if targets else -1.0
         return RoutingDecision(
             ticket_id=ticket.id,
@@ -298,6 +345,25 @@ class Router:
                 kind = stored["kind"]  # type: ignore[assignment]
             out.append(self._target(hit, tv, kind))
         return out
+
+    def _through_catalog(
+        self, targets: list[RoutedTarget], own: list[Hit], tv: TicketVectors, match: ProductMatch
+    ) -> list[RoutedTarget]:
+        """Documents written for the matched product's category score at least the match, with
+        ``catalog`` evidence naming the product; re-ranked best first."""
+        by_id = {t.doc_id: t for t in targets}
+        for hit in own:
+            if hit.id not in by_id:
+                by_id[hit.id] = self._target(hit, tv, hit.kind)
+            t = by_id[hit.id]
+            by_id[hit.id] = t.model_copy(
+                update={
+                    "score": round(max(t.score, match.score), 6),
+                    "evidence": ("catalog", *t.evidence),
+                    "via_product": match.product_id,
+                }
+            )
+        return sorted(by_id.values(), key=lambda t: -t.score)
 
     def _target(self, hit: Hit, tv: TicketVectors, kind: str) -> RoutedTarget:
         sims: dict[Modality, float] = {}

@@ -151,7 +151,9 @@ class Ticket(_Entity):
         return self
 
 
-Evidence = Literal["text", "photo", "screenshot_text", "screenshot_image"]
+Evidence = Literal["text", "photo", "screenshot_text", "screenshot_image", "catalog"]
+"""A modality of the ticket that matched the target, or ``catalog``: the ticket's photo identified a
+product of the tenant's catalog, and the target is written for that product's category."""
 
 
 class RoutedTarget(BaseModel):
@@ -166,6 +168,8 @@ class RoutedTarget(BaseModel):
     """Which of the ticket's modalities matched this document."""
     exemplar_id: EntityId | None = None
     """When the score came from a resolved ticket similar to this one (an exemplar), its id."""
+    via_product: EntityId | None = None
+    """With ``catalog`` evidence: the catalog product the ticket's photo looks like."""
 
 
 class RoutingDecision(BaseModel):

@@ -101,6 +101,10 @@ class RoutingSettings(BaseModel):
     """Abstain (human queue) when the best score is below this. Unset: the calibration recorded for
     the serving space by ``crossroute calibrate``, else ``default_threshold``."""
     default_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.3
+    product_match: Annotated[float, Field(ge=-1, le=1)] | None = 0.8
+    """Routing through the catalog: a ticket photo whose cosine with one of the tenant's product
+    documents reaches this identifies that product, and the documents written for its category
+    become candidates with the match as their score (evidence ``catalog``). Unset: off."""
     calibration_dir: Path | None = None
     """Where ``crossroute calibrate`` writes ``{space_id}.json``; default
     ``$XDG_DATA_HOME/crossroute/calibration``."""

@@ -2,9 +2,10 @@
 
 The data is written here, not taken from anywhere: a shoe-and-electronics shop ("demo" tenant) with
 six knowledge articles, three warranty policies, six products whose photos are drawn with Pillow
-(plain coloured product silhouettes), and five tickets — plain text, a screenshot of an error
-message (rendered text, read back by OCR), a photo of a product, and one question the shop has no
-article for (it must go to the human queue). Deterministic: the same events every run, with source
+(plain coloured product silhouettes), and seven tickets — plain text, a screenshot of an error
+message (rendered text, read back by OCR), a photo of a product, one question the shop has no
+article for (it must go to the human queue), and the same ambiguous words with two customer photos
+that the catalog step tells apart (each photo identifies a product; its category has its own policy). Deterministic: the same events every run, with source
 versions from the clock so a rerun updates rather than duplicates.
 """
 
@@ -15,6 +16,7 @@ import textwrap
 import time
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
@@ -78,14 +80,21 @@ PRODUCTS = {
 }
 
 
+_BROKEN = "It broke after three weeks. Is this covered?"
+
+
 def _png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
 
 
-def product_photo(kind: str, colour: tuple[int, int, int]) -> bytes:
-    """A plain product shot on white: a shoe-like or device-like silhouette in ``colour``."""
+def product_photo(kind: str, colour: tuple[int, int, int], *, customer: bool = False) -> bytes:
+    """A plain product shot on white: a shoe-like or device-like silhouette in ``colour``.
+
+    ``customer``: the same product as a customer photographs it: off-centre on a grey table,
+    smaller in the frame (not the catalog's bytes).
+    """
     img = Image.new("RGB", (240, 180), "white")
     draw = ImageDraw.Draw(img)
     if kind == "shoes":
@@ -100,6 +109,10 @@ def product_photo(kind: str, colour: tuple[int, int, int]) -> bytes:
         draw.arc([(60, 20), (180, 140)], 180, 360, fill=colour, width=12)
         draw.ellipse([(45, 80), (90, 140)], fill=colour)
         draw.ellipse([(150, 80), (195, 140)], fill=colour)
+    if customer:
+        table = Image.new("RGB", (320, 260), (214, 210, 200))
+        table.paste(img.resize((216, 162)), (70, 60))
+        img = table
     return _png(img)
 
 
@@ -170,6 +183,20 @@ def demo_world(version: int) -> DemoWorld:
             photo=ImageRef(data=product_photo("shoes", (20, 20, 20))),
         ),
         Ticket(id="t-5", tenant=TENANT, text="Do you sell gift cards for the bakery next door?"),
+        # The same words, two photos: the photo decides (it identifies the catalog product, whose
+        # category has its own warranty).
+        Ticket(
+            id="t-6",
+            tenant=TENANT,
+            text=_BROKEN,
+            photo=ImageRef(data=product_photo("headphones", (200, 30, 40), customer=True)),
+        ),
+        Ticket(
+            id="t-7",
+            tenant=TENANT,
+            text=_BROKEN,
+            photo=ImageRef(data=product_photo("shoes", (120, 72, 40), customer=True)),
+        ),
     ]
     expected: dict[str, str | None] = {
         "t-1": "kb-reset-password",
@@ -177,6 +204,8 @@ def demo_world(version: int) -> DemoWorld:
         "t-3": "kb-payment-failed",
         "t-4": "wp-footwear",
         "t-5": None,
+        "t-6": "wp-electronics",
+        "t-7": "wp-footwear",
     }
     return DemoWorld(catalog, [TicketCreated(ticket=t) for t in tickets], expected)
 
@@ -245,6 +274,7 @@ def run_demo(
     from streams.events import decode_event
     from streams.producer import Publisher
     from streams.topics import ensure_topics, topic_specs
+    from streams.worker import bundle_ready
 
     if settings.worker.tenants and TENANT not in settings.worker.tenants:
         raise ConfigurationError(
@@ -253,9 +283,14 @@ def run_demo(
         )
     deadline = time.monotonic() + timeout
     bundle = settings.model.resolved_bundle_dir(model)
-    if not (bundle / "manifest.json").is_file():  # a first worker run builds it: wait
+    ready = (
+        (bundle / "manifest.json").is_file
+        if model is not None
+        else partial(bundle_ready, settings.model)
+    )
+    if not ready():  # the worker's first run builds it (or rebuilds an outdated default): wait
         progress(f"waiting for the worker to build the model bundle in {bundle}")
-        while not (bundle / "manifest.json").is_file():
+        while not ready():
             if time.monotonic() > deadline:
                 raise ConfigurationError(
                     f"no model bundle in {bundle} after {timeout:.0f}s: is `crossroute "
@@ -317,7 +352,7 @@ def decisions_table(run: DemoRun) -> Table:
         Column("ticket", min_width=20, ratio=1),
         Column("routed to", no_wrap=True),
         Column("score", no_wrap=True, justify="right"),
-        Column("evidence", max_width=11),
+        Column("evidence", max_width=16),
         Column("ok", no_wrap=True),
     )
     misses = []
@@ -331,7 +366,7 @@ def decisions_table(run: DemoRun) -> Table:
         ok = reached == want
         if not ok:
             misses.append(f"{t.ticket.id} → {want}")
-        evidence = ", ".join(e.replace("_", " ") for e in top.evidence) if top else ""
+        evidence = ", ".join(_evidence(e, top.via_product) for e in top.evidence) if top else ""
         table.add_row(
             t.ticket.id, text, reached, f"{top.score:.3f}" if top else "", evidence,
             "✓" if ok else "✗",
@@ -339,3 +374,10 @@ def decisions_table(run: DemoRun) -> Table:
     if misses:
         table.caption = "✗ expected: " + ", ".join(misses)
     return table
+
+
+def _evidence(kind: str, product: str | None) -> str:
+    """One evidence item as the table shows it: ``catalog`` names the product the photo matched."""
+    if kind == "catalog" and product is not None:
+        return f"photo looks like {product}"
+    return kind.replace("_", " ")

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from models.settings import ModelSettings
     from streams.settings import WorkerSettings
 
-__all__ = ["EXIT_CRASH", "build_app", "run"]
+__all__ = ["EXIT_CRASH", "build_app", "bundle_ready", "run"]
 
 log = logging.getLogger(__name__)
 EXIT_CRASH = 70
@@ -224,22 +224,44 @@ def run(
 
 
 def _ensure_default_bundle(settings: ModelSettings, announce: Callable[[str], None]) -> None:
-    """Build the configured bundle from the default spec when it is missing (needs [train])."""
+    """Build the configured bundle from the default spec when it is missing (needs [train]); the
+    bundle at the default location is rebuilt too when this version's default spec differs from
+    the one it was built from (an upgrade that ships another head or preprocessing)."""
     import importlib.util
 
+    from models.config import load_spec
     from streams.exceptions import ConfigurationError
 
     bundle = settings.resolved_bundle_dir()
-    if (bundle / "manifest.json").is_file():
+    if bundle_ready(settings):
         return
+    if (bundle / "manifest.json").is_file():
+        announce(f"the default bundle in {bundle} predates this version's default: rebuilding")
     if importlib.util.find_spec("torch") is None:
         raise ConfigurationError(
             f"no model bundle in {bundle}, and this install cannot build one (no torch): "
             "run `crossroute models build --out DIR` where the [train] extras are installed "
             "and point CROSSROUTE_MODEL__BUNDLE_DIR at DIR"
         )
-    from models.config import load_spec
     from models.export.build import build_bundle
 
     announce(f"building the default model bundle into {bundle}")
     build_bundle(load_spec("default"), bundle)
+
+
+def bundle_ready(settings: ModelSettings) -> bool:
+    """Whether the bundle the settings point at can be served: it exists, and, at the default
+    location, was built from this version's default spec (else the worker rebuilds it)."""
+    from models.bundle import load_manifest
+    from models.config import load_spec
+    from models.exceptions import ModelsError
+
+    bundle = settings.resolved_bundle_dir()
+    if not (bundle / "manifest.json").is_file():
+        return False
+    if settings.bundle_dir is not None:
+        return True  # a bundle the user chose: served as it is
+    try:
+        return load_manifest(bundle, verify=False).spec == load_spec("default")
+    except ModelsError:
+        return False

@@ -18,8 +18,11 @@ from models.bundle import (
     write_manifest,
 )
 from models.config import BundleSpec
+from models.embedder import Embedder
+from models.exceptions import BundleIntegrityError
 from models.export import require_torch
 from models.progress import Progress, no_progress
+from models.shipped import WEIGHTS_FILE, check_fits, load_shipped_head, projection_info
 
 __all__ = ["FIDELITY_TEXTS", "build_bundle"]
 
@@ -172,8 +175,12 @@ def _copy_ocr(spec: BundleSpec, work: Path, progress: Progress) -> dict[str, str
 def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = no_progress) -> Manifest:
     """Export every encoder of ``spec`` into ``out`` (replaced atomically) and write its manifest.
 
-    The head of a built bundle is the spec's (``naive`` for the packaged configs); trained heads are
-    added by :func:`models.train.run.derive_bundle`, which reuses these encoder files.
+    The head is the spec's: ``naive`` (no weights), or a head shipped in the package
+    (``head.shipped``, :mod:`models.shipped`), whose weights are copied in verbatim after their
+    sha256 and their fit to the encoders are checked; the finished bundle is opened once before it
+    replaces ``out``, so a head that does not fit its encoders never lands. Heads fitted by
+    ``crossroute train`` are added by :func:`models.train.run.derive_bundle`, which reuses these
+    encoder files.
 
     Args:
         spec: the bundle spec.
@@ -182,16 +189,31 @@ def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = no_progres
 
     Returns:
         The manifest written.
+
+    Raises:
+        BundleFormatError: the shipped head is unknown or does not fit the spec's encoders.
+        BundleIntegrityError: the shipped head's weights differ from their recorded sha256.
     """
     require_torch()
+    shipped = None
+    if spec.head.shipped is not None:  # checked before the minutes of export, and again after
+        shipped, weights = load_shipped_head(spec.head.shipped)
+        check_fits(shipped, spec)
     with staged_bundle(out) as work:
         text = _export_text(spec, work, progress)
         image = _export_image(spec, work, progress)
         ocr = _copy_ocr(spec, work, progress)
+        projection = None
+        if shipped is not None:
+            progress(f"adding the shipped head {shipped.name} ({shipped.method}, {shipped.dim}-d)")
+            shutil.copyfile(weights, work / WEIGHTS_FILE)
+            projection = projection_info(shipped)
         progress("hashing files and writing the manifest")
         files = hash_files(work)
+        if projection is not None and files[WEIGHTS_FILE].sha256 != projection.weights_sha256:
+            raise BundleIntegrityError(f"{weights} changed while the bundle was being built")
         manifest = Manifest(
-            space_id=compute_space_id(spec, files, None),
+            space_id=compute_space_id(spec, files, projection),
             spec=spec,
             dim=spec.dim,
             opset=spec.opset,
@@ -214,6 +236,8 @@ def build_bundle(spec: BundleSpec, out: Path, *, progress: Progress = no_progres
                 )
             ),
             files=files,
+            projection=projection,
         )
         write_manifest(work, manifest)
+        Embedder(work, manifest, providers="cpu")  # the head fits the encoders it will read
     return manifest

@@ -37,6 +37,7 @@ from models.config import (
 )
 from models.embedder import Embedder
 from models.progress import Progress, no_progress
+from models.shipped import ShippedHead
 from models.train.edits import EditSet, encode_edits
 from models.train.features import (
     PairSet,
@@ -50,7 +51,14 @@ from models.train.features import (
 if TYPE_CHECKING:
     from models.train.heads import TrainConfig
 
-__all__ = ["Method", "derive_bundle", "pair_edits", "train_bundle", "training_embedder"]
+__all__ = [
+    "Method",
+    "derive_bundle",
+    "pair_edits",
+    "reproduce_head",
+    "train_bundle",
+    "training_embedder",
+]
 
 Method = Literal["naive", "linear", "inbatch", "mined"]
 
@@ -75,6 +83,8 @@ def derive_bundle(
     )
     with staged_bundle(out) as work:
         for rel in base.files:
+            if base.projection is not None and rel == base.projection.weights:
+                continue  # the base's own head: the derived bundle has its own (or none)
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(base_dir / rel, work / rel)
         info = None
@@ -131,7 +141,9 @@ def training_embedder(
     text_pre = base.spec.text.preprocess.model_copy(
         update={"lexical": LexicalFeatures() if lexical else None}
     )
-    manifest = base.model_copy(update={"spec": _with_preprocess(base.spec, pre, text_pre)})
+    spec = _with_preprocess(base.spec, pre, text_pre).model_copy(update={"head": HeadSpec()})
+    # the base's encoders only: a head it may serve (the shipped one) reads other features
+    manifest = base.model_copy(update={"spec": spec, "dim": spec.dim, "projection": None})
     return Embedder(base_dir, manifest, providers="cpu")
 
 
@@ -289,6 +301,8 @@ def train_bundle(
         **record,
         "support_text_pairs": len(text_pairs),
         "pairs_retexted": retexted,
+        "pair_folders": [Path(f).name for f in pair_folders],
+        "support_folders": [Path(f).name for f in support_folders],
     }
     return derive_bundle(
         base_dir,
@@ -298,3 +312,47 @@ def train_bundle(
         image_preprocess=pre,
         text_preprocess=text_pre,
     )
+
+
+def reproduce_head(
+    name: str,
+    data_root: Path,
+    out: Path,
+    *,
+    base_dir: Path,
+    cache_dir: Path | None = None,
+    progress: Progress = no_progress,
+    epoch_progress: Callable[[str, int, int], None] | None = None,
+) -> tuple[ShippedHead, ShippedHead]:
+    """Retrain the head shipped as ``name`` from its recipe on the datasets under ``data_root``
+    and write it to ``out`` the way it was shipped; return (shipped, reproduced) records. The two
+    ``weights_sha256`` are equal when the data, the code and the training defaults are.
+
+    Raises:
+        BundleFormatError: no such shipped head, or ``base_dir`` reads other encoders.
+        UsageError: a dataset of the recipe is missing under ``data_root``.
+    """
+    import tempfile
+
+    from models.exceptions import UsageError
+    from models.shipped import read_shipped_head, write_shipped_head
+
+    shipped = read_shipped_head(name)
+    recipe = shipped.recipe
+    folders = {n: data_root / n for n in (*recipe.pairs, *recipe.support)}
+    missing = sorted(n for n, f in folders.items() if not f.is_dir())
+    if missing:
+        raise UsageError(f"{data_root}: missing dataset folders {', '.join(missing)}")
+    with tempfile.TemporaryDirectory(prefix="crossroute-head-") as tmp:
+        trained = Path(tmp) / "bundle"
+        manifest = train_bundle(
+            base_dir, [folders[n] for n in recipe.pairs], trained, method=recipe.method,
+            support_folders=[folders[n] for n in recipe.support], cache_dir=cache_dir,
+            progress=progress, epoch_progress=epoch_progress,
+        )  # fmt: skip
+        head = write_shipped_head(
+            trained, manifest, out, name=name, recipe=recipe,
+            dev_metrics=shipped.dev_metrics, calibration=shipped.calibration,
+            storage=shipped.storage,
+        )  # fmt: skip
+    return shipped, head

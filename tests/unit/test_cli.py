@@ -41,6 +41,9 @@ COMMANDS = [
     ["models", "build"],
     ["models", "verify"],
     ["models", "info"],
+    ["models", "head"],
+    ["models", "head", "reproduce"],
+    ["models", "head", "export"],
     ["bench", "encoders"],
     ["pairs", "audit"],
     ["demo"],
@@ -148,8 +151,9 @@ def test_command_tree() -> None:
     }
     assert owned == {
         "models": [
-            "bench", "bench encoders", "eval", "models", "models build", "models info",
-            "models verify", "pairs", "pairs audit", "train",
+            "bench", "bench encoders", "eval", "models", "models build", "models head",
+            "models head export", "models head reproduce", "models info", "models verify",
+            "pairs", "pairs audit", "train",
         ],
         "router": [
             "api", "calibrate", "index", "index create", "index drop", "index info",

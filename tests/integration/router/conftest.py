@@ -80,3 +80,25 @@ def screenshot(text: str) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def drawn(kind: str, colour: tuple[int, int, int], *, customer: bool = False) -> bytes:
+    """A product silhouette on white (a catalog shot), or, with ``customer``, the same product
+    smaller and off-centre on a grey table (a customer's photo of it)."""
+    img = Image.new("RGB", (240, 180), "white")
+    draw = ImageDraw.Draw(img)
+    if kind == "shoes":
+        draw.polygon(
+            [(30, 120), (60, 70), (120, 80), (200, 110), (210, 140), (30, 140)], fill=colour
+        )
+        draw.rectangle([(30, 140), (210, 150)], fill=(60, 60, 60))
+    else:
+        draw.rectangle([(50, 30), (190, 120)], fill=colour)
+        draw.polygon([(30, 125), (210, 125), (225, 150), (15, 150)], fill=(90, 90, 95))
+    if customer:
+        table = Image.new("RGB", (320, 260), (214, 210, 200))
+        table.paste(img.resize((216, 162)), (70, 60))
+        img = table
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()

@@ -3,6 +3,7 @@ filters, tenant isolation, abstention, calibration per space, and mixed-space re
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from router.index import SpaceInfo, VectorIndex
 from router.routing import Calibration, Router, load_calibration, save_calibration
 from router.schemas import ImageRef, Product, Ticket
 from router.settings import IndexSettings, RoutingSettings
-from tests.integration.router.conftest import screenshot
+from tests.integration.router.conftest import drawn, screenshot
 
 
 def test_text_ticket_routes_to_the_matching_article(router: Router) -> None:
@@ -147,3 +148,71 @@ def test_resolved_tickets_vote_for_their_article(router: Router, embedder: Embed
     indexer.delete([("acme", "acme-track-order", 2)])
     gone = router.route(Ticket(id="t12", tenant="acme", text=text), k=10)
     assert "acme-track-order" not in {t.doc_id for t in gone.targets}
+
+
+def test_valid_photos_route_to_their_class(
+    embedder: Embedder, redis_client: redis.Redis, shared_data: Path
+) -> None:
+    """Photo-only tickets (real customer photos of photo-routing's dev split) reach their clothing
+    class through the shared space, far above the 0.1 of chance."""
+    from models.eval.dataset import load_dataset
+    from router.documents import corpus_document
+
+    data = load_dataset(shared_data / "photo-routing")
+    index = VectorIndex.for_manifest(
+        redis_client, embedder.manifest, IndexSettings(namespace=f"p{uuid.uuid4().hex[:10]}")
+    )
+    index.create()
+    try:
+        docs = [corpus_document(row, "shop") for row in data.corpus]
+        assert Indexer(embedder, index).upsert(docs, [1] * len(docs)).failed == []
+        router = Router(embedder, index, RoutingSettings(threshold=-1.0))
+        queries = sorted(data.queries, key=lambda q: q.id)[::8]  # 43 photos, every class
+        hits = 0
+        for q in queries:
+            assert q.image is not None
+            ticket = Ticket(
+                id="t", tenant="shop", photo=ImageRef(data=(data.root / q.image).read_bytes())
+            )
+            top = router.route(ticket).targets[0]
+            assert top.evidence == ("photo",)
+            hits += top.doc_id in data.qrels[q.id]
+        assert hits / len(queries) >= 0.75, f"{hits}/{len(queries)}"
+    finally:
+        index.drop()
+
+
+def test_a_photo_identifies_the_product_and_its_category_decides(router: Router) -> None:
+    """The same ambiguous words with two photos: each photo is matched to a catalog product, whose
+    category leads to its own warranty policy, and the evidence names the product."""
+    indexer = Indexer(router.embedder, router.index)
+    products = [
+        Product(id="sku-boot", tenant="acme", title="Brown leather boot", category="shoes",
+                image=ImageRef(data=drawn("shoes", (120, 72, 40)))),
+        Product(id="sku-laptop", tenant="acme", title="14-inch laptop", category="laptops",
+                image=ImageRef(data=drawn("laptops", (150, 150, 155)))),
+    ]  # fmt: skip
+    assert indexer.upsert(products, [1, 1]).failed == []
+    text = "It broke after three weeks. Is this covered?"
+    for product, policy, kind, colour in (
+        ("sku-boot", "acme-shoe-warranty", "shoes", (120, 72, 40)),
+        ("sku-laptop", "acme-laptop-warranty", "laptops", (150, 150, 155)),
+    ):
+        photo = ImageRef(data=drawn(kind, colour, customer=True))
+        d = router.route(Ticket(id="t13", tenant="acme", text=text, photo=photo))
+        top = d.targets[0]
+        assert d.queue == "auto" and top.doc_id == policy, d.targets
+        assert top.evidence[0] == "catalog" and top.via_product == product
+        assert all(t.kind != "product" for t in d.targets)
+    # without the catalog step the photo is only a modality of the query
+    plain = Router(
+        router.embedder, router.index, router.settings.model_copy(update={"product_match": None})
+    )
+    d = plain.route(Ticket(id="t14", tenant="acme", text=text, photo=photo))
+    assert all("catalog" not in t.evidence and t.via_product is None for t in d.targets)
+    # the customer's own category wins over what the photo looks like
+    d = router.route(
+        Ticket(id="t15", tenant="acme", text=text, photo=photo, product_category="shoes")
+    )
+    assert all(t.via_product is None for t in d.targets)
+    assert "acme-laptop-warranty" not in {t.doc_id for t in d.targets}

@@ -110,7 +110,7 @@ def test_worker_indexes_and_routes_over_sasl_scram(
     )
     report = env.publisher.publish([*articles(5), policy])
     assert report.failed == [] and report.delivered == 6
-    index = env.index(redis_client, embedder.space_id)
+    index = env.index(redis_client, embedder)
     wait_for(lambda: index.exists() and index.count("acme") == 6, "6 documents", 180, env)
     assert index.get("acme", "a3") is not None
 
