@@ -101,6 +101,9 @@ class RoutingSettings(BaseModel):
     """Abstain (human queue) when the best score is below this. Unset: the calibration recorded for
     the serving space by ``crossroute calibrate``, else ``default_threshold``."""
     default_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.3
+    human_exemplars: bool = True
+    """Out-of-scope exemplars (escalated tickets) send a ticket closer to one of them than to any
+    target to the human queue; false: they are ignored (the switch to roll them back at once)."""
     calibration_dir: Path | None = None
     """Where ``crossroute calibrate`` writes ``{space_id}.json``; default
     ``$XDG_DATA_HOME/crossroute/calibration``."""
