@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -23,7 +23,14 @@ from models.embedder import Embedder
 from models.exceptions import ImageDecodeError, InputError
 from models.preprocess import ImageInput, title_and_text
 from models.projection import l2_normalize
-from router.index import ANY_CATEGORY, DocKind, IndexDoc, VectorIndex, WriteResult
+from router.index import (
+    ANY_CATEGORY,
+    HUMAN_QUEUE_PARENT,
+    DocKind,
+    IndexDoc,
+    VectorIndex,
+    WriteResult,
+)
 from router.schemas import Article, Exemplar, ImageRef, Media, Product, WarrantyPolicy
 
 if TYPE_CHECKING:
@@ -221,9 +228,11 @@ class Indexer:
             kind, _, _ = document_inputs(entity)
             categories = _categories(entity)
             parent = None
-            if isinstance(entity, Exemplar):  # filters see the exemplar as its target
-                parent = entity.target_id
-                categories = self._target_categories(entity)
+            if isinstance(entity, Exemplar) and entity.target_id is not None:
+                parent = entity.target_id  # filters see the exemplar as its target
+                categories = self._target_categories(entity.tenant, entity.target_id)
+            elif isinstance(entity, Exemplar):
+                parent = HUMAN_QUEUE_PARENT  # out of scope: applies to every category
             docs.append(
                 IndexDoc(
                     id=entity.id,
@@ -243,11 +252,18 @@ class Indexer:
             outcome.result = self.index.upsert(docs)
         return outcome
 
-    def _target_categories(self, exemplar: Exemplar) -> tuple[str, ...]:
-        stored = self.index.get(exemplar.tenant, exemplar.target_id)
+    def _target_categories(self, tenant: str, target_id: str) -> tuple[str, ...]:
+        stored = self.index.get(tenant, target_id)
         if stored is None or stored.get("category", ANY_CATEGORY) == ANY_CATEGORY:
             return ()
         return tuple(stored["category"].split("|"))
+
+    def kind_of(self, tenant: str, entity_id: str) -> DocKind | None:
+        """The kind of a document of ``tenant`` in the index (``article``, …), or None when the
+        tenant has no such document."""
+        stored = self.index.get(tenant, entity_id)
+        # the index writes only DocKind values (IndexDoc.kind)
+        return None if stored is None else cast("DocKind", stored["kind"])
 
     def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
         """Delete ``(tenant, id, source_version)`` documents."""

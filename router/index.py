@@ -37,6 +37,7 @@ from router.settings import IndexSettings
 
 __all__ = [
     "ANY_CATEGORY",
+    "HUMAN_QUEUE_PARENT",
     "DocKind",
     "Filters",
     "Hit",
@@ -51,6 +52,9 @@ DocKind = Literal["product", "article", "warranty_policy", "photo", "exemplar"]
 """``exemplar``: a resolved ticket's text; ``parent`` is the article/policy it was resolved with."""
 ANY_CATEGORY = "_any"
 """Category tag of documents that apply to every product category (a policy with no categories)."""
+HUMAN_QUEUE_PARENT = "@human"
+"""``parent`` of an out-of-scope exemplar (an escalated ticket): it votes for the human queue, not for
+a document. ``@`` is not allowed in an entity id, so no document can ever be that parent."""
 
 _TAG_SPECIAL = set(",.<>{}[]\"':;!@#$%^&*()-+=~|/\\ ?`")
 _SCHEMA_VERSION = "1"

@@ -3,9 +3,18 @@
 Fusion is explicit: each modality present in the ticket (``text``, ``photo``, ``screenshot_text`` from
 OCR, ``screenshot_image``) is embedded into the one space, and the query vector is the normalised
 weighted sum ``Σ w_m q_m`` (weights in :class:`~router.settings.RoutingSettings`). One filtered KNN
-query (tenant, locale, product category, kinds article | warranty_policy) returns the candidates; each
-target's evidence lists the modalities whose own cosine with it reaches the threshold (at least the
-best one). When the best score is below the threshold the ticket goes to the human queue.
+query (tenant, locale, product category, kinds article | warranty_policy | exemplar) returns the
+candidates; each target's evidence lists the modalities whose own cosine with it reaches the
+threshold (at least the best one).
+
+The decision, exactly (the offline evaluator must keep the same rule):
+
+- every target's score is the max of its own hit and its exemplars' hits;
+- the human queue is a pseudo-target whose score is the max over the out-of-scope exemplars' hits
+  (escalated tickets, ``parent`` :data:`~router.index.HUMAN_QUEUE_PARENT`); they are never targets;
+- when the human score is greater than the best target's, the ticket goes to the human queue,
+  whatever the threshold; otherwise it goes to the human queue when the best score is below the
+  threshold, and is routed automatically when it is not.
 
 The threshold is calibrated per embedding space (``crossroute calibrate``: the out-of-scope F1 optimum
 on a labelled set) and stored as ``{space_id}.json``; a calibration can only ever apply to its space.
@@ -15,11 +24,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -31,7 +41,7 @@ from models.projection import l2_normalize
 from models.settings import xdg_dir
 from router.documents import resolve_image
 from router.exceptions import RequestError
-from router.index import DocKind, Filters, Hit, VectorIndex
+from router.index import HUMAN_QUEUE_PARENT, DocKind, Filters, Hit, VectorIndex
 from router.schemas import RoutedTarget, RoutingDecision, Ticket
 from router.settings import Modality, RoutingSettings
 
@@ -313,37 +323,46 @@ class Router:
         fetch = min(k * EXEMPLAR_FANOUT, 1000)
         query = self.fuse(tv.vectors)
         hits = self.index.knn(query, self.space_id, fetch, filters, with_vectors=True)
-        targets = self._targets(hits, tv, ticket.tenant)
+        out_of_scope = [h.score for h in hits if h.parent == HUMAN_QUEUE_PARENT]
+        ranked = self._best_hits([h for h in hits if h.parent != HUMAN_QUEUE_PARENT], ticket.tenant)
+        best_target = ranked[0][0].score if ranked else -math.inf
+        targets = [self._target(hit, tv, kind) for hit, kind in ranked]
         if match is not None:
             written_for = replace(filters, kinds=TARGET_KINDS, category_only=True)
             own = self.index.knn(query, self.space_id, k, written_for, with_vectors=True)
             targets = self._through_catalog(targets, own, tv, match)
+            best_target = max(best_target, targets[0].score) if targets else best_target
         targets = targets[:k]
         best = targets[0].score if targets else -1.0
+        queue: Literal["auto", "human"] = "auto" if best >= self.threshold else "human"
+        if self.settings.human_exemplars and out_of_scope:
+            if max(out_of_scope) > best_target:
+                queue = "human"
         return RoutingDecision(
             ticket_id=ticket.id,
             tenant=ticket.tenant,
             space_id=self.space_id,
-            queue="auto" if best >= self.threshold else "human",
+            queue=queue,
             threshold=self.threshold,
             targets=tuple(targets),
             decided_at=datetime.now(UTC),
         )
 
-    def _targets(self, hits: list[Hit], tv: TicketVectors, tenant: str) -> list[RoutedTarget]:
-        """One target per document: the best of its own hit and its exemplars' hits."""
+    def _best_hits(self, hits: list[Hit], tenant: str) -> list[tuple[Hit, str]]:
+        """One ``(hit, kind)`` per target document, best first: the best of its own hit and its
+        exemplars' hits (an exemplar whose target no longer exists is dropped)."""
         best: dict[str, Hit] = {}
         for hit in hits:  # best first
             best.setdefault(hit.target, hit)
         out = []
         for target, hit in best.items():
-            kind = hit.kind
+            kind: str = hit.kind
             if hit.parent is not None:  # an exemplar: its target must still exist
                 stored = self.index.get(tenant, target)
                 if stored is None or stored.get("kind") not in TARGET_KINDS:
                     continue
-                kind = stored["kind"]  # type: ignore[assignment]
-            out.append(self._target(hit, tv, kind))
+                kind = stored["kind"]
+            out.append((hit, kind))
         return out
 
     def _through_catalog(

@@ -119,11 +119,26 @@ class WarrantyPolicy(_Entity):
 
 class Exemplar(_Entity):
     """A resolved ticket: its text, and the article or policy that resolved it. Indexed next to its
-    target, it votes for it (routing learns from the support data itself)."""
+    target, it votes for it (routing learns from the support data itself).
+
+    An **out-of-scope** exemplar (``target_kind="human"``, no ``target_id``) is an escalated ticket:
+    it votes for the human queue (``router.routing``: a ticket closer to it than to any target goes
+    to a human, whatever the threshold).
+    """
 
     text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
-    target_id: EntityId
-    target_kind: Literal["article", "warranty_policy"] = "article"
+    target_id: EntityId | None = None
+    """The article or policy that resolved the ticket; none for an out-of-scope exemplar."""
+    target_kind: Literal["article", "warranty_policy", "human"] = "article"
+
+    @model_validator(mode="after")
+    def _target(self) -> Exemplar:
+        if (self.target_kind == "human") != (self.target_id is None):
+            raise ValueError(
+                "an exemplar names its target_id, except an out-of-scope one "
+                "(target_kind 'human'), which has none"
+            )
+        return self
 
 
 class Media(_Entity):

@@ -105,6 +105,9 @@ class RoutingSettings(BaseModel):
     """Routing through the catalog: a ticket photo whose cosine with one of the tenant's product
     documents reaches this identifies that product, and the documents written for its category
     become candidates with the match as their score (evidence ``catalog``). Unset: off."""
+    human_exemplars: bool = True
+    """Out-of-scope exemplars (escalated tickets) send a ticket closer to one of them than to any
+    target to the human queue; false: they are ignored (the switch to roll them back at once)."""
     calibration_dir: Path | None = None
     """Where ``crossroute calibrate`` writes ``{space_id}.json``; default
     ``$XDG_DATA_HOME/crossroute/calibration``."""

@@ -5,7 +5,8 @@ six knowledge articles, three warranty policies, six products whose photos are d
 (plain coloured product silhouettes), and seven tickets — plain text, a screenshot of an error
 message (rendered text, read back by OCR), a photo of a product, one question the shop has no
 article for (it must go to the human queue), and the same ambiguous words with two customer photos
-that the catalog step tells apart (each photo identifies a product; its category has its own policy). Deterministic: the same events every run, with source
+that the catalog step tells apart (each photo identifies a product; its category has its own
+policy). Deterministic: the same events every run, with source
 versions from the clock so a rerun updates rather than duplicates.
 """
 

@@ -54,6 +54,7 @@ __all__ = [
     "EntityEvent",
     "EntityUpserted",
     "Event",
+    "FeedbackAction",
     "FeedbackRecorded",
     "MediaUploaded",
     "ProductDeleted",
@@ -269,17 +270,28 @@ class RoutingDecided(_Event):
         return f"{self.decision.tenant}/{self.decision.ticket_id}".encode()
 
 
+FeedbackAction = Literal["clicked", "resolved", "escalated", "reopened", "wrong_article"]
+"""What happened to a routed ticket (the worker learns from it: ``docs/streams.md``)."""
+
+
 class FeedbackRecorded(_Event):
-    """What happened after a routing decision: online evaluation, tied to the space that served it."""
+    """What happened after a routing decision: online evaluation, tied to the space that served it.
+
+    The worker learns from it: ``resolved`` (with ``doc_id``) makes the ticket an exemplar of that
+    article or policy, ``escalated`` an out-of-scope exemplar (it votes for the human queue),
+    ``reopened`` and ``wrong_article`` take that exemplar back, ``clicked`` is counted. The
+    exemplar's writes are versioned by ``occurred_at`` (in ms): the latest feedback of a ticket wins.
+    """
 
     type: Literal["feedback.recorded"] = "feedback.recorded"
     tenant_id: TenantId
     ticket_id: EntityId
     space_id: Annotated[str, Field(min_length=1, max_length=128)]
     """The embedding space of the decision this feedback is about."""
-    action: Literal["clicked", "resolved", "escalated"]
+    action: FeedbackAction
     doc_id: EntityId | None = None
-    """The article or policy clicked or that resolved the ticket (none for an escalation)."""
+    """The article or policy clicked, that resolved the ticket, or that was wrong (none for an
+    escalation or a reopening)."""
 
     @property
     def tenant(self) -> str:

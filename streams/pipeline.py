@@ -1,22 +1,25 @@
 """What the worker does with a batch of raw Kafka messages, independent of the consumer framework.
 
 ``Pipeline.process(batch)`` decodes every message, sends the ones that can never succeed (not an
-event, schema violation, wrong tenant, undecodable or oversized image) to the dead-letter topic with
-the original bytes, the error and where they came from, indexes/deletes the entity events in Redis,
-routes the tickets and publishes their decisions, and returns only when every write has landed (Redis
-writes acknowledged, dead letters and decisions confirmed by the broker). Retryable failures (Redis
-down, broker timeouts) are retried with backoff inside ``process``; the caller commits the batch's
-offsets only after ``process`` returned, so a crash at any point replays the batch, and the
-idempotent, versioned index writes make the replay harmless.
+event, schema violation, wrong tenant, undecodable or oversized image, feedback about a ticket that
+was never routed here) to the dead-letter topic with the original bytes, the error and where they
+came from, indexes/deletes the entity events in Redis, routes the tickets (and logs them for their
+feedback), publishes their decisions, learns from feedback (exemplars written or deleted), and
+returns only when every write has landed (Redis writes acknowledged, dead letters and decisions
+confirmed by the broker). Retryable failures (Redis down, broker timeouts) are retried with backoff
+inside ``process``; the caller commits the batch's offsets only after ``process`` returned, so a
+crash at any point replays the batch, and the idempotent, versioned index writes make the replay
+harmless.
 
 What is retried is decided in one place (:func:`is_retryable`): Redis connection errors and timeouts,
 and any :class:`~models.exceptions.CrossrouteError` whose ``retryable`` is true (a service that is
 down); everything else propagates at once.
 
-The pipeline talks to the world through three seams, typed as protocols so that tests can stand in
+The pipeline talks to the world through four seams, typed as protocols so that tests can stand in
 for them: the indexer (:class:`~router.documents.Indexer`), the router
-(:class:`~router.routing.Router`) and the Kafka producer (a confluent-kafka ``Producer``, built from
-``producer_config`` unless one is passed in).
+(:class:`~router.routing.Router`), the ticket log (:class:`~router.feedback.TicketLog`) and the
+Kafka producer (a confluent-kafka ``Producer``, built from ``producer_config`` unless one is passed
+in).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 import redis
@@ -36,11 +40,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from models.exceptions import CrossrouteError, InputError
 from router.documents import Entity, IndexOutcome
 from router.exceptions import RequestError
-from router.index import WriteResult
-from router.schemas import RoutingDecision, Ticket
+from router.feedback import LoggedTicket, exemplar_id, feedback_exemplar
+from router.index import DocKind, WriteResult
+from router.schemas import Exemplar, RoutingDecision, Ticket
 from streams.events import (
     EntityDeleted,
     EntityUpserted,
+    FeedbackRecorded,
     RoutingDecided,
     TicketCreated,
     decode_event,
@@ -56,6 +62,7 @@ __all__ = [
     "MessageProducer",
     "Pipeline",
     "RawMessage",
+    "TicketLogStore",
     "TicketRouter",
     "WorkerMetrics",
     "is_retryable",
@@ -64,6 +71,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _version_ms(at: datetime) -> int:
+    """The source version of a feedback's writes: its ``occurred_at`` in ms since the epoch."""
+    return (at - _EPOCH) // timedelta(milliseconds=1)
 
 
 class EntityIndexer(Protocol):
@@ -87,6 +100,22 @@ class EntityIndexer(Protocol):
 
     def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
         """Delete ``(tenant, id, source_version)`` documents."""
+        ...
+
+    def kind_of(self, tenant: str, entity_id: str) -> DocKind | None:
+        """The kind of a document of ``tenant`` in the index, or None."""
+        ...
+
+
+class TicketLogStore(Protocol):
+    """What the pipeline needs of :class:`~router.feedback.TicketLog`."""
+
+    def record(self, entries: Sequence[LoggedTicket]) -> None:
+        """Keep routed tickets for their feedback."""
+        ...
+
+    def lookup(self, refs: Sequence[tuple[str, str]]) -> list[LoggedTicket | None]:
+        """The logged tickets of ``(tenant, ticket_id)`` pairs, None where there is none."""
         ...
 
 
@@ -152,6 +181,8 @@ class BatchResult:
     stale: int = 0
     deleted: int = 0
     routed: int = 0
+    feedback: int = 0
+    """Feedback events taken (learned from, taken back, or only counted); not the dead letters."""
     dead_lettered: int = 0
     decisions: list[RoutingDecided] = field(default_factory=list)
 
@@ -203,13 +234,18 @@ class WorkerMetrics:
             "crossroute_retries", "Retries of retryable failures, by kind.", ["kind"], registry=r
         )
         self.stale = Counter("crossroute_stale_writes", "Stale updates refused.", registry=r)
+        self.feedback = Counter(
+            "crossroute_feedback", "Feedback events, by action and outcome.", ["action", "outcome"],
+            registry=r,
+        )  # fmt: skip
 
 
 class Pipeline:
     """Process batches of raw messages: index entities, route tickets, dead-letter the rest.
 
     Args:
-        indexer: writes entities to the index of the serving space.
+        indexer: writes entities (and the exemplars feedback makes) to the index of the serving
+            space.
         router: routes tickets (same space).
         producer_config: confluent-kafka config for dead letters and decisions.
         topics: topic names.
@@ -218,6 +254,7 @@ class Pipeline:
         sleep: how to wait between retries.
         producer: the producer to use instead of an idempotent one built from
             ``producer_config`` (tests).
+        ticket_log: where routed tickets are kept for their feedback.
     """
 
     def __init__(
@@ -231,9 +268,11 @@ class Pipeline:
         sleep: Callable[[float], None] = time.sleep,
         *,
         producer: MessageProducer | None = None,
+        ticket_log: TicketLogStore,
     ) -> None:
         self.indexer = indexer
         self.router = router
+        self.ticket_log = ticket_log
         self.topics = topics
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
@@ -259,6 +298,7 @@ class Pipeline:
         self.metrics.batch_size.observe(len(batch))
         entities: list[tuple[RawMessage, EntityUpserted | EntityDeleted]] = []
         tickets: list[tuple[RawMessage, TicketCreated]] = []
+        feedback: list[tuple[RawMessage, FeedbackRecorded]] = []
         for msg in batch:
             self.metrics.events_in.labels(topic=msg.topic).inc()
             try:
@@ -275,11 +315,15 @@ class Pipeline:
             if msg.topic != home:
                 error = f"{event.type} belongs on {home}, not {msg.topic}"
                 self._dead_letter(msg, "unexpected_event", error, result)
-            elif not isinstance(event, TicketCreated | EntityUpserted | EntityDeleted):
+            elif not isinstance(
+                event, TicketCreated | FeedbackRecorded | EntityUpserted | EntityDeleted
+            ):
                 error = f"{event.type} is an output of the worker, not an input"
                 self._dead_letter(msg, "unexpected_event", error, result)
             elif isinstance(event, TicketCreated):
                 tickets.append((msg, event))
+            elif isinstance(event, FeedbackRecorded):
+                feedback.append((msg, event))
             else:
                 entities.append((msg, event))
         if entities:
@@ -288,6 +332,8 @@ class Pipeline:
             start = time.perf_counter()
             self._route(tickets, result)
             self.metrics.route_seconds.observe(time.perf_counter() - start)
+        if feedback:
+            self._feedback(feedback, result)
         self._flush()
         return result
 
@@ -340,6 +386,7 @@ class Pipeline:
     # -- tickets ----------------------------------------------------------------------------------
 
     def _route(self, items: list[tuple[RawMessage, TicketCreated]], result: BatchResult) -> None:
+        logged: list[LoggedTicket] = []
         for msg, event in items:
             try:
                 decision = self._retrying("redis", partial(self.router.route, event.ticket))
@@ -350,8 +397,140 @@ class Pipeline:
             self._send(self.topics.name("decisions"), out.key, encode_event(out))
             if decision.abstained:
                 self._send(self.topics.name("human_queue"), out.key, encode_event(out))
+            logged.append(LoggedTicket.of(event.ticket, decision))
             result.routed += 1
             result.decisions.append(out)
+        if logged:
+            self._retrying("redis", partial(self.ticket_log.record, logged))
+
+    # -- feedback ---------------------------------------------------------------------------------
+
+    def _feedback(
+        self, items: list[tuple[RawMessage, FeedbackRecorded]], result: BatchResult
+    ) -> None:
+        """Learn from feedback: ``resolved``/``escalated`` write the ticket's exemplar,
+        ``reopened``/``wrong_article`` delete it, at the feedback's time as source version (replays
+        are no-ops, an older feedback never overrides a newer one); ``clicked`` is counted."""
+        learn: list[tuple[RawMessage, FeedbackRecorded]] = []
+        forget: list[FeedbackRecorded] = []
+        for msg, event in items:
+            skipped = self._unused(event)
+            if skipped is not None:
+                self._count_feedback(event.action, skipped, 1, result)
+            elif event.action in ("resolved", "escalated"):
+                learn.append((msg, event))
+            else:
+                forget.append(event)
+        if learn:
+            self._learn(learn, result)
+        for action in ("reopened", "wrong_article"):
+            refs = [
+                (e.tenant, exemplar_id(e.ticket_id), _version_ms(e.occurred_at))
+                for e in forget
+                if e.action == action
+            ]
+            if refs:
+                start = time.perf_counter()
+                written = self._retrying("redis", partial(self.indexer.delete, refs))
+                self.metrics.upsert_seconds.observe(time.perf_counter() - start)
+                self._count_writes(action, written, result)
+
+    def _unused(self, event: FeedbackRecorded) -> str | None:
+        """The outcome of a feedback that changes nothing in the index, or None."""
+        settings = self.settings
+        if event.action == "clicked":
+            return "counted"
+        if (event.action == "resolved" and not settings.resolved_exemplars) or (
+            event.action == "escalated" and not settings.escalation_exemplars
+        ):
+            return "disabled"
+        if event.action == "resolved" and event.doc_id is None:
+            return "no_document"
+        return None
+
+    def _learn(self, items: list[tuple[RawMessage, FeedbackRecorded]], result: BatchResult) -> None:
+        """Write the exemplars of ``resolved``/``escalated`` feedback (dead-letter what names a
+        ticket or a document the tenant does not have)."""
+        refs = [(event.tenant, event.ticket_id) for _, event in items]
+        logged = self._retrying("redis", partial(self.ticket_log.lookup, refs))
+        learned: list[tuple[RawMessage, FeedbackRecorded, Exemplar]] = []
+        for (msg, event), ticket in zip(items, logged, strict=True):
+            if ticket is None:
+                error = (
+                    f"ticket {event.tenant}/{event.ticket_id} is not in the ticket log "
+                    "(never routed here, or older than CROSSROUTE_WORKER__TICKET_LOG_TTL_S)"
+                )
+                self._feedback_dead_letter(msg, event, "unknown_ticket", error, result)
+            elif not ticket.text.strip():  # images only: nothing to learn from
+                self._count_feedback(event.action, "no_text", 1, result)
+            elif event.action == "escalated":
+                learned.append((msg, event, feedback_exemplar(ticket, None, "human")))
+            elif (target := self._resolved_target(event)) is not None:
+                learned.append((msg, event, feedback_exemplar(ticket, *target)))
+            else:
+                error = (
+                    f"{event.doc_id} is not an article or policy of tenant {event.tenant} "
+                    "in the index"
+                )
+                self._feedback_dead_letter(msg, event, "unknown_document", error, result)
+        if not learned:
+            return
+        vectors, errors = self.indexer.embed([exemplar for _, _, exemplar in learned])
+        for action in ("resolved", "escalated"):
+            group = [i for i, (_, event, _) in enumerate(learned) if event.action == action]
+            if not group:
+                continue
+            write = partial(
+                self.indexer.write,
+                [learned[i][2] for i in group],
+                [_version_ms(learned[i][1].occurred_at) for i in group],
+                [vectors[i] for i in group],
+                [errors[i] for i in group],
+            )
+            start = time.perf_counter()
+            outcome = self._retrying("redis", write)
+            self.metrics.upsert_seconds.observe(time.perf_counter() - start)
+            for j, failure in outcome.failed:
+                msg, event, _ = learned[group[j]]
+                self._feedback_dead_letter(msg, event, "bad_input", str(failure), result)
+            self._count_writes(action, outcome.result, result)
+
+    def _resolved_target(
+        self, event: FeedbackRecorded
+    ) -> tuple[str, Literal["article", "warranty_policy"]] | None:
+        """The ``doc_id`` of a resolved feedback and its kind, when the tenant has that article or
+        policy in the index."""
+        if event.doc_id is None:
+            return None
+        kind = self._retrying("redis", partial(self.indexer.kind_of, event.tenant, event.doc_id))
+        if kind == "article" or kind == "warranty_policy":
+            return event.doc_id, kind
+        return None
+
+    def _count_writes(self, action: str, written: WriteResult, result: BatchResult) -> None:
+        """Count the exemplar writes of one action's feedback."""
+        outcomes = {
+            "indexed": written.written, "unchanged": written.duplicates, "stale": written.stale,
+            "deleted": written.deleted, "missing": written.missing,
+        }  # fmt: skip
+        for outcome, n in outcomes.items():
+            self._count_feedback(action, outcome, n, result)
+        result.indexed += written.written
+        result.unchanged += written.duplicates
+        result.stale += written.stale
+        result.deleted += written.deleted
+        self.metrics.stale.inc(written.stale)
+
+    def _count_feedback(self, action: str, outcome: str, n: int, result: BatchResult) -> None:
+        if n:
+            self.metrics.feedback.labels(action=action, outcome=outcome).inc(n)
+            result.feedback += n
+
+    def _feedback_dead_letter(
+        self, msg: RawMessage, event: FeedbackRecorded, reason: str, error: str, result: BatchResult
+    ) -> None:
+        self.metrics.feedback.labels(action=event.action, outcome=reason).inc()
+        self._dead_letter(msg, reason, error, result)
 
     # -- plumbing ---------------------------------------------------------------------------------
 

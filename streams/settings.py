@@ -262,6 +262,16 @@ class ConsumerSettings(BaseModel):
     """A worker that stops heartbeating (killed, hung) loses its partitions after this long."""
     log_format: Literal["text", "json"] = "text"
     """``json``: one JSON object per log line (structured logs for shippers)."""
+    ticket_log_ttl_s: Annotated[int, Field(ge=60)] = 30 * 24 * 3600
+    """How long a routed ticket's text is kept for its feedback (``router.feedback.TicketLog``); a
+    ``resolved``/``escalated`` feedback that comes later is dead-lettered as ``unknown_ticket``."""
+    resolved_exemplars: bool = True
+    """``resolved`` feedback makes the ticket an exemplar of the article or policy that resolved
+    it; false: it is only counted."""
+    escalation_exemplars: bool = True
+    """``escalated`` feedback makes the ticket an out-of-scope exemplar (it votes for the human
+    queue); false: it is only counted (``CROSSROUTE_ROUTING__HUMAN_EXEMPLARS`` ignores those already
+    indexed)."""
 
 
 class StackSettings(DevStackEndpoints):

@@ -1,7 +1,7 @@
 """``crossroute worker``: faust-streaming agents that keep the index live and route tickets.
 
-Two agents in one consumer group: ``entities`` (products, articles, warranty policies, media) and
-``tickets``. Each takes batches (``CROSSROUTE_WORKER__BATCH_SIZE`` events or
+Three agents in one consumer group: ``entities`` (products, articles, warranty policies, media),
+``tickets`` and ``feedback``. Each takes batches (``CROSSROUTE_WORKER__BATCH_SIZE`` events or
 ``BATCH_WINDOW_S`` seconds) of raw bytes (no faust codecs: events are decoded by ``streams.events``
 so that bad bytes reach the dead letters intact) and hands them to :class:`~streams.pipeline.Pipeline`
 in a single worker thread, so the event loop never blocks and batches stay in partition order.
@@ -43,12 +43,13 @@ def build_app(
     group_id: str,
     entity_topics: Sequence[str],
     ticket_topic: str,
+    feedback_topic: str,
     batch_size: int,
     batch_window_s: float,
     datadir: Path,
     session_timeout_s: float = 10.0,
 ) -> Any:
-    """The faust app with its two agents (not started).
+    """The faust app with its three agents (not started).
 
     Args:
         broker_options: where and how to connect, as ``KafkaSettings.as_faust`` renders it
@@ -84,7 +85,7 @@ def build_app(
             os._exit(EXIT_CRASH)
         counts = {
             "indexed": result.indexed, "unchanged": result.unchanged, "stale": result.stale,
-            "deleted": result.deleted, "routed": result.routed,
+            "deleted": result.deleted, "routed": result.routed, "feedback": result.feedback,
             "dead_lettered": result.dead_lettered,
         }  # fmt: skip
         log.info(
@@ -137,6 +138,7 @@ def build_app(
 
     app.agent(raw_topic(*entity_topics), name="entities")(run_batches)
     app.agent(raw_topic(ticket_topic), name="tickets")(run_batches)
+    app.agent(raw_topic(feedback_topic), name="feedback")(run_batches)
     return app
 
 
@@ -161,13 +163,15 @@ def run(
     configured the dev stack is never touched), builds the default model bundle if it is missing,
     declares the topics, creates the index of the bundle's space (and points the serving alias at
     it when nothing serves yet), then consumes: entity events are embedded and indexed, tickets
-    routed, bad events dead-lettered. ``announce`` receives one line per step a user should see.
+    routed (and logged for their feedback), feedback learned from, bad events dead-lettered.
+    ``announce`` receives one line per step a user should see.
     """
     from confluent_kafka.admin import AdminClient
 
     from models.embedder import Embedder
     from router.documents import Indexer
     from router.exceptions import IndexNotFoundError
+    from router.feedback import TicketLog
     from router.index import VectorIndex
     from router.routing import Router
     from streams.connections import kafka_bootstrap, kafka_config, redis_client, start_dev_stack
@@ -195,9 +199,10 @@ def run(
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker.metrics_port, "127.0.0.1", registry=metrics.registry)
+    ticket_log = TicketLog(client, settings.index.namespace, settings.worker.ticket_log_ttl_s)
     pipeline = Pipeline(
         Indexer(embedder, index, media_root=media_root), router, kafka_config(settings),
-        settings.topics, settings.worker, metrics,
+        settings.topics, settings.worker, metrics, ticket_log=ticket_log,
     )  # fmt: skip
     t = settings.topics
     app = build_app(
@@ -206,6 +211,7 @@ def run(
         group_id=settings.worker.group_id,
         entity_topics=[t.name(r) for r in ENTITY_ROLES],
         ticket_topic=t.name("tickets"),
+        feedback_topic=t.name("feedback"),
         batch_size=settings.worker.batch_size,
         batch_window_s=settings.worker.batch_window_s,
         datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,

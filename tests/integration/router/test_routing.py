@@ -216,3 +216,36 @@ def test_a_photo_identifies_the_product_and_its_category_decides(router: Router)
     )
     assert all(t.via_product is None for t in d.targets)
     assert "acme-laptop-warranty" not in {t.doc_id for t in d.targets}
+
+
+def test_escalated_tickets_send_their_neighbours_to_the_human_queue(
+    router: Router, embedder: Embedder
+) -> None:
+    """An out-of-scope exemplar closer than every target wins over a score above the threshold;
+    it is never a target, stays in its tenant and locale, and goes with a delete."""
+    from router.index import HUMAN_QUEUE_PARENT
+    from router.schemas import Exemplar
+
+    text = "I forgot my password and cannot log in"
+    before = router.route(Ticket(id="t13", tenant="acme", text=text))
+    assert before.queue == "auto" and before.targets[0].doc_id == "acme-reset-password"
+    indexer = Indexer(embedder, router.index)
+    escalated = Exemplar(id="fb-t13", tenant="acme", text=text, target_kind="human")
+    assert indexer.upsert([escalated], [5]).result.written == 1
+    stored = router.index.get("acme", "fb-t13")
+    assert stored is not None and stored["kind"] == "exemplar"
+    assert stored["parent"] == HUMAN_QUEUE_PARENT and stored["category"] == "_any"
+    after = router.route(Ticket(id="t14", tenant="acme", text=text, product_category="shoes"))
+    assert after.queue == "human"
+    assert after.targets and after.targets[0].score >= after.threshold  # the threshold alone: auto
+    assert all(t.exemplar_id != "fb-t13" for t in after.targets)  # never a target itself
+    assert after.targets[0].doc_id == "acme-reset-password"  # still the suggestion for the human
+    # another tenant does not see it; a closer target (a resolved ticket's exemplar) still wins
+    assert router.route(Ticket(id="t15", tenant="globex", text=text)).queue == "auto"
+    resolved = Exemplar(
+        id="fb-t17", tenant="acme", text=text + "!", target_id="acme-reset-password"
+    )
+    indexer.upsert([resolved], [1])
+    assert router.route(Ticket(id="t18", tenant="acme", text=text + "!")).queue == "auto"
+    indexer.delete([("acme", "fb-t13", 6), ("acme", "fb-t17", 2)])
+    assert router.route(Ticket(id="t19", tenant="acme", text=text)).queue == "auto"

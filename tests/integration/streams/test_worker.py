@@ -1,6 +1,7 @@
 """The main job on the real broker and Redis: `crossroute worker` indexes what is published, deletes
 what is deleted, dead-letters bad events with reasons while indexing the good ones of the same batch,
-routes tickets (text + screenshot) to the decisions topic, survives kill -9 without losing or
+routes tickets (text + screenshot) to the decisions topic, learns from feedback (resolved, reopened,
+escalated tickets change how the next similar ticket is routed), survives kill -9 without losing or
 duplicating anything, and splits the partitions with a second worker of the same group."""
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from router.index import VectorIndex
-from router.schemas import Article, ImageRef, Product, Ticket, WarrantyPolicy
+from router.schemas import Article, ImageRef, Product, RoutingDecision, Ticket, WarrantyPolicy
 from router.settings import IndexSettings
 from streams.devstack import DevStack
 from streams.events import (
     ArticleUpserted,
+    FeedbackRecorded,
     ProductDeleted,
     ProductUpserted,
     RoutingDecided,
@@ -40,7 +42,7 @@ from streams.producer import Publisher
 from streams.settings import TopicSettings
 from tests.conftest import REPO, require_shared_data
 from tests.integration.conftest import free_port
-from tests.integration.router.conftest import screenshot
+from tests.integration.router.conftest import ARTICLES, screenshot
 
 
 class WorkerEnv:
@@ -135,6 +137,33 @@ def consume(stack: DevStack, topic: str, n: int, timeout: float = 60) -> list[An
         return out
     finally:
         consumer.close()
+
+
+class Decisions:
+    """The decisions topic as it fills up, by message key (``tenant/ticket id``)."""
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
+        self.consumer = Consumer(env.stack.kafka_config(**{"group.id": uuid.uuid4().hex}))
+        topic = env.topics.name("decisions")
+        self.consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+        self.seen: dict[str, RoutingDecision] = {}
+
+    def of(self, tenant: str, ticket_id: str, timeout: float = 120) -> RoutingDecision:
+        key = f"{tenant}/{ticket_id}"
+        deadline = time.monotonic() + timeout
+        while key not in self.seen:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no decision for {key}:\n{self.env.log()[-3000:]}")
+            msg = self.consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                event = decode_event(msg.value())
+                assert isinstance(event, RoutingDecided)
+                self.seen[msg.key().decode()] = event.decision
+        return self.seen[key]
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def articles(n: int, version: int = 1, start: int = 0) -> list[ArticleUpserted]:
@@ -440,3 +469,97 @@ def test_service_restart_mid_stream_loses_nothing(
     assert worker.poll() is None, "the worker did not survive"
     keys = list(redis_client.scan_iter(f"{index.prefix}acme:*", count=1000))
     assert len(keys) == total  # one document per entity, nothing else
+
+
+def test_feedback_closes_the_loop(
+    deployment: WorkerEnv, redis_client: redis.Redis, embedder: Any
+) -> None:
+    """A ticket nothing matches goes to a human, who resolves it with an article: the next ticket
+    like it is routed there automatically, through the resolved ticket's exemplar, until the first
+    ticket is reopened. An escalated ticket sends the next one like it to a human although its
+    article scores above the threshold. Feedback about a ticket the tenant never had (unknown, or
+    another tenant's) and about a document it does not have is dead-lettered with its reason."""
+    env = deployment
+    metrics_port = free_port()
+    env.env["CROSSROUTE_WORKER__METRICS_PORT"] = str(metrics_port)
+    env.env["CROSSROUTE_WORKER__TENANTS"] = '["acme", "globex"]'
+    env.start()
+    env.publisher.publish(
+        [
+            ArticleUpserted.of(Article(id=k, tenant="acme", title=t, body=b), source_version=1)
+            for k, (t, b) in ARTICLES.items()
+        ]
+    )
+    index = env.index(redis_client, embedder.space_id)
+    wait_for(lambda: index.exists() and index.count("acme") == len(ARTICLES), "articles", 180, env)
+    decisions = Decisions(env)
+    space = embedder.space_id
+
+    def route(ticket_id: str, text: str) -> RoutingDecision:
+        env.publisher.publish(
+            [TicketCreated(ticket=Ticket(id=ticket_id, tenant="acme", text=text))]
+        )
+        return decisions.of("acme", ticket_id)
+
+    def feedback(
+        action: Any, ticket_id: str, doc_id: str | None = None, tenant: str = "acme"
+    ) -> None:
+        event = FeedbackRecorded(
+            tenant_id=tenant, ticket_id=ticket_id, space_id=space, action=action, doc_id=doc_id
+        )
+        assert env.publisher.publish([event]).failed == []
+
+    try:
+        first = route("t1", "which planets in the solar system have rings?")
+        assert first.queue == "human" and first.targets[0].score < first.threshold
+        feedback("resolved", "t1", "track-order")
+        feedback("clicked", "t1", "track-order")
+        feedback("resolved", "t-never", "track-order")  # never routed
+        feedback("resolved", "t1", "track-order", tenant="globex")  # acme's ticket, not globex's
+        feedback("resolved", "t1", "no-such-article")
+        wait_for(lambda: index.get("acme", "fb-t1") is not None, "the exemplar of t1", 60, env)
+        exemplar = index.get("acme", "fb-t1")
+        assert exemplar is not None and exemplar["parent"] == "track-order"
+
+        second = route("t2", "which planets of the solar system have rings?")
+        assert second.queue == "auto"
+        assert second.targets[0].doc_id == "track-order"
+        assert second.targets[0].exemplar_id == "fb-t1"
+
+        feedback("reopened", "t1")
+        wait_for(lambda: index.get("acme", "fb-t1") is None, "the exemplar taken back", 60, env)
+        third = route("t3", "which planets in our solar system have rings?")
+        assert third.queue == "human" and all(t.exemplar_id is None for t in third.targets)
+
+        fourth = route("t4", "I forgot my password and cannot log in")
+        assert fourth.queue == "auto" and fourth.targets[0].doc_id == "reset-password"
+        feedback("escalated", "t4")
+        wait_for(lambda: index.get("acme", "fb-t4") is not None, "the escalation of t4", 60, env)
+        fifth = route("t5", "I forgot my password and I cannot log in")
+        assert fifth.queue == "human"  # although its article scores above the threshold:
+        assert fifth.targets[0].doc_id == "reset-password"
+        assert fifth.targets[0].score >= fifth.threshold
+    finally:
+        decisions.close()
+
+    dead = consume(env.stack, env.topics.name("dead_letters"), 3)
+    got = sorted(
+        (m.key().decode(), dict(m.headers())["crossroute.error.reason"].decode()) for m in dead
+    )
+    assert got == [
+        ("acme/t-never", "unknown_ticket"), ("acme/t1", "unknown_document"),
+        ("globex/t1", "unknown_ticket"),
+    ]  # fmt: skip
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(
+            httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+        )
+        for s in family.samples
+        if s.name == "crossroute_feedback_total"
+    }  # fmt: skip
+    assert {tuple(dict(k[1]).values()): v for k, v in samples.items()} == {
+        ("resolved", "indexed"): 1, ("clicked", "counted"): 1, ("reopened", "deleted"): 1,
+        ("escalated", "indexed"): 1, ("resolved", "unknown_ticket"): 2,
+        ("resolved", "unknown_document"): 1,
+    }  # fmt: skip

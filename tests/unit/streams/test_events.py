@@ -99,6 +99,22 @@ def test_round_trip(event: object) -> None:
     assert decode_event(raw) == event
 
 
+@pytest.mark.parametrize(
+    "action", ["clicked", "resolved", "escalated", "reopened", "wrong_article"]
+)
+def test_feedback_actions(action: str) -> None:
+    """The first three are what producers sent before the feedback loop (still valid as they were);
+    reopened and wrong_article take a learned exemplar back."""
+    wire = json.loads(encode_event(EXAMPLES[-1]))
+    wire["action"] = action
+    decoded = decode_event(json.dumps(wire))
+    assert isinstance(decoded, FeedbackRecorded) and decoded.action == action
+    assert decoded.key == b"acme/t-1"
+    wire["action"] = "liked"
+    with pytest.raises(EventDecodeError, match="action"):
+        decode_event(json.dumps(wire))
+
+
 def test_entity_events_are_keyed_by_tenant_and_id() -> None:
     assert EXAMPLES[0].key == b"acme/sku-1"  # type: ignore[union-attr]
     assert EXAMPLES[1].key == b"acme/sku-1"  # type: ignore[union-attr]

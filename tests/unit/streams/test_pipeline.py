@@ -1,5 +1,6 @@
-"""``Pipeline`` without Kafka, Redis or a model: fakes stand in at its three seams (the indexer, the
-router and the Kafka producer), so every branch of a batch can be driven and checked exactly."""
+"""``Pipeline`` without Kafka, Redis or a model: fakes stand in at its four seams (the indexer, the
+router, the ticket log and the Kafka producer), so every branch of a batch can be driven and checked
+exactly (feedback: ``test_pipeline_feedback.py``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from confluent_kafka import KafkaError, Producer
 from models.exceptions import CrossrouteError, ImageDecodeError, InputError
 from router.documents import Entity, IndexOutcome
 from router.exceptions import IndexingFailureError, RequestError
-from router.index import WriteResult
+from router.feedback import LoggedTicket
+from router.index import DocKind, WriteResult
 from router.schemas import Article, ImageRef, Product, RoutingDecision, Ticket
 from streams.events import (
     ArticleUpserted,
@@ -30,6 +32,7 @@ from streams.events import (
 from streams.exceptions import ServiceUnavailableError
 from streams.pipeline import Pipeline, RawMessage, is_retryable
 from streams.settings import ConsumerSettings, TopicSettings
+from streams.topics import topic_role
 
 TOPICS = TopicSettings(prefix="t.")
 DIM = 4
@@ -41,12 +44,14 @@ DIM = 4
 @dataclass
 class FakeIndexer:
     """Embeds every document to a fixed vector unless its id is in ``bad``; ``failures`` are raised
-    by the next writes/deletes, one per call, before one succeeds."""
+    by the next writes/deletes, one per call, before one succeeds; ``kinds`` are the documents
+    ``kind_of`` knows, by ``(tenant, id)``."""
 
     bad: set[str] = field(default_factory=set)
     failures: list[BaseException] = field(default_factory=list)
     writes: list[list[tuple[str, int]]] = field(default_factory=list)
     deletes: list[list[tuple[str, str, int]]] = field(default_factory=list)
+    kinds: dict[tuple[str, str], DocKind] = field(default_factory=dict)
 
     def embed(
         self, entities: Sequence[Entity]
@@ -83,6 +88,23 @@ class FakeIndexer:
         self._maybe_fail()
         self.deletes.append(list(refs))
         return WriteResult(deleted=len(refs))
+
+    def kind_of(self, tenant: str, entity_id: str) -> DocKind | None:
+        return self.kinds.get((tenant, entity_id))
+
+
+@dataclass
+class FakeTicketLog:
+    """The ticket log as a dict keyed by ``(tenant, ticket id)``, like the Redis keys."""
+
+    entries: dict[tuple[str, str], LoggedTicket] = field(default_factory=dict)
+
+    def record(self, entries: Sequence[LoggedTicket]) -> None:
+        for entry in entries:
+            self.entries[(entry.tenant, entry.ticket_id)] = entry
+
+    def lookup(self, refs: Sequence[tuple[str, str]]) -> list[LoggedTicket | None]:
+        return [self.entries.get(ref) for ref in refs]
 
 
 @dataclass
@@ -159,6 +181,7 @@ class World:
     router: FakeRouter
     producer: FakeProducer
     sleeps: list[float]
+    ticket_log: FakeTicketLog
 
 
 @pytest.fixture
@@ -166,8 +189,9 @@ def world() -> World:
     return make_world()
 
 
-def make_world(**settings: Any) -> World:
-    indexer, router, producer, sleeps = FakeIndexer(), FakeRouter(), FakeProducer(), []
+def make_world(indexer: FakeIndexer | None = None, **settings: Any) -> World:
+    indexer = indexer or FakeIndexer()
+    router, producer, sleeps, ticket_log = FakeRouter(), FakeProducer(), [], FakeTicketLog()
     pipeline = Pipeline(
         indexer,
         router,
@@ -176,8 +200,9 @@ def make_world(**settings: Any) -> World:
         ConsumerSettings(**{"retry_initial_s": 0.5, "retry_max_s": 1.5, **settings}),
         sleep=sleeps.append,
         producer=producer,
+        ticket_log=ticket_log,
     )
-    return World(pipeline, indexer, router, producer, sleeps)
+    return World(pipeline, indexer, router, producer, sleeps, ticket_log)
 
 
 # -- messages -----------------------------------------------------------------------------------
@@ -187,15 +212,11 @@ _offsets = iter(range(10**6))
 
 def raw(event: Any, role: str | None = None, **kw: Any) -> RawMessage:
     """The message of ``event`` on its topic (or on ``role``'s)."""
-    role = role or ("tickets" if isinstance(event, TicketCreated) else _entity_role(event))
+    role = role or topic_role(event)
     return RawMessage(
         topic=TOPICS.name(role), partition=0, offset=next(_offsets), key=event.key,
         value=encode_event(event), **kw,
     )  # fmt: skip
-
-
-def _entity_role(event: Any) -> str:
-    return "articles" if isinstance(event, ArticleUpserted) else "products"
 
 
 def product(ident: str, version: int, tenant: str = "acme") -> ProductUpserted:
@@ -370,6 +391,13 @@ def test_tickets_become_decisions_and_abstentions_also_reach_the_human_queue(
     assert [d.decision.ticket_id for d in result.decisions] == ["t1", "t2"]
     (dead,) = world.producer.to("dead_letters")
     assert header(dead, "crossroute.error.reason") == b"bad_ticket"
+    # the routed tickets are logged for their feedback, with their decision; the refused one is not
+    logged = world.ticket_log.entries
+    assert sorted(logged) == [("acme", "t1"), ("acme", "t2")]
+    assert (
+        logged[("acme", "t1")].text == "my shoe broke" and logged[("acme", "t2")].queue == "human"
+    )
+    assert logged[("acme", "t1")].space_id == "sp-test"
 
 
 # -- the producer -------------------------------------------------------------------------------
@@ -388,9 +416,10 @@ def test_a_full_local_queue_waits_and_a_slow_broker_is_waited_for(world: World) 
 def test_the_worker_builds_its_own_producer_unless_given_one() -> None:
     config = {"bootstrap.servers": "127.0.0.1:1"}  # never reached: nothing is produced
     given = Producer(config)  # an empty one is falsy (len 0): still the one used
-    kept = Pipeline(FakeIndexer(), FakeRouter(), config, TOPICS, ConsumerSettings(), producer=given)
+    seams = (FakeIndexer(), FakeRouter(), config, TOPICS, ConsumerSettings())
+    kept = Pipeline(*seams, producer=given, ticket_log=FakeTicketLog())
     assert kept._producer is given
-    built = Pipeline(FakeIndexer(), FakeRouter(), config, TOPICS, ConsumerSettings())
+    built = Pipeline(*seams, ticket_log=FakeTicketLog())
     assert isinstance(built._producer, Producer) and built._producer is not given
 
 
