@@ -101,10 +101,12 @@ class RoutingSettings(BaseModel):
     """Abstain (human queue) when the best score is below this. Unset: the calibration recorded for
     the serving space by ``crossroute calibrate``, else ``default_threshold``."""
     default_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.3
-    product_match: Annotated[float, Field(ge=-1, le=1)] | None = 0.8
+    product_match: Annotated[float, Field(ge=-1, le=1)] | None = 0.6
     """Routing through the catalog: a ticket photo whose cosine with one of the tenant's product
     documents reaches this identifies that product, and the documents written for its category
-    become candidates with the match as their score (evidence ``catalog``). Unset: off."""
+    become candidates with the match as their score (evidence ``catalog``). Unset: off. The
+    default is the shipped head's precision-first point on public data (``bench/product_match.py``:
+    re-photographed Myntra products, the nearest product's category right at every match ≥ 0.6)."""
     human_exemplars: bool = True
     """Out-of-scope exemplars (escalated tickets) send a ticket closer to one of them than to any
     target to the human queue; false: they are ignored (the switch to roll them back at once)."""

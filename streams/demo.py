@@ -93,8 +93,8 @@ def _png(img: Image.Image) -> bytes:
 def product_photo(kind: str, colour: tuple[int, int, int], *, customer: bool = False) -> bytes:
     """A plain product shot on white: a shoe-like or device-like silhouette in ``colour``.
 
-    ``customer``: the same product as a customer photographs it: off-centre on a grey table,
-    smaller in the frame (not the catalog's bytes).
+    ``customer``: the same product as a customer photographs it: smaller and off-centre in the
+    frame (not the catalog's bytes).
     """
     img = Image.new("RGB", (240, 180), "white")
     draw = ImageDraw.Draw(img)
@@ -111,9 +111,9 @@ def product_photo(kind: str, colour: tuple[int, int, int], *, customer: bool = F
         draw.ellipse([(45, 80), (90, 140)], fill=colour)
         draw.ellipse([(150, 80), (195, 140)], fill=colour)
     if customer:
-        table = Image.new("RGB", (320, 260), (214, 210, 200))
-        table.paste(img.resize((216, 162)), (70, 60))
-        img = table
+        shot = Image.new("RGB", (280, 220), "white")
+        shot.paste(img.resize((216, 162)), (30, 25))
+        img = shot
     return _png(img)
 
 

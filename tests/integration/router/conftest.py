@@ -84,7 +84,7 @@ def screenshot(text: str) -> bytes:
 
 def drawn(kind: str, colour: tuple[int, int, int], *, customer: bool = False) -> bytes:
     """A product silhouette on white (a catalog shot), or, with ``customer``, the same product
-    smaller and off-centre on a grey table (a customer's photo of it)."""
+    smaller and off-centre (a customer's photo of it)."""
     img = Image.new("RGB", (240, 180), "white")
     draw = ImageDraw.Draw(img)
     if kind == "shoes":
@@ -96,9 +96,9 @@ def drawn(kind: str, colour: tuple[int, int, int], *, customer: bool = False) ->
         draw.rectangle([(50, 30), (190, 120)], fill=colour)
         draw.polygon([(30, 125), (210, 125), (225, 150), (15, 150)], fill=(90, 90, 95))
     if customer:
-        table = Image.new("RGB", (320, 260), (214, 210, 200))
-        table.paste(img.resize((216, 162)), (70, 60))
-        img = table
+        shot = Image.new("RGB", (280, 220), "white")
+        shot.paste(img.resize((216, 162)), (30, 25))
+        img = shot
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()

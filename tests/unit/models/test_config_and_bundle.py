@@ -27,7 +27,7 @@ def test_packaged_configs_load() -> None:
 
 
 def test_unknown_or_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(BundleFormatError, match="no packaged config 'nope'; known: default"):
+    with pytest.raises(BundleFormatError, match="no packaged config 'nope'; known: default, naive"):
         load_spec("nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"name": "x", "version": 1, "text": {}, "image": {}}))
@@ -68,7 +68,7 @@ def _fake_bundle(root: Path, spec: BundleSpec) -> Manifest:
 
 
 def test_manifest_round_trip_and_verification(tmp_path: Path) -> None:
-    spec = load_spec("default")
+    spec = load_spec("naive")
     manifest = _fake_bundle(tmp_path / "b", spec)
     assert load_manifest(tmp_path / "b") == manifest
     (tmp_path / "b" / "image.onnx").write_bytes(b"changed")
@@ -88,7 +88,7 @@ def test_not_a_bundle_and_wrong_format(tmp_path: Path) -> None:
 def test_space_id_covers_files_and_training_not_labels() -> None:
     from models.bundle import FileEntry, ProjectionInfo
 
-    spec = load_spec("default")
+    spec = load_spec("naive")
     files = {"text.onnx": FileEntry(sha256="a" * 64, bytes=1)}
     base = compute_space_id(spec, files, None)
     assert base == compute_space_id(
@@ -113,7 +113,7 @@ def test_image_feature_options_are_part_of_the_space_and_absent_at_their_default
     from models.bundle import FileEntry
     from models.config import ColourFeatures
 
-    spec = load_spec("default")
+    spec = load_spec("naive")
     files = {"image.onnx": FileEntry(sha256="a" * 64, bytes=1)}
     pre = spec.image.preprocess
     # Options added after bundles existed are left out while at their default: old ids stay valid.
@@ -145,7 +145,7 @@ def test_the_lexical_block_is_part_of_the_space_and_absent_by_default() -> None:
     from models.bundle import FileEntry
     from models.config import LexicalFeatures
 
-    spec = load_spec("default")
+    spec = load_spec("naive")
     files = {"text.onnx": FileEntry(sha256="a" * 64, bytes=1)}
     assert "lexical" not in spec.text.preprocess.model_dump(mode="json")
 

@@ -36,11 +36,26 @@ def test_table_is_readable_in_80_columns() -> None:
         "t-2": _decided("t-2", "kb-payment-failed", 0.52),  # a wrong one
         "t-3": _decided("t-3", "kb-payment-failed", 0.64),
         "t-5": _decided("t-5", "kb-return-item", 0.12, queue="human"),
-    }  # t-4 got no decision
+        "t-6": RoutingDecided(
+            decision=_decided("t-6", "wp-electronics", 0.64).decision.model_copy(
+                update={
+                    "targets": (
+                        RoutedTarget(
+                            doc_id="wp-electronics",
+                            kind="warranty_policy",
+                            score=0.64,
+                            evidence=("catalog", "text"),
+                            via_product="sku-headset",
+                        ),
+                    )
+                }
+            )
+        ),
+    }  # t-4 and t-7 got no decision
     lines = _render(DemoRun(world, "sp-test", decisions))
     assert max(len(line) for line in lines) <= 80
     rows = [line for line in lines if line.startswith("│ t-")]
-    assert [r.split("│")[1].strip() for r in rows] == ["t-1", "t-2", "t-3", "t-4", "t-5"]
+    assert [r.split("│")[1].strip() for r in rows] == [f"t-{i}" for i in range(1, 8)]
     # the ticket text wraps by words into a column of at least 20 characters, never one word a line
     cell = rows[0].split("│")[2]
     assert len(cell) - 2 >= 20 and cell.strip().startswith("I can't log in"), cell
@@ -53,6 +68,10 @@ def test_table_is_readable_in_80_columns() -> None:
     caption = " ".join(lines[lines.index(next(r for r in lines if r.startswith("└"))) + 1 :])
     assert "t-2 → kb-track-order" in caption and "t-4 → wp-footwear" in caption
     assert "human queue" in rows[4] and "✓" in rows[4]
+    # a decision through the catalog names the product the photo looks like
+    t6 = lines[lines.index(rows[5]) : lines.index(rows[6])]
+    evidence = " ".join(line.split("│")[5].strip() for line in t6)
+    assert "photo looks like sku-headset" in evidence and "✓" in rows[5], t6
 
 
 def test_wrong_decisions_are_named_missing_ones_apart() -> None:
