@@ -91,13 +91,17 @@ def test_threshold_comes_from_the_calibration_of_this_space(
     embedder: Embedder, index: VectorIndex, tmp_path: Path
 ) -> None:
     settings = RoutingSettings(calibration_dir=tmp_path)
-    assert Router(embedder, index, settings).threshold_source.startswith("default")
+    # until calibrated here, the threshold fitted on public data that came with the shipped head
+    shipped = Router(embedder, index, settings)
+    assert shipped.threshold_source == "shipped with head mined (fit on clinc150)"
+    assert embedder.manifest.projection is not None
+    assert shipped.threshold == embedder.manifest.projection.training["calibration"]["threshold"]
     cal = Calibration(
         space_id=embedder.space_id, threshold=0.42, dataset="clinc150", dataset_digest="x",
         precision=0.5, recall=0.5, f1=0.5, n_queries=10, created_at="2026-11-26T00:00:00Z",
     )  # fmt: skip
     save_calibration(tmp_path, cal.model_copy(update={"space_id": "sp-other", "threshold": 0.9}))
-    assert Router(embedder, index, settings).threshold == settings.default_threshold
+    assert Router(embedder, index, settings).threshold == shipped.threshold  # not this space's
     save_calibration(tmp_path, cal)
     routed = Router(embedder, index, settings)
     assert routed.threshold == 0.42 and "clinc150" in routed.threshold_source
