@@ -520,16 +520,44 @@ def eval_cmd(
         typer.Option(
             "--exemplars-cv",
             help="K > 1: measure exemplar routing by K-fold cross-validation on DATASET's own "
-            "labelled queries (each fold ranked with the other folds as exemplars).",
+            "queries (each fold routed with the other folds as exemplars; near-duplicate queries "
+            "kept in one fold; out-of-scope F1 at thresholds fitted on the other folds).",
         ),
     ] = 0,
+    cv_plain: Annotated[
+        bool,
+        typer.Option(
+            "--cv-plain",
+            help="With --exemplars-cv: plain folds that split near-duplicates (overstates; for "
+            "comparison only).",
+        ),
+    ] = False,
+    human_exemplars: Annotated[
+        bool,
+        typer.Option(
+            "--human-exemplars/--no-human-exemplars",
+            help="Out-of-scope queries of the exemplar source (--exemplars, or the other folds) "
+            "become exemplars of the human queue: a ticket closer to one than to any target "
+            "abstains.",
+        ),
+    ] = True,
+    exemplar_rule: Annotated[
+        str,
+        typer.Option(
+            "--exemplar-rule",
+            help="How exemplars score their target: max (the best of its own and its exemplars' "
+            "cosines, as the router does) | prototype (the cosine with the normalised sum of its "
+            "own and its exemplars' vectors).",
+        ),
+    ] = "max",
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
     out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency."""
     from models.eval.backends import evaluators
     from models.eval.dataset import load_dataset
+    from models.eval.decision import EXEMPLAR_RULES
     from models.eval.report import compare_reports, render_html
-    from models.eval.run import exemplar_pairs
+    from models.eval.run import escalated_texts, exemplar_pairs
 
     try:
         ks = sorted({int(x) for x in k.split(",") if x.strip()})
@@ -539,16 +567,22 @@ def eval_cmd(
         raise UsageError(f"--k must list positive integers, got {k!r}")
     backends = evaluators()
     _one_of("--index", index, tuple(sorted(backends)))
+    _one_of("--exemplar-rule", exemplar_rule, EXEMPLAR_RULES)
     if exemplars is not None and exemplars_cv:
         raise UsageError("give --exemplars or --exemplars-cv, not both")
     settings = read_settings(ModelsSettings)
     data = load_dataset(dataset)
     embedder = load_embedder(settings.model, model)
+    source = load_dataset(exemplars) if exemplars else None
     options: dict[str, Any] = {
         "ks": ks,
         "threshold": threshold,
-        "exemplars": exemplar_pairs(load_dataset(exemplars)) if exemplars else (),
+        "exemplars": exemplar_pairs(source) if source else (),
+        "escalated": escalated_texts(source) if source else (),
         "exemplar_folds": exemplars_cv,
+        "grouped": not cv_plain,
+        "human_exemplars": human_exemplars,
+        "exemplar_rule": exemplar_rule,
     }
 
     with (
@@ -580,12 +614,19 @@ def _print_eval(result: dict[str, Any]) -> None:
         out.print(
             f"retrieval: {result['retrieval']}; recall@10 vs exact {hnsw['recall@10_vs_exact']}"
         )
+    ex = result.get("exemplars")
+    if isinstance(ex, dict):
+        groups = f", {ex['groups']} groups" if "groups" in ex else ""
+        out.print(f"exemplars: {ex['source']} ({ex['n']} labelled, {ex.get('human', 0)} human"
+                  f"{groups}; rule {ex.get('rule', 'max')})")  # fmt: skip
     oos = result.get("out_of_scope")
-    if isinstance(oos, dict):
-        out.print(
-            f"out of scope: threshold {oos['threshold']:.4f} ({oos['threshold_source']}) "
-            f"P {oos['precision']:.3f} R {oos['recall']:.3f} F1 {oos['f1']:.3f}"
-        )
+    for block in (oos, oos.get("oracle") if isinstance(oos, dict) else None):
+        if isinstance(block, dict):
+            out.print(
+                f"out of scope: threshold {block['threshold']:.4f} ({block['threshold_source']}) "
+                f"P {block['precision']:.3f} R {block['recall']:.3f} F1 {block['f1']:.3f}; "
+                f"in-scope accuracy {block['in_scope_accuracy']:.3f}"
+            )
     comparison = result.get("comparison")
     if isinstance(comparison, dict):
         deltas = "  ".join(f"{n} {d:+.4f}" for n, d in comparison["metrics"].items())

@@ -17,7 +17,8 @@ __all__ = ["Evaluator", "EvaluatorFactory", "evaluators", "register_evaluator"]
 
 Evaluator = Callable[..., dict[str, Any]]
 """``evaluator(dataset, embedder, *, progress, **options) → report``, the options of
-:func:`models.eval.run.evaluate` (``ks``, ``threshold``, ``exemplars``, ``exemplar_folds``)."""
+:func:`models.eval.run.evaluate` (``ks``, ``threshold``, ``exemplars``, ``escalated``,
+``exemplar_folds``, ``grouped``, ``human_exemplars``, ``exemplar_rule``)."""
 EvaluatorFactory = Callable[[], AbstractContextManager[Evaluator]]
 """Sets a backend up for one command (settings, connections) and yields its evaluator."""
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["best_f1_threshold", "oos_scores", "rank_metrics", "recall_curve"]
+__all__ = ["best_f1_threshold", "detection_scores", "oos_scores", "rank_metrics", "recall_curve"]
 
 
 def _first_hit(ranked: np.ndarray, relevant: Sequence[frozenset[int]]) -> np.ndarray:
@@ -50,14 +50,18 @@ def recall_curve(ranked: np.ndarray, relevant: Sequence[frozenset[int]], max_k: 
 
 def oos_scores(top1: np.ndarray, is_oos: np.ndarray, threshold: float) -> dict[str, float]:
     """Abstain (top-1 score < threshold) scored as a detector of out-of-scope queries."""
-    abstain = top1 < threshold
+    return {"threshold": float(threshold), **detection_scores(top1 < threshold, is_oos)}
+
+
+def detection_scores(abstain: np.ndarray, is_oos: np.ndarray) -> dict[str, float]:
+    """Precision, recall and F1 of the abstain decisions as a detector of out-of-scope queries."""
     tp = int(np.sum(abstain & is_oos))
     fp = int(np.sum(abstain & ~is_oos))
     fn = int(np.sum(~abstain & is_oos))
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"threshold": float(threshold), "precision": precision, "recall": recall, "f1": f1}
+    return {"precision": precision, "recall": recall, "f1": f1}
 
 
 def best_f1_threshold(top1: np.ndarray, is_oos: np.ndarray) -> float:

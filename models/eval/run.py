@@ -3,44 +3,48 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from models.embedder import Embedder, EmbeddingBatch
+from models.eval.cv import (
+    CV_SEED,
+    NEAR_DUPLICATE_COSINE,
+    Pool,
+    assign_folds,
+    cross_validate,
+    fold_thresholds,
+    near_duplicate_groups,
+)
 from models.eval.dataset import Dataset, DatasetError
-from models.eval.metrics import best_f1_threshold, oos_scores, rank_metrics, recall_curve
+from models.eval.decision import ExemplarRule
+from models.eval.metrics import (
+    best_f1_threshold,
+    detection_scores,
+    rank_metrics,
+    recall_curve,
+)
+from models.eval.search import Exemplars, Search, exact_search, route
+from models.preprocess import normalize_text
 from models.progress import Progress, no_progress
 from models.projection import l2_normalize
 
 __all__ = [
+    "ORACLE",
     "Exemplars",
     "Search",
     "embed_items",
+    "escalated_texts",
     "evaluate",
     "exact_search",
     "exemplar_pairs",
 ]
+ORACLE = "fit on this dataset (oracle)"
+"""The threshold source of a threshold fitted on the very queries it scores (an upper bound)."""
 
 
-@dataclass(frozen=True)
-class Exemplars:
-    """Labelled past queries (resolved tickets): each vector stands for the corpus document
-    ``owner`` it was resolved with. A document scores the max of its own cosine and its exemplars'."""
-
-    vectors: np.ndarray  # (m, dim), unit norm
-    owner: np.ndarray  # (m,) corpus indices
-
-    def take(self, mask: np.ndarray) -> Exemplars:
-        """The exemplars where ``mask`` holds."""
-        return Exemplars(self.vectors[mask], self.owner[mask])
-
-
-Search = Callable[[np.ndarray, np.ndarray, int, Exemplars | None], tuple[np.ndarray, np.ndarray]]
-"""``search(doc_vecs, query_vecs, depth, exemplars) → (ranked corpus indices (n, depth), top-1
-scores (n,))``. Rows with fewer hits are padded with -1."""
 MIN_SLICE = 20
 CURVE_K = 20
 
@@ -88,27 +92,6 @@ def embed_items(
     return l2_normalize(total)
 
 
-def _topk(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def exact_search(
-    doc_vecs: np.ndarray, query_vecs: np.ndarray, depth: int, exemplars: Exemplars | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Brute-force cosine over the whole corpus (the default :data:`Search`)."""
-    scores = query_vecs @ doc_vecs.T
-    if exemplars is not None and len(exemplars.owner):
-        ex = query_vecs @ exemplars.vectors.T
-        for owner in np.unique(exemplars.owner):
-            best = ex[:, exemplars.owner == owner].max(axis=1)
-            scores[:, owner] = np.maximum(scores[:, owner], best)
-    ranked = _topk(scores, depth)
-    return ranked, scores[np.arange(len(scores)), ranked[:, 0]]
-
-
 def exemplar_pairs(dataset: Dataset) -> list[tuple[str, str]]:
     """(query text, relevant corpus id) of every labelled text query: exemplars for another split."""
     return [
@@ -117,6 +100,26 @@ def exemplar_pairs(dataset: Dataset) -> list[tuple[str, str]]:
         if q.text and q.text.strip()
         for doc in sorted(dataset.qrels.get(q.id, ()))
     ]
+
+
+def escalated_texts(dataset: Dataset) -> list[str]:
+    """The text of every out-of-scope query (no qrels): exemplars of the human queue for another
+    split, as escalated tickets."""
+    return [
+        q.text for q in dataset.queries if q.id not in dataset.qrels and q.text and q.text.strip()
+    ]
+
+
+def _grouping_vectors(embedder: Embedder, dataset: Dataset) -> np.ndarray:
+    """The text-encoder features (before any head) of the queries, zero without text: near-duplicate
+    groups are then the same for every bundle over one text encoder."""
+    spec = embedder.manifest.spec.text.preprocess
+    texts = [normalize_text(q.text, spec) if q.text else "" for q in dataset.queries]
+    idx = [i for i, t in enumerate(texts) if t]
+    out = np.zeros((len(texts), embedder.manifest.text.dim), dtype=np.float32)
+    if idx:
+        out[idx] = l2_normalize(embedder.text_features([texts[i] for i in idx]))
+    return out
 
 
 def _cross_validated(
@@ -128,26 +131,65 @@ def _cross_validated(
     folds: int,
     search: Search,
     index: dict[str, int],
-) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Rank each fold with the other folds' labelled queries as exemplars (seeded folds)."""
-    n = len(dataset.queries)
-    fold = np.random.default_rng(20261126).permutation(n) % folds
-    rows, owners = [], []
+    *,
+    grouped: bool,
+    human: bool,
+    rule: ExemplarRule,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], tuple[Pool, np.ndarray]]:
+    """Route each fold with the other folds' labelled queries as exemplars (and, with ``human``,
+    their out-of-scope queries as exemplars of the human queue); folds hold whole groups of
+    near-duplicates unless ``grouped`` is false (see :mod:`models.eval.cv`)."""
+    rows, owners, oos = [], [], []
     for i, q in enumerate(dataset.queries):
         if q.text and q.text.strip():
-            for doc in sorted(dataset.qrels.get(q.id, ())):
-                rows.append(i)
-                owners.append(index[doc])
-    rows_a, owners_a = np.array(rows, dtype=np.int64), np.array(owners, dtype=np.int64)
-    pool = Exemplars(query_vecs[rows_a], owners_a)
-    ranked = np.full((n, depth), -1, dtype=np.int64)
-    top1 = np.zeros(n, dtype=np.float64)
-    for f in range(folds):
-        sel = np.flatnonzero(fold == f)
-        r, t = search(doc_vecs, query_vecs[sel], depth, pool.take(fold[rows_a] != f))
-        ranked[sel], top1[sel] = r, t
-    info = {"source": f"{folds}-fold cross-validation on this dataset's queries", "n": len(rows)}
-    return ranked, top1, info
+            docs = sorted(dataset.qrels.get(q.id, ()))
+            rows += [i] * len(docs)
+            owners += [index[d] for d in docs]
+            if not docs:
+                oos.append(i)
+    pool = Pool(
+        query_vecs,
+        np.array(rows, dtype=np.int64),
+        np.array(owners, dtype=np.int64),
+        np.array(oos if human else [], dtype=np.int64),
+    )
+    n = len(dataset.queries)
+    groups = (
+        near_duplicate_groups(_grouping_vectors(embedder, dataset))
+        if grouped
+        else np.arange(n, dtype=np.int64)
+    )
+    fold = assign_folds(groups, folds, CV_SEED)
+    ranked, score = cross_validate(pool, fold, doc_vecs, depth, search=search, rule=rule)
+    how = (
+        f"near-duplicates (text-encoder cosine >= {NEAR_DUPLICATE_COSINE}) kept in one fold"
+        if grouped
+        else "plain folds (near-duplicates split: overstates)"
+    )
+    info = {
+        "source": f"{folds}-fold cross-validation on this dataset's queries, {how}",
+        "n": len(rows),
+        "human": len(pool.human),
+        "rule": rule,
+        "folds": folds,
+        "grouped": grouped,
+        "groups": int(groups.max()) + 1 if n else 0,
+        "seed": CV_SEED,
+    }
+    if grouped:
+        info["near_duplicate_cosine"] = NEAR_DUPLICATE_COSINE
+    return ranked, score, info, (pool, fold)
+
+
+def _oos_report(
+    score: np.ndarray, is_oos: np.ndarray, correct: np.ndarray, threshold: np.ndarray | float
+) -> dict[str, float]:
+    """Out-of-scope detection at ``threshold`` (one, or one per query), and the in-scope accuracy:
+    the share of in-scope queries routed automatically to a relevant target (as CLINC150's)."""
+    abstain = score < threshold
+    ins = ~is_oos
+    accuracy = float(np.mean(~abstain[ins] & correct[ins])) if ins.any() else 0.0
+    return {**detection_scores(abstain, is_oos), "in_scope_accuracy": accuracy}
 
 
 def _latency(embedder: Embedder, dataset: Dataset, sample: int) -> dict[str, float]:
@@ -165,6 +207,80 @@ def _latency(embedder: Embedder, dataset: Dataset, sample: int) -> dict[str, flo
     }
 
 
+def _given(
+    embedder: Embedder,
+    query_vecs: np.ndarray,
+    doc_vecs: np.ndarray,
+    depth: int,
+    search: Search,
+    index: dict[str, int],
+    exemplars: Sequence[tuple[str, str]],
+    escalated: Sequence[str],
+    rule: ExemplarRule,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any] | None]:
+    """Route with the given exemplars (none: the corpus alone) and human exemplars."""
+    given = [(t, index[d]) for t, d in exemplars if d in index and t.strip()]
+    texts = [t for t in escalated if t.strip()]
+    ex = None
+    if given:
+        vecs = embedder.embed_texts([t for t, _ in given]).vectors
+        ex = Exemplars(vecs, np.array([o for _, o in given], dtype=np.int64))
+    human = embedder.embed_texts(texts).vectors if texts else query_vecs[:0]
+    info: dict[str, Any] | None = None
+    if given or texts:
+        info = {
+            "source": "given",
+            "n": len(given),
+            "unknown_documents": len(exemplars) - len(given),
+            "human": len(texts),
+            "rule": rule,
+        }
+    ranked, score = route(search, doc_vecs, query_vecs, depth, ex, human, rule)
+    return ranked, score, info
+
+
+def _out_of_scope(
+    score: np.ndarray,
+    is_oos: np.ndarray,
+    correct: np.ndarray,
+    threshold: float | None,
+    cv: tuple[Pool, np.ndarray] | None,
+    doc_vecs: np.ndarray,
+    rule: ExemplarRule,
+) -> dict[str, Any]:
+    """The out-of-scope block of the report: at the given threshold; else, cross-validated, at
+    thresholds fitted on the other folds (with the oracle's apart); else at the oracle's.
+
+    Cross-validated, each fold abstains at its own threshold (``fold_thresholds``); ``threshold``
+    is their median. A fold threshold under every real target's score (halfway between
+    :data:`~models.eval.decision.HUMAN_WINS` and the lowest) means that abstaining only where the
+    human queue wins was that fold's F1 optimum."""
+    if threshold is not None:
+        return {
+            **_oos_report(score, is_oos, correct, threshold),
+            "threshold": threshold,
+            "threshold_source": "given",
+        }
+    fitted = best_f1_threshold(score, is_oos)
+    oracle = {
+        **_oos_report(score, is_oos, correct, fitted),
+        "threshold": fitted,
+        "threshold_source": ORACLE,
+    }
+    if cv is None:
+        return oracle
+    pool, fold = cv
+    per_fold = fold_thresholds(pool, fold, doc_vecs, is_oos, rule=rule)
+    at = np.array([per_fold.get(int(f), fitted) for f in fold])
+    return {
+        **_oos_report(score, is_oos, correct, at),
+        "threshold": float(np.median(list(per_fold.values()))),
+        "fold_thresholds": [per_fold[f] for f in sorted(per_fold)],
+        "threshold_source": "cross-validated",
+        "oracle": oracle,
+    }
+
+
 def evaluate(
     dataset: Dataset,
     embedder: Embedder,
@@ -176,16 +292,30 @@ def evaluate(
     search: Search = exact_search,
     retrieval: str = "exact (brute-force cosine over the whole corpus)",
     exemplars: Sequence[tuple[str, str]] = (),
+    escalated: Sequence[str] = (),
     exemplar_folds: int = 0,
+    grouped: bool = True,
+    human_exemplars: bool = True,
+    exemplar_rule: ExemplarRule = "max",
 ) -> dict[str, Any]:
     """Run the evaluation and return the report object of the EVAL.md contract (plus extras).
 
-    ``search`` ranks the corpus for the queries: exact by default; ``router`` passes one that goes
-    through the real Redis index (``crossroute eval --index redis``), described by ``retrieval``.
-    ``exemplars``: (text, corpus id) pairs of labelled past queries (another split's queries and
-    qrels) that vote for their document. ``exemplar_folds`` = k > 1: k-fold cross-validation on this
-    dataset's own labelled queries: each fold is ranked with the other folds' queries as exemplars
-    (how to measure exemplar routing on a split without leaking a query into its own ranking).
+    Args:
+        search: ranks the corpus for the queries: exact by default; ``router`` passes one that goes
+            through the real Redis index (``crossroute eval --index redis``), described by
+            ``retrieval``.
+        exemplars: (text, corpus id) pairs of labelled past queries (another split's queries and
+            qrels) that vote for their document.
+        escalated: texts of past out-of-scope queries (another split's): exemplars of the human
+            queue (with ``human_exemplars``).
+        exemplar_folds: k > 1: k-fold cross-validation on this dataset's own queries, each fold
+            routed with the other folds' as exemplars (:mod:`models.eval.cv`); the out-of-scope F1
+            is then scored at thresholds fitted on the other folds only (``cross-validated``), and
+            the oracle's kept apart.
+        grouped: keep near-duplicate queries in one fold (false: plain folds, which overstate).
+        human_exemplars: out-of-scope exemplars (``escalated``, or the other folds' out-of-scope
+            queries) route to the human queue (:mod:`models.eval.decision`).
+        exemplar_rule: how exemplars score their target (:data:`models.eval.decision.ExemplarRule`).
     """
     progress(f"embedding {len(dataset.corpus)} corpus documents")
     doc_vecs = embed_items(
@@ -202,23 +332,18 @@ def evaluate(
     depth = min(max(max(ks), 10, CURVE_K), len(doc_vecs))
     index = {d.id: i for i, d in enumerate(dataset.corpus)}
     in_scope = np.array([q.id in dataset.qrels for q in dataset.queries])
-    given = [(t, index[d]) for t, d in exemplars if d in index and t.strip()]
     ex_info: dict[str, Any] | None = None
+    cv: tuple[Pool, np.ndarray] | None = None
     if exemplar_folds > 1:
-        ranked, top1, ex_info = _cross_validated(
-            dataset, embedder, query_vecs, doc_vecs, depth, exemplar_folds, search, index
-        )
+        ranked, score, ex_info, cv = _cross_validated(
+            dataset, embedder, query_vecs, doc_vecs, depth, exemplar_folds, search, index,
+            grouped=grouped, human=human_exemplars, rule=exemplar_rule,
+        )  # fmt: skip
     else:
-        ex = None
-        if given:
-            vecs = embedder.embed_texts([t for t, _ in given]).vectors
-            ex = Exemplars(vecs, np.array([o for _, o in given], dtype=np.int64))
-            ex_info = {
-                "source": "given",
-                "n": len(given),
-                "unknown_documents": len(exemplars) - len(given),
-            }
-        ranked, top1 = search(doc_vecs, query_vecs, depth, ex)
+        ranked, score, ex_info = _given(
+            embedder, query_vecs, doc_vecs, depth, search, index, exemplars,
+            escalated if human_exemplars else (), exemplar_rule,
+        )  # fmt: skip
     relevant = [frozenset(index[d] for d in dataset.qrels.get(q.id, ())) for q in dataset.queries]
 
     def metrics_for(mask: np.ndarray) -> dict[str, float]:
@@ -240,13 +365,10 @@ def evaluate(
     sel = np.flatnonzero(in_scope)
     report["recall_curve"] = recall_curve(ranked[sel], [relevant[i] for i in sel], CURVE_K)
     if (~in_scope).any():
-        source = "given"
-        if threshold is None:
-            threshold, source = best_f1_threshold(top1, ~in_scope), "fit on this dataset (oracle)"
-        report["out_of_scope"] = {
-            **oos_scores(top1, ~in_scope, threshold),
-            "threshold_source": source,
-        }
+        correct = np.array([int(r[0]) in rel for r, rel in zip(ranked, relevant, strict=True)])
+        report["out_of_scope"] = _out_of_scope(
+            score, ~in_scope, correct, threshold, cv, doc_vecs, exemplar_rule
+        )
     slices: dict[str, dict[str, dict[str, float]]] = {}
     keys = sorted({k for q in dataset.queries for k in q.attrs})
     for key in keys:

@@ -193,6 +193,8 @@ def test_flag_errors_of_models_commands_are_usage_errors(tmp_path: object) -> No
     _assert_one_line_error(out, 2, "--method must be naive, linear, inbatch or mined, not 'magic'")
     out = run_cli("eval", str(tmp_path), "--index", "faiss")
     _assert_one_line_error(out, 2, "--index must be exact or redis, not 'faiss'")
+    out = run_cli("eval", str(tmp_path), "--exemplar-rule", "vote")
+    _assert_one_line_error(out, 2, "--exemplar-rule must be max or prototype, not 'vote'")
 
 
 def test_router_commands_find_the_dev_stack_at_its_configured_port() -> None:
