@@ -545,11 +545,11 @@ def eval_cmd(
         str,
         typer.Option(
             "--exemplar-rule",
-            help="How exemplars score their target: max (the best of its own and its exemplars' "
-            "cosines, as the router does) | prototype (the cosine with the normalised sum of its "
-            "own and its exemplars' vectors).",
+            help="How exemplars score their target: prototype (the cosine with the normalised "
+            "sum of its own and its exemplars' vectors; the router's default) | max (the best of "
+            "its own and its exemplars' cosines).",
         ),
-    ] = "max",
+    ] = "prototype",
 ) -> None:
     """Evaluate a bundle on a dataset folder (../shared/docs/EVAL.md): recall@K, MRR@10, nDCG@10,
     out-of-scope precision/recall/F1, per-slice metrics, query-embedding latency."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -530,6 +530,37 @@ class VectorIndex:
         expr = _tag_clause("tenant", [tenant]) if tenant else "*"
         q = Query(expr).no_content().paging(0, 0).dialect(2)
         return int(self.client.ft(self.name).search(q).total)
+
+    def vectors(self, tenant: str, entity_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors of documents of one tenant (missing ones left out)."""
+        pipe = self.client.pipeline(transaction=False)
+        for entity_id in entity_ids:
+            pipe.hget(self._key(tenant, entity_id), "vector")
+        return {
+            entity_id: np.frombuffer(raw, "<f4")
+            for entity_id, raw in zip(entity_ids, pipe.execute(), strict=True)
+            if raw is not None
+        }
+
+    def exemplars_of(
+        self, filters: Filters, parents: Sequence[str], limit: int = 10_000
+    ) -> list[tuple[str, np.ndarray]]:
+        """``(parent, vector)`` of every exemplar of the ``parents`` documents passing ``filters``
+        (its tenant, locale and category; the kinds are ignored), at most ``limit``."""
+        if not parents:
+            return []
+        only = replace(filters, kinds=("exemplar",))
+        expr = f"({only.query()} {_tag_clause('parent', parents)})"
+        q = Query(expr).return_fields("parent").paging(0, limit).dialect(2)
+        docs = self.client.ft(self.name).search(q).docs
+        pipe = self.client.pipeline(transaction=False)
+        for d in docs:
+            pipe.hget(_s(d.id), "vector")
+        return [
+            (_s(d.parent), np.frombuffer(raw, "<f4"))
+            for d, raw in zip(docs, pipe.execute(), strict=True)
+            if raw is not None
+        ]
 
     def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
         """The stored fields of one document (vector omitted), or None."""

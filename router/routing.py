@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from models.embedder import Embedder
+from models.eval.decision import prototypes
 from models.exceptions import EmptyInputError, InputError
 from models.preprocess import ImageInput
 from models.projection import l2_normalize
@@ -325,8 +326,10 @@ class Router:
         hits = self.index.knn(query, self.space_id, fetch, filters, with_vectors=True)
         out_of_scope = [h.score for h in hits if h.parent == HUMAN_QUEUE_PARENT]
         ranked = self._best_hits([h for h in hits if h.parent != HUMAN_QUEUE_PARENT], ticket.tenant)
-        best_target = ranked[0][0].score if ranked else -math.inf
         targets = [self._target(hit, tv, kind) for hit, kind in ranked]
+        if self.settings.exemplar_rule == "prototype":
+            targets = self._prototype_scores(query, targets, filters, ticket.tenant)
+        best_target = targets[0].score if targets else -math.inf
         if match is not None:
             written_for = replace(filters, kinds=TARGET_KINDS, category_only=True)
             own = self.index.knn(query, self.space_id, k, written_for, with_vectors=True)
@@ -364,6 +367,28 @@ class Router:
                 kind = stored["kind"]
             out.append((hit, kind))
         return out
+
+    def _prototype_scores(
+        self, query: np.ndarray, targets: list[RoutedTarget], filters: Filters, tenant: str
+    ) -> list[RoutedTarget]:
+        """Re-score the candidate targets by the ``prototype`` rule of
+        :mod:`models.eval.decision`: the cosine with the normalised sum of the target's own vector
+        and all its exemplars' vectors (not only those among the hits); best first."""
+        ids = [t.doc_id for t in targets]
+        own = self.index.vectors(tenant, ids)
+        exemplars = self.index.exemplars_of(filters, ids)
+        if not exemplars:
+            return targets  # every prototype is its target's own vector: the scores stand
+        position = {doc_id: i for i, doc_id in enumerate(ids)}
+        docs = np.stack([own.get(i, np.zeros(self.embedder.dim, np.float32)) for i in ids])
+        owner = np.array([position[parent] for parent, _ in exemplars])
+        vecs = np.stack([v for _, v in exemplars])
+        scores = prototypes(docs, vecs, owner) @ query
+        rescored = [
+            t.model_copy(update={"score": round(float(score), 6)})
+            for t, score in zip(targets, scores, strict=True)
+        ]
+        return sorted(rescored, key=lambda t: -t.score)
 
     def _through_catalog(
         self, targets: list[RoutedTarget], own: list[Hit], tv: TicketVectors, match: ProductMatch

@@ -107,6 +107,11 @@ class RoutingSettings(BaseModel):
     become candidates with the match as their score (evidence ``catalog``). Unset: off. The
     default is the shipped head's precision-first point on public data (``bench/product_match.py``:
     re-photographed Myntra products, the nearest product's category right at every match ≥ 0.6)."""
+    exemplar_rule: Literal["max", "prototype"] = "prototype"
+    """How resolved tickets (exemplars) score their target: ``prototype``, the cosine with the
+    normalised sum of the target's vector and all its exemplars' (a class centroid); ``max``, the
+    best of its own cosine and its exemplars'. The rules of ``crossroute eval --exemplar-rule``;
+    prototype measured better on every dataset by grouped cross-validation (docs/routing.md)."""
     human_exemplars: bool = True
     """Out-of-scope exemplars (escalated tickets) send a ticket closer to one of them than to any
     target to the human queue; false: they are ignored (the switch to roll them back at once)."""

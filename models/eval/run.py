@@ -296,7 +296,7 @@ def evaluate(
     exemplar_folds: int = 0,
     grouped: bool = True,
     human_exemplars: bool = True,
-    exemplar_rule: ExemplarRule = "max",
+    exemplar_rule: ExemplarRule = "prototype",
 ) -> dict[str, Any]:
     """Run the evaluation and return the report object of the EVAL.md contract (plus extras).
 

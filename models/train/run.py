@@ -231,8 +231,14 @@ def train_bundle(
     keeps the base bundle's preprocessing; ``linear`` maps into the raw text-encoder space, so its
     texts have no lexical block.
     """
-    if method == "naive":
-        return derive_bundle(base_dir, out, HeadSpec(method="naive"), None)
+    if method == "naive":  # raw features: no colour, stage or word blocks, the encoder's crop
+        raw = training_embedder(
+            base_dir, image_crop="center", colour=False, stages=False, lexical=False
+        ).manifest.spec
+        return derive_bundle(
+            base_dir, out, HeadSpec(method="naive"), None,
+            image_preprocess=raw.image.preprocess, text_preprocess=raw.text.preprocess,
+        )  # fmt: skip
     embedder = training_embedder(
         base_dir,
         image_crop=image_crop,
@@ -265,6 +271,7 @@ def train_bundle(
             HeadSpec(method="linear", dim=d),
             (tensors, digest, record),
             image_preprocess=pre,
+            text_preprocess=text_pre,
         )
 
     from models.train.contrastive import train_heads

@@ -84,13 +84,32 @@ def running(stack: DevStack) -> Iterator[DevStack]:
 
 @pytest.fixture(scope="session")
 def default_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default bundle (real pretrained encoders), built once per session (about 20 s)."""
+    """The default bundle (real pretrained encoders + the shipped head), built once per session
+    (about 30 s)."""
     from models.config import load_spec
     from models.export.build import build_bundle
 
     out = tmp_path_factory.mktemp("bundles") / "default"
     build_bundle(load_spec("default"), out)
     return out
+
+
+@pytest.fixture(scope="session")
+def naive_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The untrained bundle (``--config naive``: the same encoders, raw features, no head): the base
+    that training starts from, and the encoders' own outputs for parity tests."""
+    from models.config import load_spec
+    from models.export.build import build_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "naive"
+    build_bundle(load_spec("naive"), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def naive_embedder(naive_bundle: Path) -> Embedder:
+    """The serving embedder of the untrained bundle (CPU)."""
+    return Embedder.load(naive_bundle, providers="cpu")
 
 
 @pytest.fixture(scope="session")

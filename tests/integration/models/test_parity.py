@@ -22,6 +22,12 @@ def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
+def embedder(naive_embedder: Embedder) -> Embedder:
+    """Parity is about the encoders: their outputs, unprojected (the untrained bundle)."""
+    return naive_embedder
+
+
+@pytest.fixture(scope="module")
 def text_tower(embedder: Embedder):  # type: ignore[no-untyped-def]
     return load_text_tower(embedder.manifest.spec.text)
 

@@ -46,7 +46,7 @@ def small_pairs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_mined_trains_against_one_word_edits_of_real_titles(
-    default_bundle: Path, tmp_path: Path
+    naive_bundle: Path, tmp_path: Path
 ) -> None:
     data = require_shared_data()
     folder = tmp_path / "catalogue"  # consecutive product ids: the same brands in several colours
@@ -58,7 +58,7 @@ def test_mined_trains_against_one_word_edits_of_real_titles(
     cache = tmp_path / "cache"
     first, again, off = (
         train_bundle(
-            default_bundle,
+            naive_bundle,
             [folder],
             tmp_path / name,
             method="mined",
@@ -98,18 +98,18 @@ def test_info_nce_masks_same_group_by_hand() -> None:
 
 
 def test_training_is_deterministic_and_changes_the_space(
-    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+    naive_bundle: Path, small_pairs: list[Path], tmp_path: Path
 ) -> None:
-    first = train_bundle(default_bundle, small_pairs, tmp_path / "a", method="mined", config=SMALL)
-    second = train_bundle(default_bundle, small_pairs, tmp_path / "b", method="mined", config=SMALL)
+    first = train_bundle(naive_bundle, small_pairs, tmp_path / "a", method="mined", config=SMALL)
+    second = train_bundle(naive_bundle, small_pairs, tmp_path / "b", method="mined", config=SMALL)
     assert first.projection is not None and second.projection is not None
     assert first.projection.weights_sha256 == second.projection.weights_sha256
     assert first.space_id == second.space_id
-    assert first.space_id != load_manifest(default_bundle).space_id
+    assert first.space_id != load_manifest(naive_bundle).space_id
     assert "stage1" in first.projection.training and "stage2" in first.projection.training
     # Other training data → another space.
     fewer = train_bundle(
-        default_bundle, small_pairs[:1], tmp_path / "c", method="mined", config=SMALL
+        naive_bundle, small_pairs[:1], tmp_path / "c", method="mined", config=SMALL
     )
     assert (
         fewer.projection is not None
@@ -119,10 +119,10 @@ def test_training_is_deterministic_and_changes_the_space(
 
 
 def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
-    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+    naive_bundle: Path, small_pairs: list[Path], tmp_path: Path
 ) -> None:
     manifest = train_bundle(
-        default_bundle, small_pairs[:1], tmp_path / "m", method="inbatch", config=SMALL
+        naive_bundle, small_pairs[:1], tmp_path / "m", method="inbatch", config=SMALL
     )
     pre = manifest.spec.image.preprocess
     assert pre.crop == "pad" and pre.colour is not None and pre.stages
@@ -163,7 +163,7 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
         Embedder(tmp_path / "m", manifest.model_copy(update={"spec": spec}), providers="cpu")
     # Center crop without colour, stages or words is another space.
     plain = train_bundle(
-        default_bundle, small_pairs[:1], tmp_path / "p", method="inbatch", config=SMALL,
+        naive_bundle, small_pairs[:1], tmp_path / "p", method="inbatch", config=SMALL,
         image_crop="center", colour=False, stages=False, lexical=False,
     )  # fmt: skip
     assert plain.space_id != manifest.space_id and plain.spec.image.preprocess.colour is None
@@ -172,7 +172,7 @@ def test_a_trained_bundle_serves_with_the_preprocessing_it_was_trained_on(
     assert plain_served.image_feature_dim == manifest.image.dim
     assert plain_served.text_feature_dim == manifest.text.dim
     # The linear baseline maps into the raw text space: no lexical block.
-    linear = train_bundle(default_bundle, small_pairs[:1], tmp_path / "l", method="linear")
+    linear = train_bundle(naive_bundle, small_pairs[:1], tmp_path / "l", method="linear")
     assert linear.spec.text.preprocess.lexical is None
 
 
@@ -195,11 +195,11 @@ def test_pair_texts_align_with_the_indexed_article(tmp_path: Path) -> None:
 
 
 def test_holdout_is_whole_groups_and_picks_the_best_epoch(
-    default_bundle: Path, small_pairs: list[Path]
+    naive_bundle: Path, small_pairs: list[Path]
 ) -> None:
     from models.train.contrastive import split_holdout, train_heads
 
-    pairs = encode_pairs(Embedder.load(default_bundle), load_pair_sets(small_pairs))
+    pairs = encode_pairs(Embedder.load(naive_bundle), load_pair_sets(small_pairs))
     train, val = split_holdout(pairs, 0.2, seed=7)
     assert val is not None and len(train.texts) + len(val.texts) == len(pairs.texts)
     myntra_val = {g for g, s in zip(val.groups, val.sources, strict=True) if s.startswith("myntra")}
@@ -216,10 +216,10 @@ def test_holdout_is_whole_groups_and_picks_the_best_epoch(
         assert record[stage]["validation"]["score"] == pytest.approx(max(scores), abs=1e-4)
 
 
-def test_numpy_head_matches_torch_module(default_bundle: Path, small_pairs: list[Path]) -> None:
+def test_numpy_head_matches_torch_module(naive_bundle: Path, small_pairs: list[Path]) -> None:
     from models.train.contrastive import train_heads
 
-    embedder = Embedder.load(default_bundle, providers="cpu")
+    embedder = Embedder.load(naive_bundle, providers="cpu")
     pairs = encode_pairs(embedder, load_pair_sets(small_pairs))
     model, _ = train_heads(pairs, None, SMALL, mined=False)
     head = MlpHead.from_tensors(model.tensors())
@@ -231,9 +231,9 @@ def test_numpy_head_matches_torch_module(default_bundle: Path, small_pairs: list
 
 
 def test_mined_negatives_respect_groups_and_filter_near_duplicates(
-    default_bundle: Path, small_pairs: list[Path]
+    naive_bundle: Path, small_pairs: list[Path]
 ) -> None:
-    embedder = Embedder.load(default_bundle, providers="cpu")
+    embedder = Embedder.load(naive_bundle, providers="cpu")
     pairs = encode_pairs(embedder, load_pair_sets(small_pairs))
     model = Heads(pairs.text_feats.shape[1], pairs.image_feats.shape[1], SMALL)
     img_neg, txt_neg, stats = mine_negatives(model, pairs, SMALL)
@@ -245,13 +245,14 @@ def test_mined_negatives_respect_groups_and_filter_near_duplicates(
 
 
 def test_eval_of_a_trained_bundle_follows_the_contract(
-    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+    default_bundle: Path, naive_bundle: Path, small_pairs: list[Path], tmp_path: Path
 ) -> None:
     data = require_shared_data()
+    # from the default bundle (the shipped head): training reads its encoders, not its head
     train_bundle(default_bundle, small_pairs, tmp_path / "m", method="linear")
     out = tmp_path / "eval.json"
     res = run_cli("eval", str(data / "clinc150"), "--model", str(tmp_path / "m"), "--json", str(out),
-                  "--compare", str(default_bundle), "--report", str(tmp_path / "r.html"), timeout=600)  # fmt: skip
+                  "--compare", str(naive_bundle), "--report", str(tmp_path / "r.html"), timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(out.read_text())
     for key in (
@@ -281,15 +282,15 @@ def test_eval_of_a_trained_bundle_follows_the_contract(
     assert (tmp_path / "r.html").read_text().count("<svg") >= 3
 
 
-def test_eval_of_a_malformed_dataset_is_one_line(default_bundle: Path, tmp_path: Path) -> None:
+def test_eval_of_a_malformed_dataset_is_one_line(naive_bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n{"_id": oops}\n')
-    res = run_cli("eval", str(tmp_path / "ds"), "--model", str(default_bundle))
+    res = run_cli("eval", str(tmp_path / "ds"), "--model", str(naive_bundle))
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert "corpus.jsonl:2: not valid JSON" in res.stderr
 
 
-def test_pairs_audit_drops_with_reasons_and_filters(default_bundle: Path, tmp_path: Path) -> None:
+def test_pairs_audit_drops_with_reasons_and_filters(naive_bundle: Path, tmp_path: Path) -> None:
     data = require_shared_data()
     src = data / "myntra-t2i"
     rows = [json.loads(line) for line in (src / "pairs.jsonl").read_text().splitlines()[:60]]
@@ -309,7 +310,7 @@ def test_pairs_audit_drops_with_reasons_and_filters(default_bundle: Path, tmp_pa
     ]
     (folder / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + extra))
     out = tmp_path / "report.json"
-    res = run_cli("pairs", "audit", str(folder), "--model", str(default_bundle), "--json", str(out),
+    res = run_cli("pairs", "audit", str(folder), "--model", str(naive_bundle), "--json", str(out),
                   "--filter", str(tmp_path / "clean"), "--min-slice-pairs", "5", timeout=600)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -339,7 +340,7 @@ FLOOR = TrainConfig(
 
 
 def test_training_beats_the_untrained_bundle_on_held_out_photos(
-    default_bundle: Path, small_pairs: list[Path], tmp_path: Path
+    naive_bundle: Path, small_pairs: list[Path], tmp_path: Path
 ) -> None:
     """Quality floor: photo-routing's dev photos (none of them in the training pairs) routed to one
     of 10 class articles. The untrained bundle is at chance (its image and text features share no
@@ -351,10 +352,10 @@ def test_training_beats_the_untrained_bundle_on_held_out_photos(
 
     dev = load_dataset(require_shared_data() / "photo-routing")
     trained = tmp_path / "mined"
-    train_bundle(default_bundle, small_pairs, trained, method="mined", config=FLOOR)
+    train_bundle(naive_bundle, small_pairs, trained, method="mined", config=FLOOR)
     untrained, mined = (
         evaluate(dev, Embedder.load(b, providers="cpu"), latency_sample=0)["metrics"]
-        for b in (default_bundle, trained)
+        for b in (naive_bundle, trained)
     )
     assert untrained["recall@1"] < 0.2  # chance is 0.1
     assert mined["recall@1"] >= 0.45, (untrained, mined)

@@ -133,8 +133,12 @@ def test_documents_with_bad_images_are_reported_not_indexed(
 
 
 def test_resolved_tickets_vote_for_their_article(router: Router, embedder: Embedder) -> None:
+    """The ``max`` rule: a target scores the best of its own hit and its exemplars' hits."""
     from router.schemas import Exemplar
 
+    router = Router(
+        embedder, router.index, router.settings.model_copy(update={"exemplar_rule": "max"})
+    )
     text = "the courier left a card but nobody rang the bell"
     before = router.route(Ticket(id="t9", tenant="acme", text=text))
     indexer = Indexer(embedder, router.index)
@@ -253,3 +257,36 @@ def test_escalated_tickets_send_their_neighbours_to_the_human_queue(
     assert router.route(Ticket(id="t18", tenant="acme", text=text + "!")).queue == "auto"
     indexer.delete([("acme", "fb-t13", 6), ("acme", "fb-t17", 2)])
     assert router.route(Ticket(id="t19", tenant="acme", text=text)).queue == "auto"
+
+
+def test_the_prototype_rule_scores_the_centroid_of_a_target_and_all_its_exemplars(
+    router: Router, embedder: Embedder
+) -> None:
+    """The default rule: a target scores the cosine with the normalised sum of its own vector and
+    every exemplar it has (also those outside the nearest hits), as `crossroute eval` does."""
+    from models.eval.decision import prototypes
+    from router.index import Filters
+    from router.schemas import Exemplar
+
+    assert router.settings.exemplar_rule == "prototype"
+    texts = ["the courier left a card but nobody rang the bell", "parcel says delivered, it is not"]
+    exemplars = [
+        Exemplar(id=f"ex-{i}", tenant="acme", text=t, target_id="acme-track-order")
+        for i, t in enumerate(texts)
+    ]
+    assert Indexer(embedder, router.index).upsert(exemplars, [1, 1]).result.written == 2
+    query = "nobody rang the bell, the courier just left a card"
+    d = router.route(Ticket(id="t20", tenant="acme", text=query), k=10)
+    top = d.targets[0]
+    assert top.doc_id == "acme-track-order" and top.exemplar_id == "ex-0"
+    stored = router.index.vectors("acme", ["acme-track-order", "ex-0", "ex-1"])
+    proto = prototypes(
+        stored["acme-track-order"][None, :],
+        np.stack([stored["ex-0"], stored["ex-1"]]),
+        np.array([0, 0]),
+    )[0]
+    q = embedder.embed_texts([query]).vectors[0]
+    assert top.score == pytest.approx(float(proto @ q), abs=1e-5)
+    found = router.index.exemplars_of(Filters(tenant="acme"), ["acme-track-order"])
+    assert sorted(p for p, _ in found) == ["acme-track-order"] * 2
+    assert router.index.exemplars_of(Filters(tenant="globex"), ["acme-track-order"]) == []

@@ -490,7 +490,7 @@ def test_feedback_closes_the_loop(
             for k, (t, b) in ARTICLES.items()
         ]
     )
-    index = env.index(redis_client, embedder.space_id)
+    index = env.index(redis_client, embedder)
     wait_for(lambda: index.exists() and index.count("acme") == len(ARTICLES), "articles", 180, env)
     decisions = Decisions(env)
     space = embedder.space_id
