@@ -1,5 +1,6 @@
-"""The router's decision rule with the index faked at its KNN: targets score the best of their own
-hit and their exemplars' hits; the human queue scores the best out-of-scope exemplar (an escalated
+"""The router's decision rule with the index faked at its KNN: by the ``max`` exemplar rule, targets
+score the best of their own hit and their exemplars' hits (the ``prototype`` rule reads the stored
+vectors: tested on the real Redis index); the human queue scores the best out-of-scope exemplar (an escalated
 ticket) and wins when it beats every target, whatever the threshold; otherwise the threshold decides.
 The same rule on the real Redis index: ``tests/integration/router/test_routing.py``."""
 
@@ -61,7 +62,7 @@ def decide(*hits: Hit, threshold: float = 0.5, **settings: Any) -> RoutingDecisi
     router = Router(
         FakeEmbedder(),  # type: ignore[arg-type]
         index,  # type: ignore[arg-type]
-        RoutingSettings(threshold=threshold, **settings),
+        RoutingSettings(threshold=threshold, **{"exemplar_rule": "max", **settings}),
     )
     vectors = TicketVectors({"text": np.eye(DIM, dtype=np.float32)[0]})
     return router.decide(Ticket(id="t", tenant="acme", text="x"), vectors)
