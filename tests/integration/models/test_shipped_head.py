@@ -64,6 +64,7 @@ def test_a_head_that_does_not_fit_its_encoders_is_refused(tmp_path: Path) -> Non
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.timeout(3600)
 def test_the_shipped_weights_are_reproduced_from_the_public_data(tmp_path: Path) -> None:
     """Retraining with the recorded recipe on ../shared/data gives the same sha256 (minutes: the
     whole mined schedule on 16833 pairs; features come from the cache when present)."""
