@@ -71,7 +71,7 @@ def test_grouped_cross_validation_report(embedder: Embedder, tmp_path: Path) -> 
     data = load_dataset(_dataset(tmp_path / "ds"))
     report = evaluate(data, embedder, latency_sample=0, exemplar_folds=3)
     ex = report["exemplars"]
-    assert ex["n"] == 18 and ex["human"] == 6 and ex["rule"] == "max" and ex["grouped"]
+    assert ex["n"] == 18 and ex["human"] == 6 and ex["rule"] == "prototype" and ex["grouped"]
     assert ex["groups"] < 24  # the rewordings ("where is my refund" / "where's my refund") merged
     oos = report["out_of_scope"]
     assert oos["threshold_source"] == "cross-validated" and len(oos["fold_thresholds"]) == 3
