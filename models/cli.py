@@ -28,6 +28,8 @@ from models.exceptions import UsageError
 from models.settings import ModelsSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from models.progress import Progress
 
 __all__ = ["PANEL", "app", "bench_app"]
@@ -182,14 +184,9 @@ def head_reproduce(
     target = out_dir if out_dir is not None else xdg_dir("cache") / "heads" / name
     with progress(f"reproducing the shipped head {name}") as step:
         base_dir = base if base is not None else _recipe_base(name, step)
-
-        def epochs(stage: str, epoch: int, total: int) -> None:
-            if epoch == total or epoch % 5 == 0:
-                step(f"{stage}: epoch {epoch}/{total}")
-
         shipped, head = reproduce_head(
             name, data, target, base_dir=base_dir, cache_dir=settings.model.cache_dir,
-            progress=step, epoch_progress=epochs,
+            progress=step, epoch_progress=_epoch_lines(step),
         )  # fmt: skip
     out.print(
         f"shipped     {shipped.weights_sha256}\nreproduced  {head.weights_sha256}  ({target})"
@@ -198,6 +195,16 @@ def head_reproduce(
         err.print("[red]the reproduced weights differ from the shipped ones[/red]")
         raise typer.Exit(EXIT_FAILURE)
     out.print("identical")
+
+
+def _epoch_lines(step: Progress) -> Callable[[str, int, int], None]:
+    """Training progress for ``step``: a line every 5 epochs of a stage, and at its last."""
+
+    def epochs(stage: str, epoch: int, total: int) -> None:
+        if epoch == total or epoch % 5 == 0:
+            step(f"{stage}: epoch {epoch}/{total}")
+
+    return epochs
 
 
 def _recipe_base(name: str, step: Progress) -> Path:
@@ -449,15 +456,10 @@ def train_cmd(
     _one_of("--image-crop", image_crop, CROPS)
     settings = read_settings(ModelsSettings)
     with progress(f"training ({method})") as step:
-
-        def epochs(stage: str, epoch: int, total: int) -> None:
-            if epoch == total or epoch % 5 == 0:
-                step(f"{stage}: epoch {epoch}/{total}")
-
         manifest = train_bundle(
             settings.model.resolved_bundle_dir(base), pairs, out_dir, method=method,  # type: ignore[arg-type]
             support_folders=support or [], cache_dir=settings.model.cache_dir,
-            progress=step, epoch_progress=epochs,
+            progress=step, epoch_progress=_epoch_lines(step),
             image_crop=image_crop, colour=colour, stages=stages,  # type: ignore[arg-type]
             lexical=lexical, edits=edits,
         )  # fmt: skip
