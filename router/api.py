@@ -17,7 +17,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import redis
@@ -28,10 +28,11 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.exceptions import ModelsError
@@ -50,8 +51,10 @@ from router.bounds import (
 )
 from router.exceptions import RequestError
 from router.index import DocKind, Filters
+from router.outcomes import OutcomeCollector, Outcomes
 from router.routing import Router
 from router.schemas import MAX_TEXT_CHARS, EntityId, Locale, RoutingDecision, TenantId, Ticket
+from router.serving import Serving
 from router.settings import ApiSettings
 
 __all__ = [
@@ -108,7 +111,7 @@ class SearchResponse(BaseModel):
 
 
 class _Metrics:
-    def __init__(self, registry: CollectorRegistry, space_id: str) -> None:
+    def __init__(self, registry: CollectorRegistry, serving: Serving) -> None:
         self.requests = Counter(
             "crossroute_api_requests",
             "HTTP requests by endpoint and status code.",
@@ -124,29 +127,55 @@ class _Metrics:
         )
         self.decisions = Counter(
             "crossroute_routing_decisions",
-            "Routing decisions by queue (auto or human).",
-            ["queue"],
+            "Routing decisions by queue (auto or human) and the space that made them.",
+            ["queue", "space_id"],
             registry=registry,
         )
-        info = Gauge(
+        registry.register(_ServingCollector(serving))
+
+
+class _ServingCollector(Collector):
+    """``crossroute_serving_space{space_id, role}``: what serves now (live, canary share)."""
+
+    def __init__(self, serving: Serving) -> None:
+        self.serving = serving
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        d = self.serving.deployment
+        family = GaugeMetricFamily(
             "crossroute_serving_space",
-            "The embedding space served.",
-            ["space_id"],
-            registry=registry,
+            "The embedding spaces served: 1 for live; the canary's share of tickets (0-1).",
+            labels=["space_id", "role"],
         )
-        info.labels(space_id=space_id).set(1)
+        if d.live is not None:
+            family.add_metric([d.live, "live"], 1.0)
+        if d.canary is not None:
+            family.add_metric([d.canary, "canary"], d.canary_percent / 100.0)
+        yield family
 
 
-def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
-    """Build the API around a :class:`Router` (its embedder and index must share one space).
+def create_app(
+    router: Router | Serving,
+    settings: ApiSettings | None = None,
+    *,
+    outcomes: Outcomes | None = None,
+) -> FastAPI:
+    """Build the API around a :class:`Router` (its embedder and index must share one space), or
+    a :class:`Serving` that follows the deployment (live space and canary) without a restart.
+
+    Args:
+        outcomes: when given, ``/metrics`` also exports the outcome counts and rates per space.
 
     Raises:
         SettingsError: an image limit of ``settings`` is above the bundle's decode limit.
     """
     settings = settings or ApiSettings()
-    limits = image_limits(settings, router.embedder.manifest.spec.image.preprocess.limits)
+    serving = router if isinstance(router, Serving) else Serving.fixed(router)
+    limits = image_limits(settings, serving.live.embedder.manifest.spec.image.preprocess.limits)
     registry = CollectorRegistry()
-    metrics = _Metrics(registry, router.space_id)
+    metrics = _Metrics(registry, serving)
+    if outcomes is not None:
+        registry.register(OutcomeCollector(outcomes))
     app = FastAPI(
         title="crossroute",
         version="1",
@@ -161,7 +190,8 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         endpoint = request.url.path if request.url.path in _PATHS else "other"
         metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
         metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
-        response.headers["X-Crossroute-Space"] = router.space_id
+        space = response.headers.get("X-Crossroute-Space") or serving.space_id
+        response.headers["X-Crossroute-Space"] = space
         return response
 
     @app.exception_handler(Rejected)
@@ -184,12 +214,12 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
     @app.get("/healthz", summary="Liveness and the space served")
     def healthz() -> JSONResponse:
         try:
-            count = router.index.count()
+            count = serving.live.index.count()
         except redis.RedisError:
             return JSONResponse(
-                {"status": "unavailable", "space_id": router.space_id}, status_code=503
+                {"status": "unavailable", "space_id": serving.space_id}, status_code=503
             )
-        return JSONResponse({"status": "ok", **router.describe(), "documents": count})
+        return JSONResponse({"status": "ok", **serving.describe(), "documents": count})
 
     @app.get("/metrics", summary="Prometheus metrics")
     def prometheus() -> Response:
@@ -223,7 +253,7 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
             }
         },
     )
-    async def route(request: Request) -> RoutingDecision:
+    async def route(request: Request, response: Response) -> RoutingDecision:
         kind = content_kind(request)
         if kind == "json":
             body = parse_json(RouteRequest, await request.body())
@@ -249,8 +279,9 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
                 if ref.uri is not None:
                     raise Rejected(422, "image URIs are not fetched by the API; send the bytes")
                 check_request_image(ref.data or b"", limits)
-        decision: RoutingDecision = await _in_thread(lambda: router.route(ticket, k=body.k))
-        metrics.decisions.labels(queue=decision.queue).inc()
+        decision: RoutingDecision = await _in_thread(lambda: serving.route(ticket, k=body.k))
+        metrics.decisions.labels(queue=decision.queue, space_id=decision.space_id).inc()
+        response.headers["X-Crossroute-Space"] = decision.space_id
         return decision
 
     @app.post(
@@ -306,10 +337,11 @@ def create_app(router: Router, settings: ApiSettings | None = None) -> FastAPI:
         )
 
         def run() -> SearchResponse:
-            query = router.query_vector(body.text, image)
-            hits = router.search(query, filters, body.k)
+            live = serving.live  # one router for the query and the search: one space
+            query = live.query_vector(body.text, image)
+            hits = live.search(query, filters, body.k)
             return SearchResponse(
-                space_id=router.space_id,
+                space_id=live.space_id,
                 hits=[
                     SearchHit(id=h.id, kind=h.kind, score=round(h.score, 6), title=h.title,
                               parent=h.parent)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from models.embedder import Embedder
     from models.eval.backends import Evaluator
     from models.eval.dataset import Dataset
+    from router.deploy import Deployment, Deployments
     from router.index import VectorIndex
     from router.routing import Router
 
@@ -86,9 +87,31 @@ def _existing_index(settings: RouterSettings, embedder: Embedder, name: str | No
     return index
 
 
-def _print_promotion(index: VectorIndex) -> None:
-    previous = index.promote()
-    out.print(f"{index.alias_name()} → {index.name}" + (f" (was {previous})" if previous else ""))
+def _deployments(settings: RouterSettings) -> Deployments:
+    from router.deploy import Deployments
+
+    return Deployments(redis_client(settings.redis, settings.stack), settings.index)
+
+
+def _register(settings: RouterSettings, embedder: Embedder, index: VectorIndex) -> Deployments:
+    """Record where the space's bundle and index are, so serving processes can load it."""
+    deployments = _deployments(settings)
+    deployments.register(embedder.space_id, embedder.bundle_dir, index.name)
+    return deployments
+
+
+def _print_state(state: Deployment) -> None:
+    line = f"live {state.live or '-'}"
+    if state.canary is not None:
+        line += f", canary {state.canary} at {state.canary_percent:g}%"
+    line += f", previous {state.previous or '-'} (revision {state.revision}: {state.note})"
+    out.print(line)
+
+
+def _print_promotion(settings: RouterSettings, embedder: Embedder, index: VectorIndex) -> None:
+    state = _register(settings, embedder, index).promote(embedder.space_id)
+    out.print(f"{index.alias_name()} → {index.name}")
+    _print_state(state)
 
 
 # -- index ---------------------------------------------------------------------------------------
@@ -104,11 +127,12 @@ def index_create(
     embedder = load_embedder(settings.model, model)
     index = _space_index(settings, embedder)
     created = index.create()
+    _register(settings, embedder, index)
     out.print(
         f"{'created' if created else 'exists:'} {index.name} ({embedder.dim}-d, cosine, HNSW)"
     )
     if promote:
-        _print_promotion(index)
+        _print_promotion(settings, embedder, index)
 
 
 @index_app.command("load")
@@ -148,18 +172,119 @@ def index_load(
         f"{index.name}: {report.written} written, {report.unchanged} unchanged, {report.stale} "
         f"stale, {len(report.failed)} failed; {index.count(tenant)} documents for tenant {tenant}"
     )
+    _register(settings, embedder, index)
     if promote:
-        _print_promotion(index)
+        _print_promotion(settings, embedder, index)
     if report.failed:
         raise typer.Exit(EXIT_FAILURE)
 
 
 @index_app.command("promote")
 def index_promote(model: ModelOpt = None) -> None:
-    """Point the `live` alias at the index of a bundle's space (blue/green flip; rerun with the
-    previous bundle to roll back)."""
+    """Make a bundle's space live at once (what `crossroute promote --model` does)."""
     settings = read_settings(RouterSettings)
-    _print_promotion(_existing_index(settings, load_embedder(settings.model, model), None))
+    embedder = load_embedder(settings.model, model)
+    _print_promotion(settings, embedder, _existing_index(settings, embedder, None))
+
+
+@index_app.command("spaces")
+def index_spaces(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every registered embedding space: its bundle, its index, and its role (live, canary,
+    previous) in the deployment."""
+    deployments = _deployments(read_settings(RouterSettings))
+    state = deployments.state()
+    roles = {state.live: "live", state.canary: f"canary {state.canary_percent:g}%",
+             state.previous: "previous"}  # fmt: skip
+    rows = [
+        {"space_id": r.space_id, "role": roles.get(r.space_id, ""), "index": r.index,
+         "bundle": str(r.bundle), "registered_at": r.registered_at}
+        for r in sorted(deployments.spaces().values(), key=lambda r: r.registered_at)
+    ]  # fmt: skip
+    if as_json:
+        out.print_json(json.dumps({"deployment": state.model_dump(), "spaces": rows}))
+        return
+    _print_state(state)
+    for row in rows:
+        out.print(f"{row['space_id']:26s} {row['role']:14s} {row['index']}  {row['bundle']}")
+
+
+@index_app.command("digest")
+def index_digest(
+    name: Annotated[
+        str | None, typer.Option("--index", help="Index name or alias (default: `live`).")
+    ] = None,
+) -> None:
+    """A digest over an index's sorted keys, vectors and metadata (not the write times): two
+    builds from the same bundle and the same topic contents print the same digest."""
+    from router.index import VectorIndex
+
+    settings = read_settings(RouterSettings)
+    client = redis_client(settings.redis, settings.stack)
+    index = VectorIndex.open(client, name or settings.index.alias, settings.index)
+    digest, count = index.digest()
+    out.print(f"{digest}  {index.name} ({count} documents)")
+
+
+def _parse_percent(text: str) -> float:
+    try:
+        value = float(text.strip().removesuffix("%"))
+    except ValueError:
+        raise UsageError(f"--canary takes a percentage such as 5% or 0.5, not {text!r}") from None
+    if not 0 < value <= 100:
+        raise UsageError(f"--canary must be in (0, 100] %, not {text!r}")
+    return value
+
+
+@app.command("promote", rich_help_panel=PANEL)
+def promote_cmd(
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            "--model", help="Bundle of the space to promote or canary (default: the canary)."
+        ),
+    ] = None,
+    canary: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve only this share of tickets (e.g. 5%) from the space, chosen by hashing the "
+            "ticket id; the rest stay on the live space."
+        ),
+    ] = None,
+    stop_canary: Annotated[
+        bool, typer.Option("--stop-canary", help="End the canary; live keeps serving everything.")
+    ] = False,
+) -> None:
+    """Canary a space (--canary 5%), complete the flip (no --canary: the canary, or --model,
+    becomes live), or end a canary. API and worker follow without a restart."""
+    settings = read_settings(RouterSettings)
+    deployments = _deployments(settings)
+    if stop_canary:
+        state = deployments.state()
+        if state.canary is None:
+            raise UsageError("no canary is running")
+        _print_state(deployments.start_canary(state.canary, 0))
+        return
+    space: str | None = None
+    if model is not None:
+        embedder = load_embedder(settings.model, model)
+        index = _existing_index(settings, embedder, None)
+        _register(settings, embedder, index)
+        space = embedder.space_id
+    if canary is not None:
+        if space is None:
+            raise UsageError("--canary needs --model: the bundle whose space takes the share")
+        _print_state(deployments.start_canary(space, _parse_percent(canary)))
+    else:
+        _print_state(deployments.promote(space))
+
+
+@app.command("rollback", rich_help_panel=PANEL)
+def rollback_cmd() -> None:
+    """Return to the previous live space in one step (ends any canary; the index rolled back
+    from is kept until dropped with `crossroute index drop`)."""
+    _print_state(_deployments(read_settings(RouterSettings)).rollback())
 
 
 @index_app.command("info")
@@ -195,8 +320,11 @@ def index_drop(
     """Drop the index of a bundle's space with its documents."""
     settings = read_settings(RouterSettings)
     index = _existing_index(settings, load_embedder(settings.model, model), None)
+    deployments = _deployments(settings)
+    deployments.check_droppable(index.space_id)
     if not yes and not typer.confirm(f"drop {index.name} and its {index.count()} documents?"):
         raise typer.Exit(EXIT_FAILURE)
+    deployments.forget(index.space_id)
     index.drop()
     out.print(f"dropped {index.name}")
 
@@ -285,17 +413,31 @@ def api_cmd(
     """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
     /metrics. Loopback by default."""
     from router.api import create_app, serve
+    from router.outcomes import Outcomes
+    from router.serving import Serving, router_loader
 
     settings = read_settings(RouterSettings)
-    router = _router(settings, model, index)
+    client = redis_client(settings.redis, settings.stack)
+    deployments = _deployments(settings)
+    serving: Serving
+    if model is not None or index is not None or deployments.state().live is None:
+        serving = Serving.fixed(_router(settings, model, index))  # one space, never follows
+        following = "fixed"
+    else:
+        load = router_loader(client, settings.model, settings.index, settings.routing)
+        serving = Serving.following(deployments, load, poll_s=settings.routing.deployment_poll_s)
+        serving.start()
+        following = "following the deployment"
     api = settings.api.model_copy(
         update={"host": host or settings.api.host, "port": port or settings.api.port}
     )
-    app_ = create_app(router, api)  # refuses limits the served bundle cannot honour
-    info = router.describe()
+    # refuses limits the served bundle cannot honour
+    app_ = create_app(serving, api, outcomes=Outcomes(client, settings.index.namespace))
+    info = serving.describe()
+    canary = f", canary {info['canary']} at {info['canary_percent']:g}%" if info["canary"] else ""
     err.print(
-        f"serving space {info['space_id']} from {info['index']}, threshold {info['threshold']:.3f} "
-        f"({info['threshold_source']}) on http://{api.host}:{api.port}"
+        f"serving space {info['space_id']} from {info['index']}{canary} ({following}), threshold "
+        f"{info['threshold']:.3f} ({info['threshold_source']}) on http://{api.host}:{api.port}"
     )
     serve(app_, api)
 

@@ -4,6 +4,7 @@ Hierarchy::
 
     CrossrouteError (models.exceptions)
     └── RouterError              base of the router's errors
+        ├── DeploymentError      a promotion, canary or rollback that cannot be done as asked
         ├── IndexNotFoundError   no such index or alias (or not one of ours)
         ├── IndexingFailureError Redis stored documents it could not index
         ├── RequestError         a route/search request that cannot be served as given (a 4xx)
@@ -15,6 +16,7 @@ from __future__ import annotations
 from models.exceptions import CrossrouteError, UsageError
 
 __all__ = [
+    "DeploymentError",
     "IndexNotFoundError",
     "IndexingFailureError",
     "RequestError",
@@ -25,6 +27,11 @@ __all__ = [
 
 class RouterError(CrossrouteError):
     """Base of the errors of the routing layer."""
+
+
+class DeploymentError(RouterError, UsageError):
+    """A deployment change that cannot be made as asked (no canary to promote, nothing to roll back
+    to, a space that is not registered or has no index); nothing was changed."""
 
 
 class IndexNotFoundError(RouterError):

@@ -18,6 +18,7 @@ server-side Lua script that compares versions, so a replayed event is a no-op, a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -530,6 +531,80 @@ class VectorIndex:
         expr = _tag_clause("tenant", [tenant]) if tenant else "*"
         q = Query(expr).no_content().paging(0, 0).dialect(2)
         return int(self.client.ft(self.name).search(q).total)
+
+    def count_other_spaces(self) -> int:
+        """Documents whose ``space_id`` is not this index's (must be 0: writes refuse them)."""
+        expr = "-" + _tag_clause("space_id", [self.space_id])
+        q = Query(expr).no_content().paging(0, 0).dialect(2)
+        return int(self.client.ft(self.name).search(q).total)
+
+    def entity_keys(self) -> list[tuple[str, str]]:
+        """``(tenant, entity_id)`` of every document that is not an exemplar, sorted (from the
+        keys: tenant ids have no ``:``)."""
+        exemplars: set[str] = set()
+        q = Query(_tag_clause("kind", ["exemplar"])).no_content().dialect(2)
+        total = self.count()
+        for start in range(0, total, 10_000):  # FT.SEARCH pages (MAXSEARCHRESULTS 10k by default)
+            res = self.client.ft(self.name).search(q.paging(start, 10_000))
+            exemplars.update(_s(d.id) for d in res.docs)
+            if len(res.docs) < 10_000:
+                break
+        out = []
+        for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            name = _s(key)
+            if name in exemplars:
+                continue
+            tenant, _, ident = name[len(self.prefix) :].partition(":")
+            out.append((tenant, ident))
+        return sorted(out)
+
+    def present(self, tenant: str, entity_ids: Sequence[str]) -> list[bool]:
+        """Whether each of ``entity_ids`` has a document of ``tenant`` here."""
+        pipe = self.client.pipeline(transaction=False)
+        for ident in entity_ids:
+            pipe.exists(self._key(tenant, ident))
+        return [bool(n) for n in pipe.execute()] if entity_ids else []
+
+    def categories(self, tenant: str) -> list[str]:
+        """The product categories of the tenant's documents, sorted."""
+        res = _command(
+            self.client, "FT.AGGREGATE", self.name, _tag_clause("tenant", [tenant]),
+            "GROUPBY", "1", "@category", "DIALECT", "2",
+        )  # fmt: skip
+        found: set[str] = set()
+        for row in res[1:]:
+            fields = dict(zip(row[::2], row[1::2], strict=False))
+            value = fields.get(b"category", fields.get("category"))
+            if value is not None:
+                found.update(c for c in _s(value).split("|") if c)
+        return sorted(found)
+
+    def digest(self, *, chunk: int = 500) -> tuple[str, int]:
+        """sha256 over the space's metadata and every document, in sorted key order: each key and
+        its fields (vector bytes included) sorted by name, except ``indexed_at`` (when it was
+        written, not what). Two builds of the same documents with the same bundle give the same
+        digest, whatever order the events arrived in. Returns ``(hex digest, documents)``."""
+        h = hashlib.sha256()
+        meta = {_s(k): _s(v) for k, v in self.client.hgetall(self.meta_key).items()}
+        for name in ("space_id", "dim", "dtype", "metric", "manifest_digest"):
+            h.update(f"{name}={meta.get(name, '')}\n".encode())
+        keys = sorted(
+            k if isinstance(k, bytes) else str(k).encode()
+            for k in self.client.scan_iter(match=f"{self.prefix}*", count=1000)
+        )
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            pipe = self.client.pipeline(transaction=False)
+            for key in part:
+                pipe.hgetall(key)
+            for key, fields in zip(part, pipe.execute(), strict=True):
+                h.update(b"key\0" + key + b"\0")
+                for name in sorted(fields):
+                    if name == b"indexed_at":
+                        continue
+                    value = fields[name]
+                    h.update(name + b"\0" + len(value).to_bytes(8, "big") + value)
+        return h.hexdigest(), len(keys)
 
     def vectors(self, tenant: str, entity_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """The stored vectors of documents of one tenant (missing ones left out)."""

@@ -19,6 +19,7 @@ from router.schemas import MAX_INLINE_IMAGE_BYTES, MAX_TEXT_CHARS
 __all__ = [
     "ApiSettings",
     "DevStackEndpoints",
+    "GateSettings",
     "IndexSettings",
     "RedisSettings",
     "RouterSettings",
@@ -115,9 +116,35 @@ class RoutingSettings(BaseModel):
     human_exemplars: bool = True
     """Out-of-scope exemplars (escalated tickets) send a ticket closer to one of them than to any
     target to the human queue; false: they are ignored (the switch to roll them back at once)."""
+    deployment_poll_s: Annotated[float, Field(gt=0, le=300)] = 2.0
+    """How often a serving process (API, worker) reads the deployment record, to follow a
+    promotion, a canary or a rollback without a restart."""
     calibration_dir: Path | None = None
     """Where ``crossroute calibrate`` writes ``{space_id}.json``; default
     ``$XDG_DATA_HOME/crossroute/calibration``."""
+
+
+class GateSettings(BaseModel):
+    """What the deployment gate tolerates (``CROSSROUTE_GATE__*``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tolerance: Annotated[float, Field(ge=0, le=1)] = 0.03
+    """Largest drop of recall@1 or recall@10, overall or in any judged slice, against the
+    baseline."""
+    significance: Annotated[float, Field(gt=0, le=1)] = 0.05
+    """A slice's drop blocks only when a one-sided exact McNemar test on its queries gives p below
+    this (1: any drop beyond tolerance blocks)."""
+    min_slice_queries: Annotated[int, Field(ge=1)] = 20
+    """A slice with fewer queries is listed as too small to judge (its noise exceeds tolerance)."""
+    p95_budget_ms: Annotated[float, Field(gt=0)] = 500.0
+    """Routing p95 on the candidate's index (embedding included; measured on this machine)."""
+    latency_queries: Annotated[int, Field(ge=10)] = 100
+    """Tickets routed to measure latency (the first of each eval dataset, in order)."""
+    min_outcome_decisions: Annotated[int, Field(ge=1)] = 200
+    """Decisions each space needs before its outcome rates can block or pass."""
+    outcome_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.05
+    """Largest drop of resolution rate (or rise of escalation rate) against the baseline."""
 
 
 class ApiSettings(BaseModel):

@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from models.clikit import EXIT_FAILURE, ModelOpt, err, group, out, progress, read_settings
+from models.clikit import (
+    EXIT_FAILURE,
+    ModelOpt,
+    err,
+    group,
+    load_embedder,
+    out,
+    progress,
+    read_settings,
+)
 from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
 from streams.producer import KINDS
@@ -289,6 +298,153 @@ def worker_cmd(
     from streams.worker import run
 
     run(read_settings(WorkerSettings), model=model, loglevel=loglevel, announce=err.print)
+
+
+@app.command("reindex", rich_help_panel=PANEL)
+def reindex_cmd(
+    model: Annotated[
+        Path,
+        typer.Option(
+            "--model", help="The new bundle: every vector of its index is computed by it."
+        ),
+    ],
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(
+            "--until-caught-up",
+            help="Stop once every partition is read to its end (default: "
+            "keep following the topics, so the new index never falls behind).",
+        ),
+    ] = False,
+    from_scratch: Annotated[
+        bool,
+        typer.Option(
+            "--from-scratch",
+            help="Drop the new space's index and start from the first offsets "
+            "(refused for a space that serves or is the rollback target).",
+        ),
+    ] = False,
+) -> None:
+    """Build the index of a new bundle's space by replaying the compacted entity topics (then the
+    feedback topic) from the beginning, through the worker's pipeline, in its own consumer group,
+    while the live worker keeps serving. Prints documents indexed and lag per partition, says when
+    it has caught up, then keeps following (Ctrl-C stops after the chunk in progress)."""
+    import signal
+    import threading
+
+    from streams.logs import setup_logging
+    from streams.reindex import reindex
+
+    settings = read_settings(WorkerSettings)
+    setup_logging("warning", settings.worker.log_format)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    report = reindex(
+        settings, model, until_caught_up=until_caught_up, from_scratch=from_scratch,
+        announce=err.print, stop=stop,
+    )  # fmt: skip
+    out.print(
+        f"{report.index}: {report.documents} documents ({report.indexed} indexed, "
+        f"{report.deleted} deleted, {report.dead_lettered} bad events) from {report.events} events"
+    )
+
+
+@app.command("gate", rich_help_panel=PANEL)
+def gate_cmd(
+    candidate: Annotated[
+        Path, typer.Option("--candidate", help="Bundle of the new space (its index must exist).")
+    ],
+    baseline: Annotated[
+        Path, typer.Option("--baseline", help="Bundle of the space it would replace (live).")
+    ],
+    eval_: Annotated[
+        list[Path],
+        typer.Option(
+            "--eval",
+            help="Eval dataset folder (EVAL.md layout) whose corpus the tenant's "
+            "documents hold; repeat for several.",
+        ),
+    ],
+    tenant: Annotated[str, typer.Option(help="Tenant whose documents are judged.")] = "default",
+    candidate_index: Annotated[
+        str | None, typer.Option(help="Candidate index name (default: its space's index).")
+    ] = None,
+    baseline_index: Annotated[
+        str | None, typer.Option(help="Baseline index name (default: its space's index).")
+    ] = None,
+    topics: Annotated[
+        bool,
+        typer.Option(
+            help="Compare the candidate's documents with the live entities of the compacted "
+            "topics (--no-topics: skip, e.g. an index loaded from a dataset)."
+        ),
+    ] = True,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON.")
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the report as HTML.")
+    ] = None,
+) -> None:
+    """Go / no-go for a candidate space against the live one: versioning (manifest verified,
+    index of one space, documents = live entities of the topics), eval coverage, retrieval per
+    slice on the real indexes (no slice worse than CROSSROUTE_GATE__TOLERANCE), routing p95
+    against a budget, and canary outcome rates once both spaces have enough decisions. Exit 0 go,
+    1 no-go, 2 bad input; changes nothing that serves."""
+    from models.eval.dataset import load_dataset
+    from models.exceptions import UsageError
+    from router.gate import run_gate
+    from router.index import VectorIndex
+    from router.outcomes import Outcomes
+    from router.routing import Router
+    from streams.census import topic_census
+    from streams.connections import redis_client
+
+    settings = read_settings(WorkerSettings)
+    datasets = [load_dataset(path) for path in eval_]
+    for data in datasets:
+        if not data.qrels:
+            raise UsageError(f"eval dataset {data.root} has no in-scope queries: nothing to judge")
+    client = redis_client(settings.redis, settings.stack)
+
+    def router(bundle: Path, index_name: str | None) -> Router:
+        embedder = load_embedder(settings.model, bundle)  # verifies every file
+        if index_name is None:
+            index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
+            index_name = index.name
+        index = VectorIndex.open(client, index_name, settings.index)
+        return Router(embedder, index, settings.routing)  # refuses an index of another space
+
+    cand, base = router(candidate, candidate_index), router(baseline, baseline_index)
+    if cand.space_id == base.space_id:
+        raise UsageError(f"candidate and baseline are one space ({cand.space_id})")
+    outcomes = Outcomes(client, settings.index.namespace)
+    with progress(f"gating {cand.space_id} against {base.space_id}") as step:
+        census = None
+        if topics:
+            step("reading the compacted entity topics")
+            census = topic_census(settings)
+        result = run_gate(
+            cand, base, datasets, tenant=tenant, settings=settings.gate, topic_documents=census,
+            outcomes=(outcomes.counts(cand.space_id), outcomes.counts(base.space_id)),
+            progress=step,
+        )  # fmt: skip
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if report is not None:
+        report.write_text(result.to_html())
+    for check in result.checks:
+        colour = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim"}[check.status]
+        out.print(f"[{colour}]{check.status:4s}[/{colour}] {check.name}")
+        for reason in check.reasons:
+            out.print(f"     {reason}", soft_wrap=True)
+    out.print(
+        f"[bold]{'GO' if result.go else 'NO-GO'}[/bold]: {result.candidate} against "
+        f"{result.baseline}"
+    )
+    if not result.go:
+        raise typer.Exit(EXIT_FAILURE)
 
 
 @app.command("demo", rich_help_panel=PANEL)

@@ -60,6 +60,7 @@ __all__ = [
     "BatchResult",
     "EntityIndexer",
     "MessageProducer",
+    "OutcomeRecorder",
     "Pipeline",
     "RawMessage",
     "TicketLogStore",
@@ -119,6 +120,18 @@ class TicketLogStore(Protocol):
         ...
 
 
+class OutcomeRecorder(Protocol):
+    """What the pipeline needs of :class:`~router.outcomes.Outcomes`."""
+
+    def record_decisions(self, decisions: Sequence[tuple[str, str, str, str, datetime]]) -> int:
+        """Count ``(tenant, ticket_id, space_id, queue, decided_at)`` decisions once each."""
+        ...
+
+    def record_feedback(self, events: Sequence[tuple[str, str, str, datetime]]) -> list[str | None]:
+        """Count ``(tenant, ticket_id, action, occurred_at)`` for the space that decided."""
+        ...
+
+
 class TicketRouter(Protocol):
     """What the pipeline needs of :class:`~router.routing.Router`."""
 
@@ -170,6 +183,21 @@ class RawMessage:
     value: bytes
     timestamp_ms: int | None = None
     headers: Sequence[tuple[str, bytes | None]] = ()
+
+    @classmethod
+    def of_confluent(cls, msg: Message) -> RawMessage:
+        """A consumed confluent-kafka message (not an error event)."""
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        if topic is None or partition is None or offset is None:
+            raise ValueError("not a consumed message")
+        ts_type, ts = msg.timestamp()
+        raw = msg.headers() or ()
+        items = raw.items() if isinstance(raw, dict) else raw
+        return cls(
+            topic=topic, partition=partition, offset=offset, key=msg.key(), value=msg.value() or b"",
+            timestamp_ms=ts if ts_type else None,
+            headers=tuple((k, v.encode() if isinstance(v, str) else v) for k, v in items),
+        )  # fmt: skip
 
 
 @dataclass
@@ -255,6 +283,9 @@ class Pipeline:
         producer: the producer to use instead of an idempotent one built from
             ``producer_config`` (tests).
         ticket_log: where routed tickets are kept for their feedback.
+        outcomes: where decisions and their feedback are counted per space (None: not counted).
+        dead_letters: publish dead letters (false for a replay: ``crossroute reindex`` reads
+            events the live worker has dead-lettered already; it counts and logs them only).
     """
 
     def __init__(
@@ -269,8 +300,12 @@ class Pipeline:
         *,
         producer: MessageProducer | None = None,
         ticket_log: TicketLogStore,
+        outcomes: OutcomeRecorder | None = None,
+        dead_letters: bool = True,
     ) -> None:
         self.indexer = indexer
+        self.outcomes = outcomes
+        self.publish_dead_letters = dead_letters
         self.router = router
         self.ticket_log = ticket_log
         self.topics = topics
@@ -402,6 +437,9 @@ class Pipeline:
             result.decisions.append(out)
         if logged:
             self._retrying("redis", partial(self.ticket_log.record, logged))
+        if logged and self.outcomes is not None:
+            decided = [(t.tenant, t.ticket_id, t.space_id, t.queue, t.decided_at) for t in logged]
+            self._retrying("redis", partial(self.outcomes.record_decisions, decided))
 
     # -- feedback ---------------------------------------------------------------------------------
 
@@ -411,6 +449,9 @@ class Pipeline:
         """Learn from feedback: ``resolved``/``escalated`` write the ticket's exemplar,
         ``reopened``/``wrong_article`` delete it, at the feedback's time as source version (replays
         are no-ops, an older feedback never overrides a newer one); ``clicked`` is counted."""
+        if self.outcomes is not None:  # joined to the decision by ticket id, counted once
+            events = [(e.tenant, e.ticket_id, e.action, e.occurred_at) for _, e in items]
+            self._retrying("redis", partial(self.outcomes.record_feedback, events))
         learn: list[tuple[RawMessage, FeedbackRecorded]] = []
         forget: list[FeedbackRecorded] = []
         for msg, event in items:
@@ -559,7 +600,8 @@ class Pipeline:
             ("crossroute.source.offset", str(msg.offset).encode()),
         ]
         log.info("dead letter from %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, reason)
-        self._send(self.topics.name("dead_letters"), msg.key, msg.value, headers)
+        if self.publish_dead_letters:
+            self._send(self.topics.name("dead_letters"), msg.key, msg.value, headers)
         self.metrics.dead_letters.labels(reason=reason).inc()
         result.dead_lettered += 1
 

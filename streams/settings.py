@@ -18,6 +18,7 @@ from models.settings import ModelSettings, ProcessSettings, xdg_dir
 from router.settings import (
     ApiSettings,
     DevStackEndpoints,
+    GateSettings,
     IndexSettings,
     RedisSettings,
     RoutingSettings,
@@ -331,4 +332,5 @@ class WorkerSettings(ProcessSettings):
     routing: RoutingSettings = RoutingSettings()
     api: ApiSettings = ApiSettings()
     worker: ConsumerSettings = ConsumerSettings()
+    gate: GateSettings = GateSettings()
     stack: StackSettings = Field(default_factory=StackSettings)

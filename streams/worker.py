@@ -169,11 +169,13 @@ def run(
     from confluent_kafka.admin import AdminClient
 
     from models.embedder import Embedder
+    from router.deploy import Deployments
     from router.documents import Indexer
-    from router.exceptions import IndexNotFoundError
     from router.feedback import TicketLog
     from router.index import VectorIndex
+    from router.outcomes import OutcomeCollector, Outcomes
     from router.routing import Router
+    from router.serving import Serving, router_loader
     from streams.connections import kafka_bootstrap, kafka_config, redis_client, start_dev_stack
     from streams.logs import setup_logging
     from streams.pipeline import WorkerMetrics
@@ -188,21 +190,34 @@ def run(
     client = redis_client(settings.redis, settings.stack)
     index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
     index.create()
-    try:
-        VectorIndex.open(client, settings.index.alias, settings.index)
-    except IndexNotFoundError:
-        index.promote()
+    deployments = Deployments(client, settings.index)
+    deployments.register(embedder.space_id, embedder.bundle_dir, index.name)
+    if deployments.state().live is None:
+        deployments.promote(embedder.space_id)  # nothing serves yet: this space does
     media_root = settings.worker.media_root
-    router = Router(embedder, index, settings.routing, media_root=media_root)
+    own = Router(embedder, index, settings.routing, media_root=media_root)
+    # tickets: routed by the live space (and the canary's share), followed without a restart;
+    # entities: indexed into this bundle's own space
+    serving = Serving.following(
+        deployments,
+        router_loader(
+            client, settings.model, settings.index, settings.routing, media_root=media_root
+        ),
+        poll_s=settings.routing.deployment_poll_s,
+        preloaded=own,
+    )
+    serving.start()
     metrics = WorkerMetrics()
+    outcomes = Outcomes(client, settings.index.namespace, settings.worker.ticket_log_ttl_s)
+    metrics.registry.register(OutcomeCollector(outcomes))
     if settings.worker.metrics_port:
         from prometheus_client import start_http_server
 
         start_http_server(settings.worker.metrics_port, "127.0.0.1", registry=metrics.registry)
     ticket_log = TicketLog(client, settings.index.namespace, settings.worker.ticket_log_ttl_s)
     pipeline = Pipeline(
-        Indexer(embedder, index, media_root=media_root), router, kafka_config(settings),
-        settings.topics, settings.worker, metrics, ticket_log=ticket_log,
+        Indexer(embedder, index, media_root=media_root), serving, kafka_config(settings),
+        settings.topics, settings.worker, metrics, ticket_log=ticket_log, outcomes=outcomes,
     )  # fmt: skip
     t = settings.topics
     app = build_app(
@@ -217,9 +232,11 @@ def run(
         datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,
         session_timeout_s=settings.worker.session_timeout_s,
     )
+    d = serving.deployment
+    canary = f", canary {d.canary} at {d.canary_percent:g}%" if d.canary else ""
     announce(
         f"worker {settings.worker.group_id}: space {embedder.space_id}, index {index.name}, "
-        f"topics {t.prefix}*"
+        f"topics {t.prefix}*; routing with live {d.live}{canary}"
     )
     import faust
 

@@ -156,13 +156,14 @@ def test_command_tree() -> None:
             "pairs", "pairs audit", "train",
         ],
         "router": [
-            "api", "calibrate", "index", "index create", "index drop", "index info",
-            "index load", "index promote", "route",
+            "api", "calibrate", "index", "index create", "index digest", "index drop",
+            "index info", "index load", "index promote", "index spaces", "promote", "rollback",
+            "route",
         ],
         "streams": [
-            "demo", "down", "publish", "schemas", "schemas export", "stack", "stack down",
-            "stack install", "stack status", "stack up", "status", "topics", "topics ensure", "up",
-            "worker",
+            "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",
+            "stack down", "stack install", "stack status", "stack up", "status", "topics",
+            "topics ensure", "up", "worker",
         ],
     }  # fmt: skip
     assert _tree(typer.main.get_group(app)) == sorted(n for names in owned.values() for n in names)
