@@ -567,14 +567,22 @@ class VectorIndex:
 
     def categories(self, tenant: str) -> list[str]:
         """The product categories of the tenant's documents, sorted."""
-        res = _command(
-            self.client, "FT.AGGREGATE", self.name, _tag_clause("tenant", [tenant]),
-            "GROUPBY", "1", "@category", "DIALECT", "2",
-        )  # fmt: skip
+        from redis.commands.search.aggregation import AggregateRequest
+        from redis.commands.search.reducers import count
+
+        request = (
+            AggregateRequest(_tag_clause("tenant", [tenant]))
+            .group_by("@category", count())
+            .dialect(2)
+        )
+        result = self.client.ft(self.name).aggregate(request)
+        rows: Any = getattr(result, "rows", None)
+        if rows is None and isinstance(result, dict):  # RESP3: {"results": [{"extra_attributes"…}]}
+            rows = [r.get("extra_attributes", r) for r in result.get("results", [])]
         found: set[str] = set()
-        for row in res[1:]:
-            fields = dict(zip(row[::2], row[1::2], strict=False))
-            value = fields.get(b"category", fields.get("category"))
+        for row in rows or []:
+            fields = row if isinstance(row, dict) else dict(zip(row[::2], row[1::2], strict=False))
+            value = next((v for k, v in fields.items() if _s(k) == "category"), None)
             if value is not None:
                 found.update(c for c in _s(value).split("|") if c)
         return sorted(found)

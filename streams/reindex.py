@@ -29,9 +29,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streams.exceptions import ConfigurationError
 from streams.pipeline import Pipeline, RawMessage, WorkerMetrics
@@ -40,6 +40,7 @@ from streams.settings import WorkerSettings
 __all__ = ["ReindexReport", "group_id", "reindex"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def group_id(prefix: str, space_id: str) -> str:
@@ -198,6 +199,36 @@ def reindex(
     return report
 
 
+_COORDINATOR_WAITS = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError._TIMED_OUT,  # noqa: SLF001  # librdkafka's local error codes start with _
+    KafkaError._TRANSPORT,  # noqa: SLF001
+}
+
+
+def _retrying(fn: Callable[[], T], timeout_s: float = 120.0) -> T:
+    """Run a group-coordinator call, retrying what the broker calls retriable (a new group's
+    coordinator is still loading: NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS) until
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return fn()
+        except KafkaException as e:
+            err = e.args[0] if e.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _COORDINATOR_WAITS
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            log.info("group coordinator not ready (%s); retrying in %.1fs", err, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 class _Replay:
     """The consumer loop: per-partition chunks of consecutive events, committed after each."""
 
@@ -226,7 +257,7 @@ class _Replay:
         if self.from_scratch:
             starts = [TopicPartition(tp.topic, tp.partition, 0) for tp in partitions]
         else:
-            committed = self.consumer.committed(list(partitions), timeout=30)
+            committed = _retrying(lambda: self.consumer.committed(list(partitions), timeout=30))
             starts = [
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0)
                 for tp in committed
@@ -270,9 +301,8 @@ class _Replay:
         r.feedback += result.feedback
         r.dead_lettered += result.dead_lettered
         topic, partition = key
-        self.consumer.commit(
-            offsets=[TopicPartition(topic, partition, chunk[-1].offset + 1)], asynchronous=False
-        )
+        offsets = [TopicPartition(topic, partition, chunk[-1].offset + 1)]
+        _retrying(lambda: self.consumer.commit(offsets=offsets, asynchronous=False))
 
     def run(
         self,

@@ -260,3 +260,17 @@ def test_the_digest_covers_vectors_and_metadata_not_write_times(
         assert index.digest()[0] != second
     finally:
         index.drop()
+
+
+def test_what_the_gate_reads_of_an_index(index: VectorIndex, redis_client: redis.Redis) -> None:
+    """Categories per tenant, presence of ids, the (tenant, id) keys that are not exemplars, and
+    documents of another space (none, unless written behind the index's back)."""
+    assert index.categories("acme") == ["_any", "laptops", "shoes"]
+    assert index.present("acme", ["acme-track-order", "globex-track-order", "sku-1"]) == [
+        True, False, True,
+    ]  # fmt: skip
+    keys = index.entity_keys()
+    assert ("acme", "sku-1") in keys and len(keys) == index.count() == 11
+    assert index.count_other_spaces() == 0
+    redis_client.hset(f"{index.prefix}acme:sku-1", "space_id", "sp-other")
+    assert index.count_other_spaces() == 1
