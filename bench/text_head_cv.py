@@ -69,6 +69,7 @@ from models.eval.cv import (
     near_duplicate_groups,
 )
 from models.eval.dataset import Dataset, load_dataset
+from models.eval.decision import ExemplarRule
 from models.eval.metrics import best_f1_threshold, detection_scores, rank_metrics
 from models.eval.run import embed_items
 from models.eval.search import exact_search, route
@@ -78,7 +79,7 @@ from models.projection import l2_normalize
 DATASETS = ("banking77", "clinc150", "stackfaq")
 FOLDS = 5
 DEPTH = 10
-RULE = "prototype"
+RULE: ExemplarRule = "prototype"
 VARIANTS = (
     "baseline",
     "adapter",
@@ -238,7 +239,7 @@ def train_adapter(
                 cos = torch.cat([cos, z @ centre.T], dim=1)
             loss = F.cross_entropy(cos / cfg.temperature, y[b])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
     weight = layer.weight.detach().numpy().astype(np.float32).T.copy()
 
