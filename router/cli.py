@@ -317,7 +317,9 @@ def index_drop(
     model: ModelOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
 ) -> None:
-    """Drop the index of a bundle's space with its documents."""
+    """Drop the index of a bundle's space with its documents (by the index's own name, never
+    through an alias). Refused while the space is live or the canary; dropping the previous live
+    space ends the possibility of `crossroute rollback`."""
     settings = read_settings(RouterSettings)
     index = _existing_index(settings, load_embedder(settings.model, model), None)
     deployments = _deployments(settings)

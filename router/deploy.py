@@ -18,8 +18,9 @@ bucket is a fixed number in [0, 100) drawn from the sha256 of its id, and the ca
 tickets whose bucket is below its percentage. A ticket never flips between spaces while the share
 stays, and raising the share only adds tickets to the canary.
 
-Nothing here drops an index: :meth:`Deployments.forget` refuses a space that is live, canary or the
-rollback target, and dropping goes by the index's own name, never through an alias.
+Nothing here drops an index: :meth:`Deployments.forget` refuses a space that is live or the canary
+(forgetting the rollback target ends the possibility of a rollback), and dropping goes by the
+index's own name, never through an alias.
 """
 
 from __future__ import annotations
@@ -147,26 +148,25 @@ class Deployments:
         return SpaceRecord(space_id, Path(data["bundle"]), data["index"], data["registered_at"])
 
     def forget(self, space_id: str) -> None:
-        """Unregister a space (before its index is dropped).
+        """Unregister a space (before its index is dropped); when it was the rollback target,
+        there is no rollback any more.
 
         Raises:
-            DeploymentError: the space serves (live or canary) or is the rollback target.
+            DeploymentError: the space serves (live or canary).
         """
         self.check_droppable(space_id)
+        if self.state().previous == space_id:
+            self._change(f"forget {space_id}", lambda s: {"previous": None})
         self.client.hdel(self.spaces_key, space_id)
 
     def check_droppable(self, space_id: str) -> None:
-        """Refuse to let a space go that serves (live or canary) or is the rollback target.
+        """Refuse to let a space go that serves (live or canary).
 
         Raises:
             DeploymentError: it does.
         """
         state = self.state()
-        role = {
-            state.live: "live",
-            state.canary: "the canary",
-            state.previous: "the rollback target",
-        }
+        role = {state.live: "live", state.canary: "the canary"}
         if space_id in role:
             raise DeploymentError(
                 f"space {space_id} is {role[space_id]}: promote or roll back away from it first"

@@ -96,8 +96,6 @@ def test_promote_canary_rollback_and_refusals(
     state = deployments.promote()  # the canary becomes live
     assert (state.live, state.previous, state.canary) == (b.space_id, a.space_id, None)
     assert alias_target(redis_client, deployments) == b.name
-    with pytest.raises(DeploymentError, match="rollback target"):
-        deployments.forget(a.space_id)
 
     state = deployments.rollback()
     assert (state.live, state.previous) == (a.space_id, b.space_id)
@@ -110,6 +108,12 @@ def test_promote_canary_rollback_and_refusals(
     with pytest.raises(DeploymentError, match="has no index"):
         deployments.promote(b.space_id)
     assert deployments.state() == state
+    with pytest.raises(DeploymentError, match="is live"):
+        deployments.forget(a.space_id)
+    deployments.forget(b.space_id)  # the rollback target, dropped explicitly: no rollback now
+    assert deployments.state().previous is None and b.space_id not in deployments.spaces()
+    with pytest.raises(DeploymentError, match="nothing to roll back"):
+        deployments.rollback()
 
 
 def test_concurrent_changes_are_serialised(

@@ -22,6 +22,7 @@ from router.index import DocKind, WriteResult
 from router.schemas import Article, ImageRef, Product, RoutingDecision, Ticket
 from streams.events import (
     ArticleUpserted,
+    FeedbackRecorded,
     ProductDeleted,
     ProductUpserted,
     RoutingDecided,
@@ -429,3 +430,46 @@ def test_delivery_errors_fail_the_batch(world: World) -> None:
         world.pipeline.process([raw(ticket("t1", "my shoe broke"))])
     world.producer.fail_topic = None  # the errors were for that batch only
     assert world.pipeline.process([raw(ticket("t2", "my shoe broke"))]).routed == 1
+
+
+# -- outcomes and replays -----------------------------------------------------------------------
+
+
+@dataclass
+class FakeOutcomes:
+    decisions: list[tuple[str, str, str, str, datetime]] = field(default_factory=list)
+    feedback: list[tuple[str, str, str, datetime]] = field(default_factory=list)
+
+    def record_decisions(self, decisions: Sequence[tuple[str, str, str, str, datetime]]) -> int:
+        self.decisions += decisions
+        return len(decisions)
+
+    def record_feedback(self, events: Sequence[tuple[str, str, str, datetime]]) -> list[str | None]:
+        self.feedback += events
+        return ["sp-test"] * len(events)
+
+
+def test_decisions_and_every_feedback_action_are_counted_for_outcomes(world: World) -> None:
+    outcomes = FakeOutcomes()
+    world.pipeline.outcomes = outcomes
+    world.pipeline.process([raw(ticket("t1", "my shoe broke")), raw(ticket("t2", "???"))])
+    assert [(d[1], d[2], d[3]) for d in outcomes.decisions] == [
+        ("t1", "sp-test", "auto"), ("t2", "sp-test", "human"),
+    ]  # fmt: skip
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    events = [
+        FeedbackRecorded(tenant_id="acme", ticket_id="t1", space_id="sp-test", action=action,
+                         occurred_at=at)
+        for action in ("clicked", "reopened")
+    ]  # fmt: skip
+    world.pipeline.process([raw(e) for e in events])
+    assert outcomes.feedback == [("acme", "t1", "clicked", at), ("acme", "t1", "reopened", at)]
+
+
+def test_a_replay_counts_dead_letters_without_publishing_them() -> None:
+    world = make_world()
+    world.pipeline.publish_dead_letters = False
+    msg = RawMessage(topic=TOPICS.name("products"), partition=0, offset=1, key=b"k", value=b"{}")
+    result = world.pipeline.process([msg, raw(product("p1", 1))])
+    assert result.dead_lettered == 1 and result.indexed == 1
+    assert world.producer.to("dead_letters") == []
