@@ -316,17 +316,26 @@ def index_info(
 def index_drop(
     model: ModelOpt = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Even a live or canary space (then nothing serves until the next "
+            "`crossroute promote`).",
+        ),
+    ] = False,
 ) -> None:
     """Drop the index of a bundle's space with its documents (by the index's own name, never
-    through an alias). Refused while the space is live or the canary; dropping the previous live
-    space ends the possibility of `crossroute rollback`."""
+    through an alias). Refused while the space is live or the canary (unless --force); dropping
+    the previous live space ends the possibility of `crossroute rollback`."""
     settings = read_settings(RouterSettings)
     index = _existing_index(settings, load_embedder(settings.model, model), None)
     deployments = _deployments(settings)
-    deployments.check_droppable(index.space_id)
+    if not force:
+        deployments.check_droppable(index.space_id)
     if not yes and not typer.confirm(f"drop {index.name} and its {index.count()} documents?"):
         raise typer.Exit(EXIT_FAILURE)
-    deployments.forget(index.space_id)
+    deployments.forget(index.space_id, force=force)
     index.drop()
     out.print(f"dropped {index.name}")
 

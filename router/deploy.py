@@ -147,16 +147,33 @@ class Deployments:
         data = json.loads(raw)
         return SpaceRecord(space_id, Path(data["bundle"]), data["index"], data["registered_at"])
 
-    def forget(self, space_id: str) -> None:
+    def forget(self, space_id: str, *, force: bool = False) -> None:
         """Unregister a space (before its index is dropped); when it was the rollback target,
         there is no rollback any more.
 
+        Args:
+            force: even a space that serves: it leaves the deployment (the canary ends; when it
+                was live, nothing is live until the next promotion).
+
         Raises:
-            DeploymentError: the space serves (live or canary).
+            DeploymentError: the space serves (live or canary) and ``force`` is false.
         """
-        self.check_droppable(space_id)
-        if self.state().previous == space_id:
-            self._change(f"forget {space_id}", lambda s: {"previous": None})
+        if not force:
+            self.check_droppable(space_id)
+
+        def change(s: Deployment) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            if s.live == space_id:
+                out["live"] = None
+            if s.canary == space_id:
+                out.update(canary=None, canary_percent=0.0)
+            if s.previous == space_id:
+                out["previous"] = None
+            return out
+
+        state = self.state()
+        if space_id in (state.live, state.canary, state.previous):
+            self._change(f"forget {space_id}", change)
         self.client.hdel(self.spaces_key, space_id)
 
     def check_droppable(self, space_id: str) -> None:

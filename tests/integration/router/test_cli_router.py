@@ -64,8 +64,12 @@ def test_index_route_calibrate_and_eval_from_the_cli(
     assert report["metrics"]["recall@1"] == pytest.approx(
         json.loads(exact.read_text())["metrics"]["recall@1"], abs=0.01
     )
-    drop = run_cli("index", "drop", "--yes", env=env)
+    refused = run_cli("index", "drop", "--yes", env=env)
+    assert refused.returncode == 2 and "is live" in refused.stderr
+    drop = run_cli("index", "drop", "--yes", "--force", env=env)
     assert drop.returncode == 0, drop.stderr
+    spaces = run_cli("index", "spaces", "--json", env=env)
+    assert json.loads(spaces.stdout)["deployment"]["live"] is None
 
     cal = run_cli("calibrate", str(data.parent / "clinc150"), env=env, timeout=300)
     assert cal.returncode == 0, cal.stderr[-2000:]
@@ -129,5 +133,9 @@ def test_crossroute_api_serves_over_http(
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-    drop = run_cli("index", "drop", "--yes", env=env)
+    refused = run_cli("index", "drop", "--yes", env=env)
+    assert refused.returncode == 2 and "is live" in refused.stderr
+    drop = run_cli("index", "drop", "--yes", "--force", env=env)
     assert drop.returncode == 0, drop.stderr
+    spaces = run_cli("index", "spaces", "--json", env=env)
+    assert json.loads(spaces.stdout)["deployment"]["live"] is None
