@@ -160,8 +160,11 @@ def validation_score(model: Heads, val: PairSet) -> dict[str, float]:
 
 
 def _batches(n: int, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffled batches of ``size``; a last batch under a quarter of ``size`` is dropped, except
+    when it would be the only one (a set smaller than that is one batch)."""
     order = rng.permutation(n)
-    return [order[i : i + size] for i in range(0, n - size // 4, size)]
+    batches = [order[i : i + size] for i in range(0, n - size // 4, size)]
+    return batches or ([order] if n >= 2 else [])
 
 
 def train_heads(
@@ -379,12 +382,16 @@ def _run_stage(
     a_all = None if attr_ids is None else torch.from_numpy(attr_ids)
     steps_per_epoch = len(_batches(len(pairs.texts), cfg.batch_size, np.random.default_rng(0)))
     total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt,
-        max_lr=[lr, lr * cfg.text_lr_scale],
-        total_steps=total,
-        pct_start=min(0.5, max(0.1, 2.0 / total)),  # at least two warm-up steps on tiny sets
-    )
+    sched: torch.optim.lr_scheduler.LRScheduler
+    if total >= 3:
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt,
+            max_lr=[lr, lr * cfg.text_lr_scale],
+            total_steps=total,
+            pct_start=min(0.5, max(0.1, 2.0 / total)),  # at least two warm-up steps on tiny sets
+        )
+    else:  # one or two steps have no cycle to run (OneCycleLR divides by zero): the base rates
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     losses = []
     step = 0
     ema = _snapshot(model) if ablations.ema_decay > 0 else None

@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 Method = Literal["naive", "linear", "inbatch", "mined"]
+MIN_PAIRS = 8
+"""Fewer pairs cannot make a contrastive batch worth the name (nor leave anything to hold out)."""
 
 
 def derive_bundle(
@@ -252,6 +254,13 @@ def train_bundle(
     if retexted:
         progress(f"{retexted} pairs use the full text of the corpus document their title names")
     pairs = encode_pairs(embedder, sets, cache_dir, progress)
+    if len(pairs.texts) < MIN_PAIRS:
+        from models.exceptions import UsageError
+
+        raise UsageError(
+            f"{len(pairs.texts)} usable pairs in {', '.join(str(f) for f in pair_folders)}: "
+            f"training needs at least {MIN_PAIRS} (contrastive batches need negatives)"
+        )
     text_pairs = support_text_pairs(support_folders) if method in ("inbatch", "mined") else []
     digest = _data_digest(pairs, text_pairs)
     if method == "linear":

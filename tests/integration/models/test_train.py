@@ -14,7 +14,7 @@ from safetensors.numpy import load_file
 
 from models.bundle import load_manifest
 from models.embedder import Embedder
-from models.exceptions import BundleFormatError
+from models.exceptions import BundleFormatError, UsageError
 from models.projection import MlpHead
 from models.train.contrastive import info_nce
 from models.train.features import align_pair_texts, encode_pairs, load_pair_sets
@@ -360,3 +360,23 @@ def test_training_beats_the_untrained_bundle_on_held_out_photos(
     assert untrained["recall@1"] < 0.2  # chance is 0.1
     assert mined["recall@1"] >= 0.45, (untrained, mined)
     assert mined["mrr@10"] >= untrained["mrr@10"] + 0.3, (untrained, mined)
+
+
+def test_training_on_fewer_pairs_than_a_batch(naive_bundle: Path, tmp_path: Path) -> None:
+    """A set smaller than a quarter batch is one batch (it used to make no batch at all and crash
+    the scheduler with a division by zero); a set too small to train on is a clear error."""
+    data = require_shared_data()
+    lines = (data / "photo-routing" / "pairs.jsonl").read_text().splitlines()
+    for n in (40, 3):
+        folder = tmp_path / f"pairs-{n}"
+        folder.mkdir()
+        (folder / "pairs.jsonl").write_text("\n".join(lines[:n]) + "\n")
+        (folder / "images").symlink_to(data / "photo-routing" / "images", target_is_directory=True)
+    small = TrainConfig(**{**SMALL.__dict__, "batch_size": 256})
+    manifest = train_bundle(
+        naive_bundle, [tmp_path / "pairs-40"], tmp_path / "b40", method="inbatch", config=small
+    )
+    assert manifest.projection is not None and "stage1" in manifest.projection.training
+    assert manifest.projection.training["pair_folders"] == ["pairs-40"]
+    with pytest.raises(UsageError, match="3 usable pairs .* at least 8"):
+        train_bundle(naive_bundle, [tmp_path / "pairs-3"], tmp_path / "b3", method="mined")
