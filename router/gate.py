@@ -46,6 +46,7 @@ __all__ = [
     "GateReport",
     "GateSettings",
     "SliceRow",
+    "outcome_check",
     "retrieval_ranks",
     "run_gate",
 ]
@@ -425,7 +426,7 @@ def _latency(
     )
 
 
-def _outcomes(
+def outcome_check(
     candidate: OutcomeCounts | None, baseline: OutcomeCounts | None, settings: GateSettings
 ) -> Check:
     if candidate is None or baseline is None:
@@ -486,7 +487,7 @@ def run_gate(
     progress("latency")
     checks.append(_latency(candidate, baseline, datasets, tenant, settings))
     cand_out, base_out = outcomes if outcomes is not None else (None, None)
-    checks.append(_outcomes(cand_out, base_out, settings))
+    checks.append(outcome_check(cand_out, base_out, settings))
     go = not any(c.status == "fail" for c in checks)
     return GateReport(
         candidate.space_id, baseline.space_id, tenant, go, checks, rows, settings.model_dump()

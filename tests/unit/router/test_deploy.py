@@ -37,3 +37,22 @@ def test_the_sign_test_separates_bad_luck_from_a_real_drop() -> None:
     assert worse_p_value(6, 4) > 0.3
     assert worse_p_value(25, 0) < 1e-6  # a slice whose documents broke
     assert math.isclose(worse_p_value(3, 3), 0.65625)
+
+
+def test_outcomes_judge_only_with_enough_decisions_each() -> None:
+    from router.gate import outcome_check
+    from router.outcomes import OutcomeCounts
+    from router.settings import GateSettings
+
+    settings = GateSettings(min_outcome_decisions=200, outcome_tolerance=0.05)
+    base = OutcomeCounts("sp-a", decisions=1000, auto=800, resolved=600, escalated=50)
+    few = OutcomeCounts("sp-b", decisions=150, auto=120, resolved=10, escalated=100)
+    check = outcome_check(few, base, settings)
+    assert check.status == "skip" and "150 candidate" in check.reasons[0]  # bad, but not evidence
+    same = OutcomeCounts("sp-b", decisions=300, auto=240, resolved=175, escalated=20)
+    assert outcome_check(same, base, settings).status == "pass"  # 0.583 vs 0.600: within tolerance
+    worse = OutcomeCounts("sp-b", decisions=300, auto=240, resolved=150, escalated=40)
+    check = outcome_check(worse, base, settings)
+    assert check.status == "fail"
+    assert [r.split(" rate")[0] for r in check.reasons] == ["resolution", "escalation"]
+    assert outcome_check(None, None, settings).status == "skip"
