@@ -422,7 +422,9 @@ def api_cmd(
     index: IndexOpt = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
-    /metrics. Loopback by default."""
+    /metrics. Loopback by default. Without --model/--index it serves the deployment (the live
+    space, and the canary's share of tickets) and follows `crossroute promote`/`rollback` without a
+    restart; with either, that one space only."""
     from router.api import create_app, serve
     from router.outcomes import Outcomes
     from router.serving import Serving, router_loader
