@@ -23,7 +23,49 @@ from models.embedder import Embedder
 from models.exceptions import UsageError
 from models.preprocess import decode_image, image_to_array, normalize_text
 
-__all__ = ["bench_encoders", "bench_inputs"]
+__all__ = ["SCHEMA_VERSION", "bench_encoders", "bench_inputs", "run_context"]
+
+SCHEMA_VERSION = 1
+"""Version of the ``crossroute bench`` JSON layout (docs/performance.md); bumped when a key moves."""
+
+
+def run_context(embedder: Embedder, threads: int | None = None) -> dict[str, Any]:
+    """What every bench report records of its run: schema, date, machine, versions, model."""
+    import importlib.metadata
+    from datetime import UTC, datetime
+
+    import onnxruntime
+
+    def version(dist: str) -> str | None:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpu_count": os.cpu_count(), "cpu_model": model, "platform": platform.platform(),
+            "python": platform.python_version(), "threads": threads or os.cpu_count(),
+        },
+        "versions": {
+            name: version(name)
+            for name in ("crossroute", "onnxruntime", "numpy", "redis", "confluent-kafka",
+                         "faust-streaming", "torch")
+        },
+        "onnxruntime_providers": list(onnxruntime.get_available_providers()),
+        "model": {"space_id": embedder.space_id, "bundle": str(embedder.bundle_dir)},
+    }  # fmt: skip
+
 
 _T = TypeVar("_T")
 

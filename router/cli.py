@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from models.cli import bench_app
 from models.clikit import (
     EXIT_FAILURE,
     ModelOpt,
@@ -453,6 +454,122 @@ def api_cmd(
         f"{info['threshold']:.3f} ({info['threshold_source']}) on http://{api.host}:{api.port}"
     )
     serve(app_, api)
+
+
+# -- bench index --------------------------------------------------------------------------------
+
+
+@bench_app.command("index")
+def bench_index_cmd(
+    data: Annotated[
+        Path, typer.Option(help="The shared data root (its myntra-t2i catalog is embedded).")
+    ] = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="10k vectors (2k real), one build, three EF_RUNTIME (a few minutes)."
+        ),
+    ] = False,
+    n: Annotated[int | None, typer.Option(help="Vectors (default 100000; --quick 10000).")] = None,
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = Path(
+        "bench/index.json"
+    ),
+) -> None:
+    """HNSW on real catalog embeddings (augmented to N): recall@10 against exact, p50/p95, QPS,
+    load rate and memory per document over a grid of M / EF_CONSTRUCTION / EF_RUNTIME, with and
+    without tenant/category filters; `best` is the cheapest setting with recall@10 ≥ 0.98."""
+    from models.bench import run_context
+    from models.settings import xdg_dir
+    from router.bench import GRID, QUICK_GRID, bench_index
+
+    settings = read_settings(RouterSettings)
+    embedder = load_embedder(settings.model, model)
+    client = redis_client(settings.redis, settings.stack)
+    with progress("benchmarking the index") as step:
+        report = bench_index(
+            client, embedder, data, n=n or (10_000 if quick else 100_000),
+            real=2_000 if quick else None,
+            grid=QUICK_GRID if quick else GRID, cache_dir=xdg_dir("cache") / "bench",
+            progress=step,
+        )  # fmt: skip
+    full = {"bench": "index", **run_context(embedder), "quick": quick, "index": report}
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(full, indent=2) + "\n")
+    for build in report["builds"]:
+        for run in build["runs"]:
+            out.print(
+                f"M={build['m']:<3} EF_C={build['ef_construction']:<4} EF_R={run['ef_runtime']:<4} "
+                f"{run['filter']:16} recall@10 {run['recall_at_10']:.4f}  p50 {run['p50_ms']:.2f} ms"
+                f"  p95 {run['p95_ms']:.2f} ms  {run['qps']:.0f} q/s"
+            )
+    best = report["best"]
+    out.print(
+        f"best {best['params']}: recall@10 {best['recall_at_10']:.4f}, p50 {best['p50_ms']:.2f} ms, "
+        f"{best['bytes_per_doc']:.0f} B/doc, {best['load_docs_per_s']:.0f} docs/s → {json_out}"
+    )
+
+
+# -- bench route --------------------------------------------------------------------------------
+
+
+@bench_app.command("route")
+def bench_route_cmd(
+    data: Annotated[
+        Path, typer.Option(help="The shared data root (stackfaq and photo-routing are read).")
+    ] = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="30 requests per kind (a minute).")
+    ] = False,
+    requests: Annotated[
+        int | None, typer.Option(help="Requests per ticket kind (default 200; --quick 30).")
+    ] = None,
+    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = Path(
+        "bench/route.json"
+    ),
+) -> None:
+    """`POST /v1/route` latency (p50/p95/p99) for text, text+photo and text+screenshot tickets
+    against a real index, beside the encoder latency of the same inputs in the same run
+    (overhead = route minus encoder, per request), and text tickets at 1, 4 and 16 clients."""
+    import uuid
+
+    from models.bench import run_context
+    from models.eval.dataset import load_dataset
+    from router.bench import bench_route, route_cases
+    from router.index import VectorIndex
+    from router.loading import index_dataset
+    from router.routing import Router
+
+    settings = read_settings(RouterSettings)
+    embedder = load_embedder(settings.model, model)
+    client = redis_client(settings.redis, settings.stack)
+    temp = settings.index.model_copy(update={"namespace": f"bench{uuid.uuid4().hex[:8]}"})
+    index = VectorIndex.for_manifest(client, embedder.manifest, temp)
+    n = requests or (30 if quick else 200)
+    try:
+        with progress("benchmarking routing") as step:
+            for name in ("stackfaq", "photo-routing"):
+                index_dataset(load_dataset(data / name), embedder, index, tenant="bench")
+            router = Router(embedder, index, settings.routing)
+            report = bench_route(router, route_cases(data, 50, "bench"), requests=n, progress=step)
+    finally:
+        index.drop()
+    full = {"bench": "route", **run_context(embedder), "quick": quick, "route": report}
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(full, indent=2) + "\n")
+    for kind in ("text", "photo", "screenshot"):
+        r = report[kind]
+        out.print(
+            f"{kind:10} p50 {r['p50_ms']:.1f}  p95 {r['p95_ms']:.1f}  p99 {r['p99_ms']:.1f} ms; "
+            f"encoder p95 {r['encoder_p95_ms']:.1f} ms, overhead p95 {r['overhead_p95_ms']:.1f} ms"
+        )
+    for level in report["concurrency"]:
+        out.print(
+            f"text, {level['clients']:>2} clients: {level['requests_per_s']:.1f} req/s, "
+            f"p95 {level['p95_ms']:.1f} ms"
+        )
+    out.print(f"→ {json_out}")
 
 
 # -- eval --index redis --------------------------------------------------------------------------

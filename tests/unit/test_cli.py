@@ -151,7 +151,7 @@ def test_command_tree() -> None:
     }
     assert owned == {
         "models": [
-            "bench", "bench encoders", "eval", "models", "models build", "models head",
+            "bench", "bench encoders", "bench index", "bench route", "eval", "models", "models build", "models head",
             "models head export", "models head reproduce", "models info", "models verify",
             "pairs", "pairs audit", "train",
         ],
