@@ -472,6 +472,14 @@ def bench_index_cmd(
         ),
     ] = False,
     n: Annotated[int | None, typer.Option(help="Vectors (default 100000; --quick 10000).")] = None,
+    defaults_only: Annotated[
+        bool,
+        typer.Option(
+            "--defaults-only",
+            help="Only the default build (M 16, EF_CONSTRUCTION 200) and "
+            "EF_RUNTIME 10/50/100, at full size: the grid's cheapest useful point.",
+        ),
+    ] = False,
     json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = Path(
         "bench/index.json"
     ),
@@ -490,10 +498,14 @@ def bench_index_cmd(
         report = bench_index(
             client, embedder, data, n=n or (10_000 if quick else 100_000),
             real=2_000 if quick else None,
-            grid=QUICK_GRID if quick else GRID, cache_dir=xdg_dir("cache") / "bench",
+            grid=QUICK_GRID if quick or defaults_only else GRID,
+            cache_dir=xdg_dir("cache") / "bench",
             progress=step,
         )  # fmt: skip
-    full = {"bench": "index", **run_context(embedder), "quick": quick, "index": report}
+    full = {
+        "bench": "index", **run_context(embedder), "quick": quick, "defaults_only": defaults_only,
+        "index": report,
+    }  # fmt: skip
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(full, indent=2) + "\n")
     for build in report["builds"]:
