@@ -196,10 +196,14 @@ def index_spaces(
     previous) in the deployment."""
     deployments = _deployments(read_settings(RouterSettings))
     state = deployments.state()
-    roles = {state.live: "live", state.canary: f"canary {state.canary_percent:g}%",
-             state.previous: "previous"}  # fmt: skip
+
+    def role(space: str) -> str:
+        named = [(state.live, "live"), (state.canary, f"canary {state.canary_percent:g}%"),
+                 (state.previous, "previous")]  # fmt: skip
+        return ", ".join(name for s, name in named if s == space)
+
     rows = [
-        {"space_id": r.space_id, "role": roles.get(r.space_id, ""), "index": r.index,
+        {"space_id": r.space_id, "role": role(r.space_id), "index": r.index,
          "bundle": str(r.bundle), "registered_at": r.registered_at}
         for r in sorted(deployments.spaces().values(), key=lambda r: r.registered_at)
     ]  # fmt: skip
@@ -249,8 +253,8 @@ def promote_cmd(
     canary: Annotated[
         str | None,
         typer.Option(
-            help="Serve only this share of tickets (e.g. 5%) from the space, chosen by hashing the "
-            "ticket id; the rest stay on the live space."
+            help="Serve this percentage of tickets from the space (5% or 5 mean five per cent; "
+            "0.5 is half a per cent), chosen by hashing the ticket id; the rest stay on live."
         ),
     ] = None,
     stop_canary: Annotated[
@@ -468,7 +472,7 @@ def bench_index_cmd(
     quick: Annotated[
         bool,
         typer.Option(
-            "--quick", help="10k vectors (2k real), one build, three EF_RUNTIME (a few minutes)."
+            "--quick", help="10k vectors (2k real), one build, three EF_RUNTIME (about a minute)."
         ),
     ] = False,
     n: Annotated[int | None, typer.Option(help="Vectors (default 100000; --quick 10000).")] = None,
@@ -480,9 +484,12 @@ def bench_index_cmd(
             "EF_RUNTIME 10/50/100, at full size: the grid's cheapest useful point.",
         ),
     ] = False,
-    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = Path(
-        "bench/index.json"
-    ),
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", help="JSON report (default bench/index.json; --quick bench/index-quick.json)."
+        ),
+    ] = None,
 ) -> None:
     """HNSW on real catalog embeddings (augmented to N): recall@10 against exact, p50/p95, QPS,
     load rate and memory per document over a grid of M / EF_CONSTRUCTION / EF_RUNTIME, with and
@@ -506,6 +513,7 @@ def bench_index_cmd(
         "bench": "index", **run_context(embedder), "quick": quick, "defaults_only": defaults_only,
         "index": report,
     }  # fmt: skip
+    json_out = json_out or Path("bench/index-quick.json" if quick else "bench/index.json")
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(full, indent=2) + "\n")
     for build in report["builds"]:
@@ -537,9 +545,12 @@ def bench_route_cmd(
     requests: Annotated[
         int | None, typer.Option(help="Requests per ticket kind (default 200; --quick 30).")
     ] = None,
-    json_out: Annotated[Path, typer.Option("--json", help="JSON report to write.")] = Path(
-        "bench/route.json"
-    ),
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", help="JSON report (default bench/route.json; --quick bench/route-quick.json)."
+        ),
+    ] = None,
 ) -> None:
     """`POST /v1/route` latency (p50/p95/p99) for text, text+photo and text+screenshot tickets
     against a real index, beside the encoder latency of the same inputs in the same run
@@ -568,6 +579,7 @@ def bench_route_cmd(
     finally:
         index.drop()
     full = {"bench": "route", **run_context(embedder), "quick": quick, "route": report}
+    json_out = json_out or Path("bench/route-quick.json" if quick else "bench/route.json")
     json_out.parent.mkdir(parents=True, exist_ok=True)
     json_out.write_text(json.dumps(full, indent=2) + "\n")
     for kind in ("text", "photo", "screenshot"):

@@ -295,7 +295,7 @@ class VectorIndex:
             info_d = _ft_info(client, full)
         except redis.ResponseError as e:
             raise IndexNotFoundError(
-                f"no index or alias {full!r} in Redis: build one with `crossroute index build` "
+                f"no index or alias {full!r} in Redis: build one with `crossroute index create` "
                 "or promote one to the alias"
             ) from e
         index_name = _s(info_d.get("index_name", full))

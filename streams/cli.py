@@ -321,7 +321,7 @@ def reindex_cmd(
         typer.Option(
             "--from-scratch",
             help="Drop the new space's index and start from the first offsets "
-            "(refused for a space that serves or is the rollback target).",
+            "(refused for a space that serves: live or canary).",
         ),
     ] = False,
 ) -> None:
@@ -393,7 +393,8 @@ def gate_cmd(
     against a budget, and canary outcome rates once both spaces have enough decisions. Exit 0 go,
     1 no-go, 2 bad input; changes nothing that serves."""
     from models.eval.dataset import load_dataset
-    from models.exceptions import UsageError
+    from models.exceptions import BundleError, SpaceMismatchError, UsageError
+    from router.exceptions import IndexNotFoundError
     from router.gate import run_gate
     from router.index import VectorIndex
     from router.outcomes import Outcomes
@@ -416,7 +417,10 @@ def gate_cmd(
         index = VectorIndex.open(client, index_name, settings.index)
         return Router(embedder, index, settings.routing)  # refuses an index of another space
 
-    cand, base = router(candidate, candidate_index), router(baseline, baseline_index)
+    try:  # a bundle that fails verification, an index missing or of another space: bad input
+        cand, base = router(candidate, candidate_index), router(baseline, baseline_index)
+    except (BundleError, SpaceMismatchError, IndexNotFoundError) as e:
+        raise UsageError(str(e)) from e
     if cand.space_id == base.space_id:
         raise UsageError(f"candidate and baseline are one space ({cand.space_id})")
     outcomes = Outcomes(client, settings.index.namespace)

@@ -101,12 +101,12 @@ def reindex(
 
     Args:
         from_scratch: drop the candidate's index and its group's offsets first (refused for a space
-            that serves or is the rollback target).
+            that serves: live or canary).
         stop: set it to stop after the chunk in progress (SIGTERM/SIGINT in the command).
 
     Raises:
-        ConfigurationError: the bundle's space is live (its worker indexes it), or the topics are
-            missing.
+        ConfigurationError: the topics are missing (nothing is created then).
+        DeploymentError: ``from_scratch`` for a space that serves.
         ModelsError: the bundle fails verification.
     """
     from confluent_kafka.admin import AdminClient
@@ -124,29 +124,26 @@ def reindex(
     space = embedder.space_id
     client = redis_client(settings.redis, settings.stack)
     deployments = Deployments(client, settings.index)
-    state = deployments.state()
-    if space == state.live:
-        raise ConfigurationError(
-            f"space {space} is live: the worker indexes it; reindex builds a new space's index"
-        )
-    index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
-    group = group_id(settings.worker.group_id, space)
-    if from_scratch:
-        deployments.check_droppable(space)
-        index.drop()
-    index.create()
-    deployments.register(space, embedder.bundle_dir, index.name)
     t = settings.topics
     entity_topics = [t.name(r) for r in ENTITY_ROLES]
     feedback_topic = t.name("feedback")
     admin = AdminClient(kafka_config(settings))
     listed = admin.list_topics(timeout=15).topics
     missing = [name for name in (*entity_topics, feedback_topic) if name not in listed]
-    if missing:
+    if missing:  # checked before anything is created or registered
         raise ConfigurationError(
             f"topics {', '.join(missing)} do not exist: start the worker once "
-            "(`crossroute worker`) or declare them (`crossroute topics create`)"
+            "(`crossroute worker`) or declare them (`crossroute topics ensure`)"
         )
+    index = VectorIndex.for_manifest(client, embedder.manifest, settings.index)
+    group = group_id(settings.worker.group_id, space)
+    if from_scratch:
+        deployments.check_droppable(space)
+        index.drop()
+    if space == deployments.state().live:  # e.g. NEW's follower, restarted after its promotion
+        announce(f"space {space} is live: following it beside any worker of that space")
+    index.create()
+    deployments.register(space, embedder.bundle_dir, index.name)
     partitions = {
         name: sorted(listed[name].partitions) for name in (*entity_topics, feedback_topic)
     }
