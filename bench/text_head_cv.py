@@ -68,12 +68,11 @@ from models.eval.cv import (
     fold_thresholds,
     near_duplicate_groups,
 )
-from models.eval.dataset import Dataset, load_dataset
+from models.eval.dataset import load_dataset
 from models.eval.decision import ExemplarRule
 from models.eval.metrics import best_f1_threshold, detection_scores, rank_metrics
-from models.eval.run import embed_items
+from models.eval.run import embed_items, grouping_vectors
 from models.eval.search import exact_search, route
-from models.preprocess import normalize_text
 from models.projection import l2_normalize
 
 DATASETS = ("banking77", "clinc150", "stackfaq")
@@ -123,17 +122,6 @@ def _identity(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def _grouping_vectors(embedder: Embedder, dataset: Dataset) -> np.ndarray:
-    """The raw text-encoder features of the queries (as ``crossroute eval`` groups them)."""
-    spec = embedder.manifest.spec.text.preprocess
-    texts = [normalize_text(q.text, spec) if q.text else "" for q in dataset.queries]
-    idx = [i for i, t in enumerate(texts) if t]
-    out = np.zeros((len(texts), embedder.manifest.text.dim), dtype=np.float32)
-    if idx:
-        out[idx] = l2_normalize(embedder.text_features([texts[i] for i in idx]))
-    return out
-
-
 def prepare(embedder: Embedder, root: Path, name: str, cache: Path | None) -> Prepared:
     """Embed (or read from ``cache``) one dataset's documents, queries and grouping features."""
     dataset = load_dataset(root / name)
@@ -148,7 +136,7 @@ def prepare(embedder: Embedder, root: Path, name: str, cache: Path | None) -> Pr
         query_vecs = embed_items(
             embedder, dataset.root, [(q.id, q.text, q.image) for q in dataset.queries], "query"
         )
-        grouping = _grouping_vectors(embedder, dataset)
+        grouping = grouping_vectors(embedder, dataset)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cached, docs=doc_vecs, queries=query_vecs, grouping=grouping)

@@ -40,6 +40,7 @@ __all__ = [
     "Entity",
     "IndexOutcome",
     "Indexer",
+    "corpus_category",
     "corpus_document",
     "document_inputs",
     "entity_id",
@@ -54,6 +55,11 @@ def entity_id(corpus_id: str) -> str:
     return corpus_id.replace(" ", "_")[:128]
 
 
+def corpus_category(row: CorpusDoc) -> str | None:
+    """The product category a corpus row carries: its ``article_type``, ``label`` or ``topic``."""
+    return row.attrs.get("article_type") or row.attrs.get("label") or row.attrs.get("topic")
+
+
 def corpus_document(row: CorpusDoc, tenant: str) -> Article | WarrantyPolicy | Product:
     """A corpus row of the EVAL.md layout as the domain document it stands for.
 
@@ -63,7 +69,7 @@ def corpus_document(row: CorpusDoc, tenant: str) -> Article | WarrantyPolicy | P
     """
     ident = entity_id(row.id)
     title = (row.title or row.text or row.id).strip()[:1000] or row.id
-    category = row.attrs.get("article_type") or row.attrs.get("label") or row.attrs.get("topic")
+    category = corpus_category(row)
     if row.kind == "warranty_policy":
         return WarrantyPolicy(id=ident, tenant=tenant, title=title, body=row.text or "")
     if row.kind == "article" and not row.image:

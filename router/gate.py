@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from models.eval.dataset import Dataset
-from router.documents import entity_id
+from router.documents import corpus_category, entity_id
 from router.index import Filters
 from router.outcomes import OutcomeCounts
 from router.routing import Router
@@ -304,10 +304,7 @@ def _coverage(
                 f"candidate index for tenant {tenant} (e.g. {', '.join(missing[:3])}): its "
                 "metrics would not mean what they say"
             )
-        eval_categories = {
-            d.attrs.get("article_type") or d.attrs.get("label") or d.attrs.get("topic") or ""
-            for d in data.corpus
-        } - {""}
+        eval_categories = {corpus_category(d) for d in data.corpus} - {None}
         small = [
             f"{name} ({int(mask.sum())})"
             for name, mask in _slices(data).items()
@@ -326,15 +323,8 @@ def _coverage(
             "eval_categories": len(eval_categories),
             "slices_too_small": len(small),
         }
-    uncovered = sorted(
-        indexed_categories
-        - {
-            d.attrs.get("article_type") or d.attrs.get("label") or d.attrs.get("topic") or ""
-            for data in datasets
-            for d in data.corpus
-        }
-        - {"_any", "uncategorised"}
-    )
+    covered = {corpus_category(d) for data in datasets for d in data.corpus}
+    uncovered = sorted(indexed_categories - covered - {"_any", "uncategorised"})
     if uncovered:
         warnings.append(
             f"{len(uncovered)} categories of the index have no eval data: "

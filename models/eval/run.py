@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "exact_search",
     "exemplar_pairs",
+    "grouping_vectors",
 ]
 ORACLE = "fit on this dataset (oracle)"
 """The threshold source of a threshold fitted on the very queries it scores (an upper bound)."""
@@ -110,7 +111,7 @@ def escalated_texts(dataset: Dataset) -> list[str]:
     ]
 
 
-def _grouping_vectors(embedder: Embedder, dataset: Dataset) -> np.ndarray:
+def grouping_vectors(embedder: Embedder, dataset: Dataset) -> np.ndarray:
     """The text-encoder features (before any head) of the queries, zero without text: near-duplicate
     groups are then the same for every bundle over one text encoder."""
     spec = embedder.manifest.spec.text.preprocess
@@ -155,7 +156,7 @@ def _cross_validated(
     )
     n = len(dataset.queries)
     groups = (
-        near_duplicate_groups(_grouping_vectors(embedder, dataset))
+        near_duplicate_groups(grouping_vectors(embedder, dataset))
         if grouped
         else np.arange(n, dtype=np.int64)
     )

@@ -37,7 +37,7 @@ from streams.devstack import DevStack
 from streams.events import ArticleDeleted, ArticleUpserted, FeedbackRecorded, TicketCreated
 from tests.conftest import REPO, require_shared_data
 from tests.integration.conftest import free_port
-from tests.integration.streams.test_worker import Decisions, WorkerEnv, wait_for
+from tests.integration.streams.test_worker import Decisions, WorkerEnv, stop_processes, wait_for
 
 TENANT = "acme"
 # Long end-to-end runs (two bundles loaded by several processes, a replay, gates): their own limit
@@ -69,15 +69,7 @@ class Operator:
         return proc, log
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs)
 
 
 @pytest.fixture
@@ -266,22 +258,22 @@ def test_reindex_gate_canary_promote_rollback(
         assert outcome(b_space, "decisions") == sum(d.space_id == b_space for d in routed.values())
 
         # -- promote, then roll back, each followed without a restart ----------------------------
+        def served_by(prefix: str) -> set[str]:
+            """The spaces that served 10 new tickets sent through Kafka and the worker."""
+            env.publisher.publish(
+                [TicketCreated(ticket=Ticket(id=f"{prefix}-{i}", tenant=TENANT, text="gmail filters"))
+                 for i in range(10)]
+            )  # fmt: skip
+            return {decisions.of(TENANT, f"{prefix}-{i}").space_id for i in range(10)}
+
         promoted = ops.run("promote")
         assert promoted.returncode == 0 and f"live {b_space}" in promoted.stdout, promoted.stderr
         wait_for(lambda: followed(revision + 1), "the promotion followed", 60, env)
-        env.publisher.publish(
-            [TicketCreated(ticket=Ticket(id=f"p-{i}", tenant=TENANT, text="gmail filters"))
-             for i in range(10)]
-        )  # fmt: skip
-        assert {decisions.of(TENANT, f"p-{i}").space_id for i in range(10)} == {b_space}
+        assert served_by("p") == {b_space}
         back = ops.run("rollback")
         assert back.returncode == 0 and f"live {a_space}" in back.stdout, back.stderr
         wait_for(lambda: followed(revision + 2), "the rollback followed", 60, env)
-        env.publisher.publish(
-            [TicketCreated(ticket=Ticket(id=f"r-{i}", tenant=TENANT, text="gmail filters"))
-             for i in range(10)]
-        )  # fmt: skip
-        assert {decisions.of(TENANT, f"r-{i}").space_id for i in range(10)} == {a_space}
+        assert served_by("r") == {a_space}
         response = httpx.post(
             f"{url}/v1/route", json={"ticket": {"id": "z", "tenant": TENANT, "text": "x y"}}
         )
