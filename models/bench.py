@@ -23,7 +23,7 @@ from models.embedder import Embedder
 from models.exceptions import UsageError
 from models.preprocess import decode_image, image_to_array, normalize_text
 
-__all__ = ["SCHEMA_VERSION", "bench_encoders", "bench_inputs", "run_context"]
+__all__ = ["SCHEMA_VERSION", "bench_encoders", "bench_inputs", "run_context", "write_bench"]
 
 SCHEMA_VERSION = 1
 """Version of the ``crossroute bench`` JSON layout (docs/performance.md); bumped when a key moves."""
@@ -60,11 +60,28 @@ def run_context(embedder: Embedder, threads: int | None = None) -> dict[str, Any
         "versions": {
             name: version(name)
             for name in ("crossroute", "onnxruntime", "numpy", "redis", "confluent-kafka",
-                         "faust-streaming", "torch")
+                         "faust-streaming", "torch", "redisvl")
         },
         "onnxruntime_providers": list(onnxruntime.get_available_providers()),
         "model": {"space_id": embedder.space_id, "bundle": str(embedder.bundle_dir)},
     }  # fmt: skip
+
+
+def write_bench(
+    name: str,
+    embedder: Embedder,
+    quick: bool,
+    json_out: Path | None,
+    report: dict[str, Any],
+    **extra: Any,
+) -> Path:
+    """Write a bench report with its run context to ``json_out`` (default ``bench/NAME.json``,
+    ``bench/NAME-quick.json`` with ``--quick``) under the key ``name``; return the path."""
+    path = json_out or Path(f"bench/{name}-quick.json" if quick else f"bench/{name}.json")
+    full = {"bench": name, **run_context(embedder), "quick": quick, **extra, name: report}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(full, indent=2) + "\n")
+    return path
 
 
 _T = TypeVar("_T")

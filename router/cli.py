@@ -460,25 +460,6 @@ def api_cmd(
     serve(app_, api)
 
 
-def _write_bench(
-    name: str,
-    embedder: Embedder,
-    quick: bool,
-    json_out: Path | None,
-    report: dict[str, Any],
-    **extra: Any,
-) -> Path:
-    """Write a bench report with its run context to ``json_out`` (default ``bench/NAME.json``,
-    ``bench/NAME-quick.json`` with ``--quick``); return the path."""
-    from models.bench import run_context
-
-    path = json_out or Path(f"bench/{name}-quick.json" if quick else f"bench/{name}.json")
-    full = {"bench": name, **run_context(embedder), "quick": quick, **extra, name: report}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(full, indent=2) + "\n")
-    return path
-
-
 # -- bench index --------------------------------------------------------------------------------
 
 
@@ -513,6 +494,7 @@ def bench_index_cmd(
     """HNSW on real catalog embeddings (augmented to N): recall@10 against exact, p50/p95, QPS,
     load rate and memory per document over a grid of M / EF_CONSTRUCTION / EF_RUNTIME, with and
     without tenant/category filters; `best` is the cheapest setting with recall@10 ≥ 0.98."""
+    from models.bench import write_bench
     from models.settings import xdg_dir
     from router.bench import GRID, QUICK_GRID, bench_index
 
@@ -527,7 +509,7 @@ def bench_index_cmd(
             cache_dir=xdg_dir("cache") / "bench",
             progress=step,
         )  # fmt: skip
-    json_out = _write_bench("index", embedder, quick, json_out, report, defaults_only=defaults_only)
+    json_out = write_bench("index", embedder, quick, json_out, report, defaults_only=defaults_only)
     for build in report["builds"]:
         for run in build["runs"]:
             out.print(
@@ -569,6 +551,7 @@ def bench_route_cmd(
     (overhead = route minus encoder, per request), and text tickets at 1, 4 and 16 clients."""
     import uuid
 
+    from models.bench import write_bench
     from models.eval.dataset import load_dataset
     from router.bench import bench_route, route_cases
     from router.index import VectorIndex
@@ -589,7 +572,7 @@ def bench_route_cmd(
             report = bench_route(router, route_cases(data, 50, "bench"), requests=n, progress=step)
     finally:
         index.drop()
-    json_out = _write_bench("route", embedder, quick, json_out, report)
+    json_out = write_bench("route", embedder, quick, json_out, report)
     for kind in ("text", "photo", "screenshot"):
         r = report[kind]
         out.print(

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
+from models.cli import bench_app
 from models.clikit import (
     EXIT_FAILURE,
     ModelOpt,
@@ -31,6 +34,8 @@ from streams.producer import KINDS
 from streams.settings import WorkerSettings
 
 if TYPE_CHECKING:
+    from models.embedder import Embedder
+    from models.progress import Progress
     from streams.supervisor import ServiceState
 
 __all__ = ["PANEL", "app"]
@@ -483,6 +488,176 @@ def demo_cmd(
             soft_wrap=True,
         )
         raise typer.Exit(EXIT_FAILURE)
+
+
+# -- bench ingest | scale | all ------------------------------------------------------------------
+
+
+DataOpt = Annotated[
+    Path,
+    typer.Option(help="The shared data root (catalog photos, articles and policies are read)."),
+]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A smaller run (under 5 minutes here).")]
+
+
+@contextmanager
+def _bench_run(
+    model: Path | None, title: str
+) -> Iterator[tuple[WorkerSettings, Embedder, Path, Progress]]:
+    """What a Kafka bench needs: the settings, the bundle, the dev stack up (unless external
+    services are configured), a scratch folder for the workers' logs, and a progress line."""
+    import tempfile
+
+    from streams.connections import start_dev_stack
+
+    settings = read_settings(WorkerSettings)
+    embedder = load_embedder(settings.model, model)
+    start_dev_stack(settings)
+    with tempfile.TemporaryDirectory(prefix="crossroute-bench-") as tmp, progress(title) as step:
+        yield settings, embedder, Path(tmp), step
+
+
+@bench_app.command("ingest")
+def bench_ingest_cmd(
+    data: DataOpt = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: QuickOpt = False,
+    no_peer: Annotated[
+        bool,
+        typer.Option("--no-peer", help="Skip the naive peer (it needs crossroute[train,bench])."),
+    ] = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="JSON report (default bench/ingest.json; --quick bench/ingest-quick.json).",
+        ),
+    ] = None,
+) -> None:
+    """Ingest measured end to end in a deployment of its own (topics, index, consumer group, a real
+    worker process): events/s from first publish to searchable for product events (title + photo)
+    and article/policy events, divided by the encoders' own rate on the same documents
+    (efficiency); the naive peer (confluent-kafka loop, torch per message, redisvl writes) on the
+    same events; freshness (event time → searchable) at 50% and 90% of the measured capacity;
+    where the time goes."""
+    from models.bench import write_bench
+    from streams.bench import FULL_INGEST, QUICK_INGEST, bench_ingest
+
+    with _bench_run(model, "benchmarking ingest") as (settings, embedder, tmp, step):
+        report = bench_ingest(
+            settings, embedder, data, QUICK_INGEST if quick else FULL_INGEST, tmp,
+            peer=not no_peer, progress=step,
+        )  # fmt: skip
+    path = write_bench("ingest", embedder, quick, json_out, report)
+    for kind in ("image", "text"):
+        r = report[kind]
+        peer = f", {r['vs_naive_peer']}x the naive peer" if "vs_naive_peer" in r else ""
+        out.print(
+            f"{kind:5}: {r['events_per_s']:.1f} events/s, encoders alone {r['encoder_docs_per_s']:.1f}"
+            f"/s: efficiency {r['efficiency']:.2f}{peer}"
+        )
+    for row in report["freshness"]:
+        out.print(
+            f"freshness at {row['load']:.0%} ({row['events_per_s']} events/s): p50 {row['p50']} ms, "
+            f"p95 {row['p95']} ms, p99 {row['p99']} ms ({row['seen']}/{row['events']} seen)"
+        )
+    out.print(f"→ {path}")
+
+
+@bench_app.command("scale")
+def bench_scale_cmd(
+    data: DataOpt = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: QuickOpt = False,
+    workers: Annotated[str, typer.Option(help="Worker counts, comma-separated.")] = "1,2,4",
+    events: Annotated[
+        int | None, typer.Option(help="Product events per point (default 1500; --quick 400).")
+    ] = None,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", help="JSON report (default bench/scale.json; --quick bench/scale-quick.json)."
+        ),
+    ] = None,
+) -> None:
+    """Ingest throughput with 1, 2 and 4 worker processes in one consumer group on a 6-partition
+    topic, and the per-worker efficiency (throughput / (workers x the one-worker rate))."""
+    from models.bench import write_bench
+    from models.exceptions import UsageError
+    from streams.bench import bench_scale
+
+    try:
+        counts = [int(x) for x in workers.split(",") if x.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1 or max(counts) > 16:
+        raise UsageError(f"--workers {workers!r}: give counts from 1 to 16, like 1,2,4")
+    with _bench_run(model, "benchmarking scale") as (settings, embedder, tmp, step):
+        report = bench_scale(
+            settings, embedder, data, events or (400 if quick else 1500), tmp,
+            workers=counts, progress=step,
+        )  # fmt: skip
+    path = write_bench("scale", embedder, quick, json_out, report)
+    for row in report["workers"]:
+        out.print(
+            f"{row['workers']} worker(s): {row['events_per_s']:.1f} events/s, "
+            f"per-worker efficiency {row['per_worker_efficiency']:.2f}"
+        )
+    out.print(f"→ {path}")
+
+
+@bench_app.command("all")
+def bench_all_cmd(
+    data: DataOpt = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: QuickOpt = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json", help="JSON report (default bench/all.json; --quick bench/all-quick.json)."
+        ),
+    ] = None,
+) -> None:
+    """Every benchmark in one run (encoders, ingest, route, index, scale), one JSON report with a
+    section per benchmark (each section as its own command writes it)."""
+    import tempfile
+
+    from models.bench import run_context
+    from models.cli import bench_encoders_cmd
+    from router.cli import bench_index_cmd, bench_route_cmd
+
+    settings = read_settings(WorkerSettings)
+    embedder = load_embedder(settings.model, model)
+    path = json_out or Path("bench/all-quick.json" if quick else "bench/all.json")
+    full: dict[str, object] = {"bench": "all", **run_context(embedder), "quick": quick}
+    with tempfile.TemporaryDirectory(prefix="crossroute-bench-all-") as tmp:
+        part = Path(tmp)
+        bench_encoders_cmd(
+            bundle=model, data=data, out_file=part / "encoders.json",
+            seconds=1.0 if quick else 3.0, threads=None, no_torch=False,
+        )  # fmt: skip
+        full["encoders"] = json.loads((part / "encoders.json").read_text())
+        bench_ingest_cmd(
+            data=data, model=model, quick=quick, no_peer=False, json_out=part / "i.json"
+        )
+        full["ingest"] = json.loads((part / "i.json").read_text())["ingest"]
+        bench_route_cmd(
+            data=data, model=model, quick=quick, requests=None, json_out=part / "r.json"
+        )
+        full["route"] = json.loads((part / "r.json").read_text())["route"]
+        bench_index_cmd(
+            data=data, model=model, quick=quick, n=None, defaults_only=False,
+            json_out=part / "x.json",
+        )  # fmt: skip
+        full["index"] = json.loads((part / "x.json").read_text())["index"]
+        bench_scale_cmd(
+            data=data, model=model, quick=quick, workers="1,2,4", events=None,
+            json_out=part / "s.json",
+        )  # fmt: skip
+        full["scale"] = json.loads((part / "s.json").read_text())["scale"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(full, indent=2) + "\n")
+    out.print(f"→ {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover  # `python -m streams.cli` runs the whole CLI

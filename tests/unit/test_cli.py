@@ -45,6 +45,9 @@ COMMANDS = [
     ["models", "head", "reproduce"],
     ["models", "head", "export"],
     ["bench", "encoders"],
+    ["bench", "ingest"],
+    ["bench", "scale"],
+    ["bench", "all"],
     ["pairs", "audit"],
     ["demo"],
 ]
@@ -151,7 +154,8 @@ def test_command_tree() -> None:
     }
     assert owned == {
         "models": [
-            "bench", "bench encoders", "bench index", "bench route", "eval", "models", "models build", "models head",
+            "bench", "bench all", "bench encoders", "bench index", "bench ingest", "bench route",
+            "bench scale", "eval", "models", "models build", "models head",
             "models head export", "models head reproduce", "models info", "models verify",
             "pairs", "pairs audit", "train",
         ],
