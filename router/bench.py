@@ -41,7 +41,15 @@ from models.eval.dataset import load_dataset
 from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex, _ft_info, _s
 from router.settings import IndexSettings
 
-__all__ = ["GRID", "QUICK_GRID", "IndexGrid", "bench_index", "catalog_vectors"]
+__all__ = [
+    "GRID",
+    "QUICK_GRID",
+    "IndexGrid",
+    "bench_index",
+    "catalog_vectors",
+    "load_catalog",
+    "wait_indexed",
+]
 
 TENANTS = 10
 TARGET_COSINE = 0.9
@@ -201,6 +209,36 @@ def _count(items: Sequence[str]) -> dict[str, int]:
     return out
 
 
+def load_catalog(
+    index: VectorIndex,
+    vecs: np.ndarray,
+    tenants: Sequence[str],
+    cats: Sequence[str],
+    progress: Callable[[str], None] = lambda _: None,
+) -> float:
+    """Create ``index`` and write one product per vector through the versioned write path, 500
+    per pipeline; return the seconds until RediSearch has indexed them all."""
+    s = index.settings
+    index.create()
+    space = index.space_id
+    start = time.perf_counter()
+    for lo in range(0, len(vecs), 500):
+        docs = [
+            IndexDoc(str(i), tenants[i], "product", vecs[i], 1, space, categories=(cats[i],))
+            for i in range(lo, min(lo + 500, len(vecs)))
+        ]
+        index.upsert(docs)
+        progress(f"M={s.hnsw_m} EF_CONSTRUCTION={s.hnsw_ef_construction}: loaded {lo + len(docs)}")
+    wait_indexed(index)
+    return time.perf_counter() - start
+
+
+def wait_indexed(index: VectorIndex, poll_s: float = 0.1) -> None:
+    """Wait until RediSearch reports the index fully indexed (``percent_indexed`` 1)."""
+    while float(_s(_ft_info(index.client, index.name).get("percent_indexed", 1))) < 1:
+        time.sleep(poll_s)
+
+
 def _one_build(
     index: VectorIndex,
     vecs: np.ndarray,
@@ -216,19 +254,7 @@ def _one_build(
     s = index.settings
     client = index.client
     before = int(client.info("memory")["used_memory"])
-    index.create()
-    space = index.space_id
-    start = time.perf_counter()
-    for lo in range(0, len(vecs), 500):
-        docs = [
-            IndexDoc(str(i), tenants[i], "product", vecs[i], 1, space, categories=(cats[i],))
-            for i in range(lo, min(lo + 500, len(vecs)))
-        ]
-        index.upsert(docs)
-        progress(f"M={s.hnsw_m} EF_CONSTRUCTION={s.hnsw_ef_construction}: loaded {lo + len(docs)}")
-    while float(_s(_ft_info(client, index.name).get("percent_indexed", 1))) < 1:
-        time.sleep(0.1)
-    load_s = time.perf_counter() - start
+    load_s = load_catalog(index, vecs, tenants, cats, progress)
     after = int(client.info("memory")["used_memory"])
     runs = []
     for ef in grid.ef_runtime:

@@ -65,6 +65,7 @@ __all__ = [
     "IngestPlan",
     "article_events",
     "bench_ingest",
+    "bench_restart",
     "bench_scale",
     "product_events",
 ]
@@ -726,4 +727,64 @@ def bench_scale(
         "events": events,
         "cores": os.cpu_count(),
         "workers": rows,
+    }
+
+
+def bench_restart(
+    settings: WorkerSettings,
+    embedder: Embedder,
+    data_root: Path,
+    n: int,
+    cache_dir: Path,
+    *,
+    progress: Progress = lambda _: None,
+) -> dict[str, Any]:
+    """How long the embedded Redis takes to come back after a restart with an index of ``n``
+    catalog vectors (the default HNSW settings): the AOF replayed, then HNSW rebuilt by RediSearch.
+
+    Raises:
+        ConfigurationError: Redis is external (``REDIS_URL``): the dev stack cannot restart it.
+    """
+    from router.bench import TENANTS, catalog_vectors, load_catalog, wait_indexed
+    from router.index import Filters
+    from streams.connections import dev_services, redis_client
+    from streams.devstack import DevStack
+    from streams.exceptions import ConfigurationError
+
+    if "redis" not in dev_services(settings):
+        raise ConfigurationError(
+            "bench restart restarts the embedded Redis; with REDIS_URL set it cannot (restart "
+            "yours and time FT.INFO's percent_indexed instead)"
+        )
+    vecs, cats, n_real, _, _ = catalog_vectors(embedder, data_root, n, cache_dir, progress)
+    tenants = [f"t{i % TENANTS}" for i in range(len(vecs))]
+    client = redis_client(settings.redis, settings.stack)
+    index_settings = settings.index.model_copy(update={"namespace": f"bench{uuid.uuid4().hex[:8]}"})
+    index = VectorIndex.for_manifest(client, embedder.manifest, index_settings)
+    stack = DevStack.from_settings(settings)
+    try:
+        load_s = load_catalog(index, vecs, tenants, cats, progress)
+        used = int(client.info("memory")["used_memory"])
+        # the AOF is fsynced every second: make sure the last writes are in it
+        time.sleep(2)
+        progress(f"restarting Redis with {len(vecs)} documents")
+        start = time.perf_counter()
+        stack.restart("redis")
+        up = time.perf_counter()
+        client = redis_client(settings.redis, settings.stack)
+        index = VectorIndex.for_manifest(client, embedder.manifest, index_settings)
+        wait_indexed(index, poll_s=0.05)
+        indexed = time.perf_counter()
+        docs = index.count()
+        probe = index.knn(vecs[0], index.space_id, 10, Filters(tenant=tenants[0]))
+    finally:
+        index.drop()
+    return {
+        "documents": docs,
+        "real": n_real,
+        "load_s": round(load_s, 2),
+        "used_memory_bytes": used,
+        "restart_to_ping_s": round(up - start, 2),
+        "restart_to_indexed_s": round(indexed - start, 2),
+        "knn_after_restart_finds_itself": bool(probe and probe[0].id == "0"),
     }

@@ -606,6 +606,40 @@ def bench_scale_cmd(
     out.print(f"→ {path}")
 
 
+@bench_app.command("restart")
+def bench_restart_cmd(
+    data: DataOpt = Path("../shared/data"),
+    model: ModelOpt = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="10,000 vectors instead of 100,000.")
+    ] = False,
+    json_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--json",
+            help="JSON report (default bench/restart.json; --quick bench/restart-quick.json).",
+        ),
+    ] = None,
+) -> None:
+    """Restart the embedded Redis with an index of 100,000 catalog vectors (default HNSW settings)
+    and time until it answers and until RediSearch has rebuilt the index. Clients connected to that
+    Redis (a running worker or API) see it go away and reconnect."""
+    from models.bench import write_bench
+    from models.settings import xdg_dir
+    from streams.bench import bench_restart
+
+    with _bench_run(model, "benchmarking a Redis restart") as (settings, embedder, _, step):
+        report = bench_restart(
+            settings, embedder, data, 10_000 if quick else 100_000, xdg_dir("cache") / "bench",
+            progress=step,
+        )  # fmt: skip
+    path = write_bench("restart", embedder, quick, json_out, report)
+    out.print(
+        f"{report['documents']} documents: back (PING) after {report['restart_to_ping_s']} s, "
+        f"index rebuilt after {report['restart_to_indexed_s']} s → {path}"
+    )
+
+
 @bench_app.command("all")
 def bench_all_cmd(
     data: DataOpt = Path("../shared/data"),
@@ -618,7 +652,7 @@ def bench_all_cmd(
         ),
     ] = None,
 ) -> None:
-    """Every benchmark in one run (encoders, ingest, route, index, scale), one JSON report with a
+    """Every benchmark in one run (encoders, ingest, route, index, restart, scale), one JSON report with a
     section per benchmark (each section as its own command writes it)."""
     import tempfile
 
@@ -650,6 +684,8 @@ def bench_all_cmd(
             json_out=part / "x.json",
         )  # fmt: skip
         full["index"] = json.loads((part / "x.json").read_text())["index"]
+        bench_restart_cmd(data=data, model=model, quick=quick, json_out=part / "rs.json")
+        full["restart"] = json.loads((part / "rs.json").read_text())["restart"]
         bench_scale_cmd(
             data=data, model=model, quick=quick, workers="1,2,4", events=None,
             json_out=part / "s.json",

@@ -47,6 +47,7 @@ COMMANDS = [
     ["bench", "encoders"],
     ["bench", "ingest"],
     ["bench", "scale"],
+    ["bench", "restart"],
     ["bench", "all"],
     ["pairs", "audit"],
     ["demo"],
@@ -154,8 +155,8 @@ def test_command_tree() -> None:
     }
     assert owned == {
         "models": [
-            "bench", "bench all", "bench encoders", "bench index", "bench ingest", "bench route",
-            "bench scale", "eval", "models", "models build", "models head",
+            "bench", "bench all", "bench encoders", "bench index", "bench ingest", "bench restart",
+            "bench route", "bench scale", "eval", "models", "models build", "models head",
             "models head export", "models head reproduce", "models info", "models verify",
             "pairs", "pairs audit", "train",
         ],

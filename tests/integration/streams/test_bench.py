@@ -18,8 +18,9 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from models.embedder import Embedder
-from streams.bench import bench_scale
+from streams.bench import bench_restart, bench_scale
 from streams.devstack import DevStack
+from streams.exceptions import ConfigurationError
 from streams.settings import WorkerSettings
 from tests.conftest import require_shared_data
 
@@ -127,3 +128,31 @@ def test_bench_scale_runs_workers_in_one_group(
         two["events_per_s"] / (2 * one["events_per_s"]), abs=0.01
     )
     assert _leftovers(dev_stack, redis_client) == ([], [], [])
+
+
+def test_bench_restart_times_the_embedded_redis_coming_back_with_its_index(
+    dev_stack: DevStack,
+    default_bundle: Path,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if dev_stack.redis_external:
+        pytest.skip("the session's Redis is external (REDIS_URL): nothing here may restart it")
+    env = _env(dev_stack, default_bundle, tmp_path)
+    del env["REDIS_URL"]  # the embedded Redis of the session's stack, which the bench restarts
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = dev_stack.settings
+    monkeypatch.setenv("CROSSROUTE_STACK__STATE_DIR", str(s.state_dir))
+    monkeypatch.setenv("CROSSROUTE_STACK__REDIS_PORT", str(s.redis_port))
+    embedder = Embedder.load(default_bundle)
+    report = bench_restart(WorkerSettings(), embedder, require_shared_data(), 1500, tmp_path)
+    assert report["documents"] == 1500
+    assert 0 < report["restart_to_ping_s"] <= report["restart_to_indexed_s"]
+    assert report["knn_after_restart_finds_itself"] is True
+    assert _leftovers(dev_stack, redis_client)[1:] == ([], [])
+    # external Redis: refused, with the reason
+    monkeypatch.setenv("REDIS_URL", dev_stack.redis_url())
+    with pytest.raises(ConfigurationError, match="embedded Redis"):
+        bench_restart(WorkerSettings(), embedder, require_shared_data(), 10, tmp_path)
