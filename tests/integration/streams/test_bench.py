@@ -105,17 +105,22 @@ def test_bench_ingest_quick_reports_efficiency_peer_and_freshness(
     assert _leftovers(dev_stack, redis_client) == ([], [], [])
 
 
-def test_bench_scale_runs_workers_in_one_group(
-    dev_stack: DevStack,
-    default_bundle: Path,
-    redis_client: redis.Redis,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def bench_env(
+    dev_stack: DevStack, default_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Embedder:
+    """The process environment of a bench command run here (the session's services, the default
+    bundle, this checkout); returns the bundle's embedder."""
     for key, value in _env(dev_stack, default_bundle, tmp_path).items():
         monkeypatch.setenv(key, value)
-    monkeypatch.chdir(REPO)
-    embedder = Embedder.load(default_bundle)
+    monkeypatch.chdir(REPO)  # the workers run `python -m streams.main`
+    return Embedder.load(default_bundle)
+
+
+def test_bench_scale_runs_workers_in_one_group(
+    bench_env: Embedder, dev_stack: DevStack, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    embedder = bench_env
     report = bench_scale(
         WorkerSettings(), embedder, require_shared_data(), 120, tmp_path, workers=(1, 2)
     )
@@ -131,22 +136,19 @@ def test_bench_scale_runs_workers_in_one_group(
 
 
 def test_bench_restart_times_the_embedded_redis_coming_back_with_its_index(
+    bench_env: Embedder,
     dev_stack: DevStack,
-    default_bundle: Path,
     redis_client: redis.Redis,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if dev_stack.redis_external:
         pytest.skip("the session's Redis is external (REDIS_URL): nothing here may restart it")
-    env = _env(dev_stack, default_bundle, tmp_path)
-    del env["REDIS_URL"]  # the embedded Redis of the session's stack, which the bench restarts
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    embedder = bench_env
+    monkeypatch.delenv("REDIS_URL")  # the session stack's embedded Redis, which the bench restarts
     s = dev_stack.settings
     monkeypatch.setenv("CROSSROUTE_STACK__STATE_DIR", str(s.state_dir))
     monkeypatch.setenv("CROSSROUTE_STACK__REDIS_PORT", str(s.redis_port))
-    embedder = Embedder.load(default_bundle)
     report = bench_restart(WorkerSettings(), embedder, require_shared_data(), 1500, tmp_path)
     assert report["documents"] == 1500
     assert 0 < report["restart_to_ping_s"] <= report["restart_to_indexed_s"]
