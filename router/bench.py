@@ -65,7 +65,8 @@ class IndexGrid:
 
 
 GRID = IndexGrid(m=(8, 16, 32), ef_construction=(100, 200), ef_runtime=(10, 20, 50, 100, 200))
-QUICK_GRID = IndexGrid(m=(16,), ef_construction=(200,), ef_runtime=(10, 50, 100))
+QUICK_GRID = IndexGrid(m=(16,), ef_construction=(100,), ef_runtime=(10, 50, 100))
+"""The default build (``IndexSettings``: M 16, EF_CONSTRUCTION 100) and three EF_RUNTIME."""
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -480,7 +480,7 @@ def bench_index_cmd(
         bool,
         typer.Option(
             "--defaults-only",
-            help="Only the default build (M 16, EF_CONSTRUCTION 200) and "
+            help="Only the default build (M 16, EF_CONSTRUCTION 100) and "
             "EF_RUNTIME 10/50/100, at full size: the grid's cheapest useful point.",
         ),
     ] = False,

@@ -75,7 +75,7 @@ class IndexSettings(BaseModel):
     alias: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "live"
     """The alias the API and the router read through; promotion flips it."""
     hnsw_m: Annotated[int, Field(ge=2, le=512)] = 16
-    hnsw_ef_construction: Annotated[int, Field(ge=1, le=4096)] = 200
+    hnsw_ef_construction: Annotated[int, Field(ge=1, le=4096)] = 100
     hnsw_ef_runtime: Annotated[int, Field(ge=1, le=4096)] = 100
     tombstone_ttl_s: Annotated[int, Field(gt=0)] = 7 * 24 * 3600
     """How long a delete keeps refusing older upserts of the same entity (replays, late events)."""
