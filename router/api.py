@@ -34,6 +34,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.exceptions import ModelsError
 from router.bounds import (
@@ -183,16 +184,7 @@ def create_app(
         "warranty policies; search the multimodal index.",
     )
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        response: Response = await call_next(request)
-        endpoint = request.url.path if request.url.path in _PATHS else "other"
-        metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-        metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
-        space = response.headers.get("X-Crossroute-Space") or serving.space_id
-        response.headers["X-Crossroute-Space"] = space
-        return response
+    app.add_middleware(_Observe, metrics=metrics, serving=serving)
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
@@ -378,6 +370,43 @@ def create_app(
 
 
 _PATHS = {"/v1/route", "/v1/search", "/healthz", "/metrics"}
+_SPACE_HEADER = b"x-crossroute-space"
+
+
+class _Observe:
+    """ASGI middleware: count and time every request by endpoint and status, and name the space
+    that answered (``X-Crossroute-Space``: the endpoint's own, else the live space). Plain ASGI
+    rather than ``@app.middleware("http")``, which costs a task and a stream per request."""
+
+    def __init__(self, app: ASGIApp, metrics: _Metrics, serving: Serving) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.serving = serving
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status: int | None = None
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                headers = list(message.get("headers", ()))
+                if not any(k.lower() == _SPACE_HEADER and v for k, v in headers):
+                    headers = [(k, v) for k, v in headers if k.lower() != _SPACE_HEADER]
+                    headers.append((_SPACE_HEADER, self.serving.space_id.encode("latin-1")))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, observed_send)
+        if status is None:
+            return
+        endpoint = scope["path"] if scope["path"] in _PATHS else "other"
+        self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:

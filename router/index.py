@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, cast
 
 import numpy as np
 import redis
@@ -39,10 +39,13 @@ from router.settings import IndexSettings
 __all__ = [
     "ANY_CATEGORY",
     "HUMAN_QUEUE_PARENT",
+    "MAX_EXEMPLARS",
     "DocKind",
     "Filters",
     "Hit",
     "IndexDoc",
+    "Pending",
+    "Reads",
     "SpaceInfo",
     "VectorIndex",
     "WriteResult",
@@ -57,7 +60,11 @@ HUMAN_QUEUE_PARENT = "@human"
 """``parent`` of an out-of-scope exemplar (an escalated ticket): it votes for the human queue, not for
 a document. ``@`` is not allowed in an entity id, so no document can ever be that parent."""
 
+MAX_EXEMPLARS = 10_000
+"""The most exemplars one :meth:`VectorIndex.exemplars_of` returns (FT.SEARCH's default result cap)."""
+
 _TAG_SPECIAL = set(",.<>{}[]\"':;!@#$%^&*()-+=~|/\\ ?`")
+_TAG_ESCAPES = str.maketrans({c: "\\" + c for c in _TAG_SPECIAL})
 _SCHEMA_VERSION = "1"
 
 # Upsert one document. KEYS: doc, tombstone. ARGV: source_version, then field/value pairs.
@@ -95,7 +102,7 @@ return n
 
 def escape_tag(value: str) -> str:
     """Escape a TAG value for a RediSearch query (punctuation and spaces get a backslash)."""
-    return "".join("\\" + c if c in _TAG_SPECIAL else c for c in value)
+    return value.translate(_TAG_ESCAPES)
 
 
 def _tag_clause(field_name: str, values: Iterable[str]) -> str:
@@ -425,7 +432,8 @@ class VectorIndex:
         if space_id != self.space_id:
             raise SpaceMismatchError.between(self.space_id, space_id, what)
 
-    def _key(self, tenant: str, entity_id: str) -> str:
+    def key(self, tenant: str, entity_id: str) -> str:
+        """The Redis key of a document."""
         return f"{self.prefix}{tenant}:{entity_id}"
 
     def _tomb(self, tenant: str, entity_id: str) -> str:
@@ -496,7 +504,7 @@ class VectorIndex:
         """Run a write script per ``(tenant, entity_id, args)`` in one pipeline; (label, outcome)."""
         pipe = self.client.pipeline(transaction=False)
         for tenant, entity_id, args in items:
-            keys = [self._key(tenant, entity_id), self._tomb(tenant, entity_id)]
+            keys = [self.key(tenant, entity_id), self._tomb(tenant, entity_id)]
             script(keys=keys, args=args, client=pipe)
         return [(f"{t}/{e}", int(o)) for (t, e, _), o in zip(items, pipe.execute(), strict=True)]
 
@@ -562,7 +570,7 @@ class VectorIndex:
         """Whether each of ``entity_ids`` has a document of ``tenant`` here."""
         pipe = self.client.pipeline(transaction=False)
         for ident in entity_ids:
-            pipe.exists(self._key(tenant, ident))
+            pipe.exists(self.key(tenant, ident))
         return [bool(n) for n in pipe.execute()] if entity_ids else []
 
     def categories(self, tenant: str) -> list[str]:
@@ -618,7 +626,7 @@ class VectorIndex:
         """The stored vectors of documents of one tenant (missing ones left out)."""
         pipe = self.client.pipeline(transaction=False)
         for entity_id in entity_ids:
-            pipe.hget(self._key(tenant, entity_id), "vector")
+            pipe.hget(self.key(tenant, entity_id), "vector")
         return {
             entity_id: np.frombuffer(raw, "<f4")
             for entity_id, raw in zip(entity_ids, pipe.execute(), strict=True)
@@ -626,28 +634,18 @@ class VectorIndex:
         }
 
     def exemplars_of(
-        self, filters: Filters, parents: Sequence[str], limit: int = 10_000
+        self, filters: Filters, parents: Sequence[str], limit: int = MAX_EXEMPLARS
     ) -> list[tuple[str, np.ndarray]]:
         """``(parent, vector)`` of every exemplar of the ``parents`` documents passing ``filters``
         (its tenant, locale and category; the kinds are ignored), at most ``limit``."""
-        if not parents:
-            return []
-        only = replace(filters, kinds=("exemplar",))
-        expr = f"({only.query()} {_tag_clause('parent', parents)})"
-        q = Query(expr).return_fields("parent").paging(0, limit).dialect(2)
-        docs = self.client.ft(self.name).search(q).docs
-        pipe = self.client.pipeline(transaction=False)
-        for d in docs:
-            pipe.hget(_s(d.id), "vector")
-        return [
-            (_s(d.parent), np.frombuffer(raw, "<f4"))
-            for d, raw in zip(docs, pipe.execute(), strict=True)
-            if raw is not None
-        ]
+        reads = self.reads()
+        found = reads.exemplars_of(filters, parents, limit)
+        reads.run()
+        return found.value
 
     def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
         """The stored fields of one document (vector omitted), or None."""
-        raw = self.client.hgetall(self._key(tenant, entity_id))
+        raw = self.client.hgetall(self.key(tenant, entity_id))
         if not raw:
             return None
         return {_s(k): _s(v) for k, v in raw.items() if _s(k) != "vector"}
@@ -660,54 +658,242 @@ class VectorIndex:
         filters: Filters,
         *,
         with_vectors: bool = False,
+        with_payload: bool = True,
         ef_runtime: int | None = None,
     ) -> list[Hit]:
         """The ``k`` nearest documents to ``vector`` that pass ``filters`` (filters apply inside the KNN).
 
+        Args:
+            with_vectors: the hits carry their stored vector (in the same reply).
+            with_payload: the hits carry their title and payload (without: ``""`` and ``{}``, and
+                a smaller reply).
+
         Raises:
             SpaceMismatchError: ``vector`` was embedded in another space.
         """
-        self.check_space(space_id)
-        vec = np.asarray(vector, dtype=np.float32)
-        if vec.shape != (self.space.dim,):
-            raise RouterError(f"query vector shape {vec.shape}, index wants ({self.space.dim},)")
-        ef = ef_runtime or max(self.settings.hnsw_ef_runtime, k)
-        fields = ["entity_id", "kind", "tenant", "source_version", "space_id", "title", "parent"]
-        fields += ["category", "extra", "distance"]
-        q = (
-            Query(f"{filters.query()}=>[KNN {k} @vector $vec EF_RUNTIME {ef} AS distance]")
-            .sort_by("distance")
-            .return_fields(*fields)
-            .paging(0, k)
-            .dialect(2)
+        reads = self.reads()
+        found = reads.knn(
+            vector,
+            space_id,
+            k,
+            filters,
+            with_vectors=with_vectors,
+            with_payload=with_payload,
+            ef_runtime=ef_runtime,
         )
-        res = self.client.ft(self.name).search(q, query_params={"vec": vec.astype("<f4").tobytes()})
-        vectors: list[Any] = [None] * len(res.docs)
-        if with_vectors and res.docs:
-            pipe = self.client.pipeline(transaction=False)
-            for d in res.docs:
-                pipe.hget(_s(d.id), "vector")
-            vectors = [None if v is None else np.frombuffer(v, "<f4") for v in pipe.execute()]
-        hits = [
-            Hit(
-                id=_s(d.entity_id),
-                kind=_s(d.kind),  # type: ignore[arg-type]
-                score=1.0 - float(_s(d.distance)),
-                tenant=_s(d.tenant),
-                source_version=int(_s(d.source_version)),
-                space_id=_s(d.space_id),
-                title=_s(getattr(d, "title", "")),
-                parent=_s(d.parent) if getattr(d, "parent", None) else None,
-                payload=json.loads(_s(getattr(d, "extra", "")) or "{}"),
-                vector=vec_,
-                categories=_categories(_s(getattr(d, "category", ""))),
-            )
-            for d, vec_ in zip(res.docs, vectors, strict=True)
+        reads.run()
+        return found.value
+
+    def reads(self) -> Reads:
+        """A batch of reads sent to Redis in one round trip (:class:`Reads`)."""
+        return Reads(self)
+
+
+_T = TypeVar("_T")
+
+
+class Pending(Generic[_T]):
+    """The answer of one read queued in a :class:`Reads` batch: :attr:`value` once the batch ran."""
+
+    __slots__ = ("_done", "_parse", "_value")
+
+    def __init__(self, parse: Callable[[Any], _T]) -> None:
+        self._parse = parse
+        self._done = False
+        self._value: _T | None = None
+
+    @classmethod
+    def of(cls, value: _T) -> Pending[_T]:
+        """An answer known without asking Redis."""
+        pending = cls(lambda raw: cast("_T", raw))
+        pending.fill(value)
+        return pending
+
+    def fill(self, raw: Any) -> None:
+        """Set the answer from the raw Redis reply (done by :meth:`Reads.run`)."""
+        self._value = self._parse(raw)
+        self._done = True
+
+    @property
+    def value(self) -> _T:
+        """The parsed answer.
+
+        Raises:
+            RouterError: the batch has not run yet.
+        """
+        if not self._done:
+            raise RouterError("a read was used before its batch ran (call Reads.run first)")
+        return cast("_T", self._value)
+
+
+class Reads:
+    """Reads of one index queued into one redis-py pipeline: :meth:`run` sends them all in one round
+    trip and parses each reply into its :class:`Pending`. Replies are parsed here from the raw
+    FT.SEARCH reply (RESP3 map or RESP2 array), and vectors come in the KNN reply itself, so a search
+    with its vectors is one command, not one per hit.
+    """
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+        self._pipe = index.client.pipeline(transaction=False)
+        self._pending: list[Pending[Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _queue(self, args: Sequence[Any], parse: Callable[[Any], _T]) -> Pending[_T]:
+        self._pipe.execute_command(*args)  # type: ignore[no-untyped-call]
+        pending = Pending(parse)
+        self._pending.append(pending)
+        return pending
+
+    def knn(
+        self,
+        vector: np.ndarray,
+        space_id: str,
+        k: int,
+        filters: Filters,
+        *,
+        with_vectors: bool = False,
+        with_payload: bool = True,
+        ef_runtime: int | None = None,
+    ) -> Pending[list[Hit]]:
+        """Queue :meth:`VectorIndex.knn`.
+
+        Raises:
+            SpaceMismatchError: ``vector`` was embedded in another space.
+            RouterError: ``vector`` has the wrong shape.
+        """
+        index = self.index
+        index.check_space(space_id)
+        vec = np.asarray(vector, dtype=np.float32)
+        if vec.shape != (index.space.dim,):
+            raise RouterError(f"query vector shape {vec.shape}, index wants ({index.space.dim},)")
+        ef = ef_runtime or max(index.settings.hnsw_ef_runtime, k)
+        fields = [*_HIT_FIELDS, *_PAYLOAD_FIELDS] if with_payload else list(_HIT_FIELDS)
+        if with_vectors:
+            fields.append("vector")
+        args = [
+            "FT.SEARCH",
+            index.name,
+            f"{filters.query()}=>[KNN {k} @vector $vec EF_RUNTIME {ef} AS distance]",
+            "PARAMS",
+            2,
+            "vec",
+            vec.astype("<f4").tobytes(),
+            "RETURN",
+            len(fields),
+            *fields,
+            "SORTBY",
+            "distance",
+            "LIMIT",
+            0,
+            k,
+            "DIALECT",
+            2,
         ]
-        for hit in hits:
-            if hit.space_id != self.space_id:  # a document written around this class
-                raise SpaceMismatchError.between(self.space_id, hit.space_id, f"document {hit.id}")
-        return hits
+        return self._queue(args, lambda raw: _hits(raw, index.space_id))
+
+    def exemplars_of(
+        self, filters: Filters, parents: Sequence[str], limit: int = MAX_EXEMPLARS
+    ) -> Pending[list[tuple[str, np.ndarray]]]:
+        """Queue :meth:`VectorIndex.exemplars_of` (their vectors come in the same reply)."""
+        if not parents:
+            return Pending.of([])
+        only = replace(filters, kinds=("exemplar",))
+        expr = f"({only.query()} {_tag_clause('parent', parents)})"
+        args = ["FT.SEARCH", self.index.name, expr, "RETURN", 2, "parent", "vector"]
+        args += ["LIMIT", 0, limit, "DIALECT", 2]
+        return self._queue(args, _exemplars)
+
+    def kind_and_vector(
+        self, tenant: str, entity_id: str
+    ) -> Pending[tuple[str | None, np.ndarray | None]]:
+        """Queue a read of one document's stored ``kind`` and vector (None for what is missing)."""
+        args = ["HMGET", self.index.key(tenant, entity_id), "kind", "vector"]
+        return self._queue(args, _kind_and_vector)
+
+    def run(self) -> None:
+        """Send the queued reads in one round trip and fill their answers (nothing queued: no-op).
+
+        Raises:
+            redis.RedisError: the first error of the batch.
+        """
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        for p, raw in zip(pending, self._pipe.execute(), strict=True):
+            p.fill(raw)
+
+
+_HIT_FIELDS = (
+    "entity_id",
+    "kind",
+    "tenant",
+    "source_version",
+    "space_id",
+    "parent",
+    "category",
+    "distance",
+)
+_PAYLOAD_FIELDS = ("title", "extra")
+
+
+def _search_rows(reply: Any) -> list[tuple[bytes, Mapping[bytes, Any]]]:
+    """``(key, fields)`` of each document of a raw FT.SEARCH reply: a RESP3 map
+    (``results: [{id, extra_attributes}]``) or a RESP2 array (``[total, key, [f, v, …], …]``)."""
+    if isinstance(reply, dict):
+        return [(r[b"id"], r.get(b"extra_attributes") or {}) for r in reply.get(b"results", ())]
+    rows: list[tuple[bytes, Mapping[bytes, Any]]] = []
+    for i in range(1, len(reply) - 1, 2):
+        flat = reply[i + 1] or []
+        rows.append((reply[i], dict(zip(flat[::2], flat[1::2], strict=True))))
+    return rows
+
+
+def _hits(reply: Any, space_id: str) -> list[Hit]:
+    """The hits of a raw KNN reply.
+
+    Raises:
+        SpaceMismatchError: a document of another space (written around this class).
+    """
+    hits = []
+    for _, f in _search_rows(reply):
+        parent = f.get(b"parent")
+        raw_vector = f.get(b"vector")
+        hit = Hit(
+            id=_s(f[b"entity_id"]),
+            kind=cast("DocKind", _s(f[b"kind"])),
+            score=1.0 - float(f[b"distance"]),
+            tenant=_s(f[b"tenant"]),
+            source_version=int(f[b"source_version"]),
+            space_id=_s(f[b"space_id"]),
+            title=_s(f.get(b"title", b"")),
+            parent=_s(parent) if parent else None,
+            payload=json.loads(extra) if (extra := f.get(b"extra")) else {},
+            vector=None if raw_vector is None else np.frombuffer(raw_vector, "<f4"),
+            categories=_categories(_s(f.get(b"category", b""))),
+        )
+        if hit.space_id != space_id:
+            raise SpaceMismatchError.between(space_id, hit.space_id, f"document {hit.id}")
+        hits.append(hit)
+    return hits
+
+
+def _exemplars(reply: Any) -> list[tuple[str, np.ndarray]]:
+    return [
+        (_s(f[b"parent"]), np.frombuffer(f[b"vector"], "<f4"))
+        for _, f in _search_rows(reply)
+        if f.get(b"vector") is not None
+    ]
+
+
+def _kind_and_vector(reply: Any) -> tuple[str | None, np.ndarray | None]:
+    kind, vector = reply
+    return (
+        None if kind is None else _s(kind),
+        None if vector is None else np.frombuffer(vector, "<f4"),
+    )
 
 
 def _categories(stored: str) -> tuple[str, ...]:

@@ -42,7 +42,15 @@ from models.projection import l2_normalize
 from models.settings import xdg_dir
 from router.documents import resolve_image
 from router.exceptions import RequestError
-from router.index import HUMAN_QUEUE_PARENT, DocKind, Filters, Hit, VectorIndex
+from router.index import (
+    HUMAN_QUEUE_PARENT,
+    MAX_EXEMPLARS,
+    DocKind,
+    Filters,
+    Hit,
+    Pending,
+    VectorIndex,
+)
 from router.schemas import RoutedTarget, RoutingDecision, Ticket
 from router.settings import Modality, RoutingSettings
 
@@ -303,6 +311,7 @@ class Router:
             self.space_id,
             1,
             Filters(tenant=ticket.tenant, kinds=("product",), locale=ticket.locale),
+            with_payload=False,
         )
         if not hits or hits[0].score < self.settings.product_match or not hits[0].categories:
             return None
@@ -312,7 +321,13 @@ class Router:
         return ProductMatch(hits[0].id, category, hits[0].score)
 
     def decide(self, ticket: Ticket, tv: TicketVectors, *, k: int | None = None) -> RoutingDecision:
-        """The decision for an already-embedded ticket."""
+        """The decision for an already-embedded ticket.
+
+        Redis is read in few round trips: the product match of a photo (its category may filter
+        the rest), then the KNN with the hits' vectors (and, after a match, the documents written
+        for the product's category), then the stored kind and vector of the targets reached through
+        an exemplar and, by the ``prototype`` rule, the exemplars of every candidate target.
+        """
         k = k or self.settings.k
         match = self.identify_product(ticket, tv)
         filters = Filters(
@@ -323,21 +338,32 @@ class Router:
         )
         fetch = min(k * EXEMPLAR_FANOUT, 1000)
         query = self.fuse(tv.vectors)
-        hits = self.index.knn(query, self.space_id, fetch, filters, with_vectors=True)
-        out_of_scope = [h.score for h in hits if h.parent == HUMAN_QUEUE_PARENT]
-        ranked = self._best_hits([h for h in hits if h.parent != HUMAN_QUEUE_PARENT], ticket.tenant)
-        targets = [self._target(hit, tv, kind) for hit, kind in ranked]
-        if self.settings.exemplar_rule == "prototype":
-            targets = self._prototype_scores(query, targets, filters, ticket.tenant)
-        best_target = targets[0].score if targets else -math.inf
+        reads = self.index.reads()
+        # the hits' vectors (evidence, prototypes), not their title or payload
+        found = reads.knn(
+            query, self.space_id, fetch, filters, with_vectors=True, with_payload=False
+        )
+        written: Pending[list[Hit]] | None = None
         if match is not None:
             written_for = replace(filters, kinds=TARGET_KINDS, category_only=True)
-            own = self.index.knn(query, self.space_id, k, written_for, with_vectors=True)
-            targets = self._through_catalog(targets, own, tv, match)
+            written = reads.knn(
+                query, self.space_id, k, written_for, with_vectors=True, with_payload=False
+            )
+        reads.run()
+        hits = found.value
+        out_of_scope = [h.score for h in hits if h.parent == HUMAN_QUEUE_PARENT]
+        best = self._best_hits([h for h in hits if h.parent != HUMAN_QUEUE_PARENT])
+        ranked, own, exemplars = self._stored(best, filters, ticket.tenant)
+        targets = [self._target(hit, tv, kind) for hit, kind in ranked]
+        if self.settings.exemplar_rule == "prototype":
+            targets = self._prototype_scores(query, targets, own, exemplars)
+        best_target = targets[0].score if targets else -math.inf
+        if match is not None and written is not None:
+            targets = self._through_catalog(targets, written.value, tv, match)
             best_target = max(best_target, targets[0].score) if targets else best_target
         targets = targets[:k]
-        best = targets[0].score if targets else -1.0
-        queue: Literal["auto", "human"] = "auto" if best >= self.threshold else "human"
+        best_score = targets[0].score if targets else -1.0
+        queue: Literal["auto", "human"] = "auto" if best_score >= self.threshold else "human"
         if self.settings.human_exemplars and out_of_scope:
             if max(out_of_scope) > best_target:
                 queue = "human"
@@ -351,34 +377,68 @@ class Router:
             decided_at=datetime.now(UTC),
         )
 
-    def _best_hits(self, hits: list[Hit], tenant: str) -> list[tuple[Hit, str]]:
-        """One ``(hit, kind)`` per target document, best first: the best of its own hit and its
-        exemplars' hits (an exemplar whose target no longer exists is dropped)."""
+    @staticmethod
+    def _best_hits(hits: list[Hit]) -> dict[str, Hit]:
+        """The best hit of each target document (its own or one of its exemplars'), best first."""
         best: dict[str, Hit] = {}
         for hit in hits:  # best first
             best.setdefault(hit.target, hit)
-        out = []
+        return best
+
+    def _stored(
+        self, best: dict[str, Hit], filters: Filters, tenant: str
+    ) -> tuple[list[tuple[Hit, str]], dict[str, np.ndarray], list[tuple[str, np.ndarray]]]:
+        """What the hits do not carry, in one round trip: ``(hit, kind)`` per target, best first
+        (a target reached through an exemplar must still exist: its stored kind, else it is
+        dropped), each target's own vector, and, by the ``prototype`` rule, ``(parent, vector)``
+        of the exemplars of every target (:meth:`VectorIndex.exemplars_of`)."""
+        prototype = self.settings.exemplar_rule == "prototype"
+        reads = self.index.reads()
+        stored = {
+            target: reads.kind_and_vector(tenant, target)
+            for target, hit in best.items()
+            if hit.parent is not None  # an exemplar (or a passage): read its target
+        }
+        found = (
+            reads.exemplars_of(filters, list(best), MAX_EXEMPLARS) if prototype else Pending.of([])
+        )
+        reads.run()
+        ranked: list[tuple[Hit, str]] = []
+        own: dict[str, np.ndarray] = {}
         for target, hit in best.items():
             kind: str = hit.kind
-            if hit.parent is not None:  # an exemplar: its target must still exist
-                stored = self.index.get(tenant, target)
-                if stored is None or stored.get("kind") not in TARGET_KINDS:
+            vector = hit.vector
+            if target in stored:
+                stored_kind, vector = stored[target].value
+                if stored_kind not in TARGET_KINDS:
                     continue
-                kind = stored["kind"]
-            out.append((hit, kind))
-        return out
+                kind = stored_kind
+            if vector is not None:
+                own[target] = vector
+            ranked.append((hit, kind))
+        exemplars = found.value
+        if prototype and len(ranked) < len(best):  # a target dropped: keep the others' exemplars
+            if len(exemplars) >= MAX_EXEMPLARS:  # the answer may have been cut: ask again
+                exemplars = self.index.exemplars_of(filters, [hit.target for hit, _ in ranked])
+            else:
+                kept = {hit.target for hit, _ in ranked}
+                exemplars = [(parent, v) for parent, v in exemplars if parent in kept]
+        return ranked, own, exemplars
 
     def _prototype_scores(
-        self, query: np.ndarray, targets: list[RoutedTarget], filters: Filters, tenant: str
+        self,
+        query: np.ndarray,
+        targets: list[RoutedTarget],
+        own: Mapping[str, np.ndarray],
+        exemplars: list[tuple[str, np.ndarray]],
     ) -> list[RoutedTarget]:
         """Re-score the candidate targets by the ``prototype`` rule of
         :mod:`models.eval.decision`: the cosine with the normalised sum of the target's own vector
-        and all its exemplars' vectors (not only those among the hits); best first."""
-        ids = [t.doc_id for t in targets]
-        own = self.index.vectors(tenant, ids)
-        exemplars = self.index.exemplars_of(filters, ids)
+        (``own``) and all its exemplars' vectors (``exemplars``, not only those among the hits);
+        best first."""
         if not exemplars:
             return targets  # every prototype is its target's own vector: the scores stand
+        ids = [t.doc_id for t in targets]
         position = {doc_id: i for i, doc_id in enumerate(ids)}
         docs = np.stack([own.get(i, np.zeros(self.embedder.dim, np.float32)) for i in ids])
         owner = np.array([position[parent] for parent, _ in exemplars])

@@ -63,7 +63,10 @@ def test_bench_route_measures_overhead_beside_the_encoder(
         r = report[kind]
         assert r["requests"] == 8
         assert r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"]
-        assert 0 < r["encoder_p95_ms"] < r["p95_ms"] + 1  # the encoder is part of the route
+        # the encoder is part of the route: route minus encoder, paired per request, is positive
+        # (not route p95 against encoder p95 of separate samples: with a few ms of overhead, the
+        # encoder's own jitter decides that comparison)
+        assert r["encoder_p95_ms"] > 0 and r["overhead_p95_ms"] > 0
     # a screenshot (OCR) costs more to encode than a text
     assert report["screenshot"]["encoder_p95_ms"] > report["text"]["encoder_p95_ms"]
     assert [c["clients"] for c in report["concurrency"]] == [1, 4]

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from router.index import HUMAN_QUEUE_PARENT, DocKind, Filters, Hit
+from router.index import HUMAN_QUEUE_PARENT, DocKind, Filters, Hit, Pending
 from router.routing import Router, TicketVectors
 from router.schemas import RoutingDecision, Ticket
 from router.settings import RoutingSettings
@@ -28,7 +28,8 @@ class FakeEmbedder:
 
 @dataclass
 class FakeIndex:
-    """Returns ``hits`` (best first, as Redis does) for any query; ``docs`` are what ``get`` finds."""
+    """Returns ``hits`` (best first, as Redis does) for any query; ``docs`` are what ``get`` (and a
+    batch's ``kind_and_vector``) finds."""
 
     hits: list[Hit] = field(default_factory=list)
     docs: dict[str, DocKind] = field(default_factory=dict)
@@ -43,6 +44,30 @@ class FakeIndex:
     def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
         kind = self.docs.get(entity_id)
         return None if kind is None else {"kind": kind}
+
+    def reads(self) -> FakeReads:
+        return FakeReads(self)
+
+
+@dataclass
+class FakeReads:
+    """A batch of reads of :class:`FakeIndex`, answered at once."""
+
+    index: FakeIndex
+
+    def knn(self, *args: Any, **kw: Any) -> Pending[list[Hit]]:
+        return Pending.of(self.index.knn(*args, **kw))
+
+    def kind_and_vector(
+        self, tenant: str, entity_id: str
+    ) -> Pending[tuple[str | None, np.ndarray | None]]:
+        return Pending.of((self.index.docs.get(entity_id), None))
+
+    def exemplars_of(self, *args: Any, **kw: Any) -> Pending[list[tuple[str, np.ndarray]]]:
+        return Pending.of([])
+
+    def run(self) -> None:
+        pass
 
 
 def hit(ident: str, score: float, kind: DocKind = "article", parent: str | None = None) -> Hit:
