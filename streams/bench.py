@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.preprocess import ImageInput
 from router.documents import document_inputs
 from router.index import VectorIndex
 from router.schemas import Article, ImageRef, Product, WarrantyPolicy
 from streams.events import (
     ArticleUpserted,
-    EntityUpserted,
     ProductUpserted,
     WarrantyPolicyUpserted,
     decode_event,
@@ -159,8 +159,8 @@ class BenchDeployment:
     Args:
         settings: the user's settings (where Kafka and Redis are, security, model threads).
         bundle: the model bundle the workers serve.
-        partitions: partitions per topic.
-        batch_size: the workers' batch size (the user's setting by default).
+        workdir: where the workers' logs go.
+        partitions: partitions per topic (the user's setting by default).
     """
 
     def __init__(
@@ -171,6 +171,9 @@ class BenchDeployment:
         *,
         partitions: int | None = None,
     ) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        from router.connection import redis_url
         from streams.connections import kafka_bootstrap, kafka_config, redis_client
         from streams.topics import ensure_topics, topic_specs
 
@@ -183,19 +186,14 @@ class BenchDeployment:
         self.index_settings = settings.index.model_copy(update={"namespace": f"bench{tag}"})
         self.group = f"bench{tag}"
         self.kafka = kafka_config(settings)
-        from confluent_kafka.admin import AdminClient
-
         self.admin = AdminClient(self.kafka)
         ensure_topics(self.admin, topic_specs(self.topics))
         self.redis = redis_client(settings.redis, settings.stack)
         self.publisher = Publisher(self.kafka, self.topics)
-        url = settings.redis.url.get_secret_value() if settings.redis.url else None
-        from router.connection import redis_url
-
         self.env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap(settings.kafka, settings.stack),
-            "REDIS_URL": url or redis_url(settings.redis, settings.stack),
+            "REDIS_URL": redis_url(settings.redis, settings.stack),
             "CROSSROUTE_MODEL__BUNDLE_DIR": str(bundle),
             "CROSSROUTE_TOPICS__PREFIX": self.topics.prefix,
             "CROSSROUTE_TOPICS__PARTITIONS": str(self.topics.partitions),
@@ -351,21 +349,27 @@ def deployment(
 # -- the pieces measured -------------------------------------------------------------------------
 
 
+def _image_bytes(events: Sequence[Upserted]) -> list[tuple[int, ImageInput]]:
+    """``(position, image)`` of the events that carry an image, as the worker's indexer reads it."""
+    from router.documents import resolve_image
+
+    out: list[tuple[int, ImageInput]] = []
+    for i, event in enumerate(events):
+        ref = document_inputs(event.document)[2]
+        if ref is not None:
+            out.append((i, resolve_image(ref, f"#{i}", None)))
+    return out
+
+
 def encoder_rate(embedder: Embedder, events: Sequence[Upserted], batch_size: int) -> float:
     """Documents/s of the encoders alone on the documents of ``events``: the same calls as the
     worker's indexer (texts, then images, per batch of ``batch_size``), images decoded beforehand."""
-    from models.preprocess import decode_image
-    from router.documents import resolve_image
-
-    spec = embedder.manifest.spec.image.preprocess
-    texts: list[str | None] = []
-    images: list[Any] = []
-    for i, event in enumerate(events):
-        _, text, ref = document_inputs(event.document)
-        texts.append(text)
-        images.append(
-            None if ref is None else decode_image(resolve_image(ref, f"#{i}", None), spec, f"#{i}")
-        )
+    texts = [document_inputs(event.document)[1] for event in events]
+    images: list[Any] = [None] * len(events)
+    found = _image_bytes(events)
+    decoded, _ = embedder.preprocess_images([image for _, image in found])
+    for (i, _), image in zip(found, decoded, strict=True):
+        images[i] = image
     start = time.perf_counter()
     for lo in range(0, len(events), batch_size):
         chunk_texts = [t for t in texts[lo : lo + batch_size] if t]
@@ -380,19 +384,14 @@ def encoder_rate(embedder: Embedder, events: Sequence[Upserted], batch_size: int
 def decode_costs(embedder: Embedder, events: Sequence[Upserted]) -> dict[str, float]:
     """Seconds per event, in this process, of what the worker does before the encoders: parse
     and validate the event JSON (base64 included), and decode its image."""
-    from models.preprocess import decode_image
-    from router.documents import resolve_image
-
     raw = [encode_event(e) for e in events]
     start = time.perf_counter()
-    decoded = [decode_event(r) for r in raw]
+    for r in raw:
+        decode_event(r)
     event_s = (time.perf_counter() - start) / len(raw)
-    spec = embedder.manifest.spec.image.preprocess
-    refs = [document_inputs(e.document)[2] for e in decoded if isinstance(e, EntityUpserted)]
+    images = [image for _, image in _image_bytes(events)]
     start = time.perf_counter()
-    for i, ref in enumerate(refs):
-        if ref is not None:
-            decode_image(resolve_image(ref, f"#{i}", None), spec, f"#{i}")
+    embedder.preprocess_images(images)
     image_s = (time.perf_counter() - start) / len(raw)
     return {"event_json_ms": event_s * 1000, "image_decode_ms": image_s * 1000}
 
