@@ -15,7 +15,9 @@ from models.config import HeadSpec, load_spec
 from models.exceptions import BundleFormatError, BundleIntegrityError
 from models.projection import MlpHead
 from models.shipped import (
+    ShippedHead,
     check_fits,
+    compare_heads,
     load_shipped_head,
     read_shipped_head,
     shipped_head_dir,
@@ -109,3 +111,55 @@ def test_a_head_that_does_not_fit_the_encoders_is_refused() -> None:
         check_fits(head, other)
     with pytest.raises(BundleFormatError, match="head mined/256"):
         check_fits(head, spec.model_copy(update={"head": HeadSpec(method="mined", dim=256)}))
+
+
+def _copy(tmp_path: Path, name: str, change: dict[str, np.ndarray] | None = None,
+          **record: object) -> tuple[ShippedHead, Path]:  # fmt: skip
+    """The shipped head copied to ``tmp_path/name``, with tensors and record fields replaced."""
+    from safetensors.numpy import save_file
+
+    head = read_shipped_head("mined")
+    folder = tmp_path / name
+    folder.mkdir()
+    tensors = load_file(str(shipped_head_dir("mined") / head.weights)) | (change or {})
+    save_file({k: tensors[k] for k in sorted(tensors)}, str(folder / head.weights))
+    digest = hashlib.sha256((folder / head.weights).read_bytes()).hexdigest()
+    return head.model_copy(update={"weights_sha256": digest, **record}), folder
+
+
+def test_a_reproduction_is_identical_equivalent_or_different(tmp_path: Path) -> None:
+    shipped = read_shipped_head("mined")
+    ship_dir = shipped_head_dir("mined")
+    weights = load_file(str(ship_dir / shipped.weights))
+    name = sorted(weights)[0]
+    w = weights[name].copy()
+
+    same, folder = _copy(tmp_path, "same")
+    assert compare_heads(shipped, ship_dir, same, folder).summary() == "identical"
+
+    rounded = w.copy()
+    rounded.flat[::97] = np.nextafter(rounded.flat[::97], np.float16(np.inf))  # one float16 step
+    head, folder = _copy(tmp_path, "rounded", {name: rounded})
+    c = compare_heads(shipped, ship_dir, head, folder)
+    assert not c.identical and c.equivalent and 0 < c.changed_fraction < 0.02
+    assert c.summary().startswith("equivalent: data same")
+
+    moved = w.copy()
+    moved.flat[0] += np.float16(0.05) * np.abs(w).max()  # 5 % of the tensor's range: not rounding
+    head, folder = _copy(tmp_path, "moved", {name: moved})
+    assert not compare_heads(shipped, ship_dir, head, folder).equivalent
+
+    head, folder = _copy(tmp_path, "data", {name: rounded}, training_data_digest="0" * 64)
+    c = compare_heads(shipped, ship_dir, head, folder)
+    assert not c.equivalent and "data DIFFERENT" in c.summary()
+
+    training = dict(shipped.training)
+    stage = dict(training["stage1"])
+    stage["validation"] = {k: v - 0.02 for k, v in stage["validation"].items()}
+    training["stage1"] = stage
+    head, folder = _copy(tmp_path, "metrics", {name: rounded}, training=training)
+    assert not compare_heads(shipped, ship_dir, head, folder).equivalent
+
+    head, folder = _copy(tmp_path, "shape", {name: w[:-1]})
+    c = compare_heads(shipped, ship_dir, head, folder)
+    assert not c.equivalent and not c.same_tensors
