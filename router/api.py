@@ -1,5 +1,11 @@
 """The HTTP API: ``POST /v1/route``, ``POST /v1/search``, ``GET /healthz``, ``GET /metrics``.
 
+Every call but ``/healthz`` (and the OpenAPI pages) carries an API key (:mod:`router.auth`): the
+key's scope must allow the endpoint (``route``, ``search``; ``admin`` for ``/metrics``), the tenant a
+body names must be the key's (else 403), and a key over its rate gets 429 with ``Retry-After``.
+Embedding runs at most ``max_concurrent`` at once with ``max_queued`` waiting; past that the API
+answers 503 with ``Retry-After`` instead of queueing without bound.
+
 Every request is bounded before any work is done (:mod:`router.bounds`: body size on the stream,
 content type, text length, image bytes and pixels from the header). Every rejection is a 4xx with a
 message that says what to change; a Redis outage is a 503; nothing a client sends can produce a 500.
@@ -13,6 +19,7 @@ releases the GIL) never blocks the event loop.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -28,6 +35,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -37,6 +45,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.exceptions import ModelsError
+from router.auth import ApiKey, Authenticator, KeyStore, RateLimiter, bearer_token
+from router.auth import Scope as KeyScope
 from router.bounds import (
     BodyLimit,
     Rejected,
@@ -126,6 +136,17 @@ class _Metrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.shed = Counter(
+            "crossroute_api_shed",
+            "Requests refused to protect the service: reason capacity (503) or rate_limit (429).",
+            ["endpoint", "reason"],
+            registry=registry,
+        )
+        self.embedding = Gauge(
+            "crossroute_api_embedding_requests",
+            "Requests embedding now or waiting for an embedding slot.",
+            registry=registry,
+        )
         self.decisions = Counter(
             "crossroute_routing_decisions",
             "Routing decisions by queue (auto or human) and the space that made them.",
@@ -160,12 +181,15 @@ def create_app(
     settings: ApiSettings | None = None,
     *,
     outcomes: Outcomes | None = None,
+    keys: KeyStore | None = None,
 ) -> FastAPI:
     """Build the API around a :class:`Router` (its embedder and index must share one space), or
     a :class:`Serving` that follows the deployment (live space and canary) without a restart.
 
     Args:
         outcomes: when given, ``/metrics`` also exports the outcome counts and rates per space.
+        keys: where the API keys are (default: the served index's Redis and namespace); unused
+            when ``settings.auth`` is ``off``.
 
     Raises:
         SettingsError: an image limit of ``settings`` is above the bundle's decode limit.
@@ -184,11 +208,37 @@ def create_app(
         "warranty policies; search the multimodal index.",
     )
 
+    guard: Authenticator | None = None
+    if settings.auth == "keys":
+        index = serving.live.index
+        guard = Authenticator(
+            keys or KeyStore(index.client, index.settings.namespace),
+            RateLimiter(settings.rate_per_s, settings.rate_burst),
+            cache_s=settings.key_cache_s,
+        )
+    else:
+        log.warning(
+            "API AUTHENTICATION IS OFF: anyone who reaches this port can route and search for any "
+            "tenant and read /metrics (CROSSROUTE_API__AUTH=off; for local development only)"
+        )
+    slots = _Slots(settings.max_concurrent, settings.max_queued, metrics)
+
+    def tenant_of(request: Request, named: str) -> None:
+        """Refuse a body naming a tenant other than the key's."""
+        if guard is None:
+            return
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if key is None:  # the guard always sets it: fail closed all the same
+            raise Rejected(401, "an API key is required")
+        if key.tenant != named:
+            raise Rejected(403, f"this API key is for tenant {key.tenant!r}, not {named!r}")
+
+    app.add_middleware(_Guard, guard=guard, metrics=metrics)
     app.add_middleware(_Observe, metrics=metrics, serving=serving)
 
     @app.exception_handler(Rejected)
     async def _rejected(_: Request, exc: Rejected) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestError)
     async def _bad_request(_: Request, exc: RequestError) -> JSONResponse:
@@ -265,13 +315,16 @@ def create_app(
                 await form.close()
             body = parse_json(RouteRequest, json.dumps(payload).encode())
         ticket = body.ticket
+        tenant_of(request, ticket.tenant)
         check_text(ticket.text, settings)
         for ref in (ticket.photo, ticket.screenshot):
             if ref is not None:
                 if ref.uri is not None:
                     raise Rejected(422, "image URIs are not fetched by the API; send the bytes")
                 check_request_image(ref.data or b"", limits)
-        decision: RoutingDecision = await _in_thread(lambda: serving.route(ticket, k=body.k))
+        decision: RoutingDecision = await slots.run(
+            "/v1/route", lambda: serving.route(ticket, k=body.k)
+        )
         metrics.decisions.labels(queue=decision.queue, space_id=decision.space_id).inc()
         response.headers["X-Crossroute-Space"] = decision.space_id
         return decision
@@ -314,6 +367,7 @@ def create_app(
                 image = await image_field(form, "image", limits) or body.image
             finally:
                 await form.close()
+        tenant_of(request, body.tenant)
         if image is not None:  # (an image part was checked already; a base64 one not yet)
             check_request_image(image, limits)
         if body.text is not None:
@@ -341,7 +395,7 @@ def create_app(
                 ],
             )  # fmt: skip
 
-        response: SearchResponse = await _in_thread(run)
+        response: SearchResponse = await slots.run("/v1/search", run)
         return response
 
     def openapi() -> dict[str, Any]:
@@ -371,6 +425,66 @@ def create_app(
 
 _PATHS = {"/v1/route", "/v1/search", "/healthz", "/metrics"}
 _SPACE_HEADER = b"x-crossroute-space"
+_SCOPES: dict[str, KeyScope] = {"/v1/route": "route", "/v1/search": "search", "/metrics": "admin"}
+"""What each guarded path needs; every other path (``/healthz``, the OpenAPI pages) is open."""
+
+
+class _Guard:
+    """ASGI middleware: the API key of every guarded request (:class:`~router.auth.Authenticator`),
+    put in ``request.state.api_key``; a refusal is answered here, before the body is read."""
+
+    def __init__(self, app: ASGIApp, guard: Authenticator | None, metrics: _Metrics) -> None:
+        self.app = app
+        self.guard = guard
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        needed = _SCOPES.get(scope["path"]) if scope["type"] == "http" else None
+        if self.guard is None or needed is None:
+            await self.app(scope, receive, send)
+            return
+        token = bearer_token(scope.get("headers", ()))
+        try:
+            key = self.guard.authenticate(token, needed)
+        except Rejected as e:
+            if e.status == 429:
+                self.metrics.shed.labels(endpoint=scope["path"], reason="rate_limit").inc()
+            headers = dict(e.headers)
+            if e.status == 401:
+                headers["WWW-Authenticate"] = 'Bearer realm="crossroute"'
+            await JSONResponse({"detail": e.message}, e.status, headers)(scope, receive, send)
+            return
+        except redis.RedisError as e:
+            log.warning("key store unavailable: %s", type(e).__name__)
+            response = JSONResponse({"detail": "the key store is unavailable, retry later"}, 503)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["api_key"] = key
+        await self.app(scope, receive, send)
+
+
+class _Slots:
+    """Bounded embedding: ``concurrent`` requests run in the thread pool, ``queued`` wait; one more
+    is refused with 503 and ``Retry-After`` rather than queued without bound."""
+
+    def __init__(self, concurrent: int, queued: int, metrics: _Metrics) -> None:
+        self.running = asyncio.Semaphore(concurrent)
+        self.limit = concurrent + queued
+        self.admitted = 0
+        self.metrics = metrics
+
+    async def run(self, endpoint: str, fn: Callable[[], Any]) -> Any:
+        if self.admitted >= self.limit:
+            self.metrics.shed.labels(endpoint=endpoint, reason="capacity").inc()
+            raise Rejected(503, "the API is at capacity, retry later", retry_after_s=1.0)
+        self.admitted += 1
+        self.metrics.embedding.inc()
+        try:
+            async with self.running:
+                return await _in_thread(fn)
+        finally:
+            self.admitted -= 1
+            self.metrics.embedding.dec()
 
 
 class _Observe:

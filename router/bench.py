@@ -379,12 +379,17 @@ def bench_route(
     import httpx
 
     from router.api import create_app
+    from router.auth import KeyStore
     from router.schemas import Ticket
 
-    server, thread, url = _serve_in_thread(create_app(router))
+    keys = KeyStore(router.index.client, router.index.settings.namespace)
+    tenant = cases["text"][0].body["ticket"]["tenant"]  # the API is measured as served: with a key
+    key, token = keys.create(tenant, ["route"], label="crossroute bench route", rate_per_s=1e9)
+    server, thread, url = _serve_in_thread(create_app(router, keys=keys))
     report: dict[str, Any] = {}
+    auth = {"Authorization": f"Bearer {token}"}
     try:
-        with httpx.Client(base_url=url, timeout=60) as client:
+        with httpx.Client(base_url=url, timeout=60, headers=auth) as client:
             for kind, kind_cases in cases.items():
                 route_ms, enc_ms = [], []
                 for i in range(requests + 5):
@@ -437,6 +442,7 @@ def bench_route(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        keys.delete(key.key_id)
     return report
 
 

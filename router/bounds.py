@@ -11,6 +11,7 @@ message that says what to change.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
@@ -49,10 +50,18 @@ Send = Callable[[Message], Awaitable[None]]
 class Rejected(Exception):
     """A request refused with a 4xx (or 503) and a message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: float = 0.0) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
+        """For 429 and 503: when to try again (the ``Retry-After`` header, whole seconds)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_s <= 0:
+            return {}
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
 class BodyLimit:

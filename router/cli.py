@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from models.embedder import Embedder
     from models.eval.backends import Evaluator
     from models.eval.dataset import Dataset
+    from router.auth import ApiKey, KeyStore
     from router.deploy import Deployment, Deployments
     from router.index import VectorIndex
     from router.routing import Router
@@ -52,6 +53,14 @@ index_app = group(
     PANEL,
     "Redis vector indexes, one per embedding space (named after its space id), and the `live` "
     "alias the API and the router read through.",
+)
+
+keys_app = group(
+    app,
+    "keys",
+    PANEL,
+    "API keys of the HTTP API: each bound to one tenant and scopes (route, search, admin), stored "
+    "hashed in Redis; the key itself is printed once, at creation.",
 )
 
 IndexOpt = Annotated[
@@ -425,11 +434,20 @@ def api_cmd(
     port: Annotated[int | None, typer.Option(help="Port (default CROSSROUTE_API__PORT).")] = None,
     model: ModelOpt = None,
     index: IndexOpt = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without API keys: any caller can act for any tenant. Local development "
+            "only (CROSSROUTE_API__AUTH=off does the same).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
-    /metrics. Loopback by default. Without --model/--index it serves the deployment (the live
-    space, and the canary's share of tickets) and follows `crossroute promote`/`rollback` without a
-    restart; with either, that one space only."""
+    /metrics. Loopback by default. Every call but /healthz needs an API key (`crossroute keys
+    create`), sent as `Authorization: Bearer <key>`. Without --model/--index it serves the
+    deployment (the live space, and the canary's share of tickets) and follows `crossroute
+    promote`/`rollback` without a restart; with either, that one space only."""
     from router.api import create_app, serve
     from router.outcomes import Outcomes
     from router.serving import Serving, router_loader
@@ -447,7 +465,11 @@ def api_cmd(
         serving.start()
         following = "following the deployment"
     api = settings.api.model_copy(
-        update={"host": host or settings.api.host, "port": port or settings.api.port}
+        update={
+            "host": host or settings.api.host,
+            "port": port or settings.api.port,
+            "auth": "off" if no_auth else settings.api.auth,
+        }
     )
     # refuses limits the served bundle cannot honour
     app_ = create_app(serving, api, outcomes=Outcomes(client, settings.index.namespace))
@@ -457,7 +479,102 @@ def api_cmd(
         f"serving space {info['space_id']} from {info['index']}{canary} ({following}), threshold "
         f"{info['threshold']:.3f} ({info['threshold_source']}) on http://{api.host}:{api.port}"
     )
+    if api.auth == "off":
+        err.print(
+            "[bold red]WARNING: authentication is OFF[/bold red]: anyone who reaches "
+            f"{api.host}:{api.port} can route and search for every tenant. Local development only."
+        )
+    else:
+        err.print("API keys required: `crossroute keys create --tenant T` makes one")
     serve(app_, api)
+
+
+def _key_store(settings: RouterSettings) -> KeyStore:
+    from router.auth import KeyStore
+
+    return KeyStore(redis_client(settings.redis, settings.stack), settings.index.namespace)
+
+
+def _key_row(key: ApiKey) -> dict[str, Any]:
+    return key.model_dump(mode="json") | {"active": key.active}
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The one tenant the key acts for.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scope",
+            help="route, search or admin (repeat for several; admin allows all, and /metrics). "
+            "Default: route and search.",
+        ),
+    ] = None,
+    label: Annotated[str, typer.Option(help="Who or what uses the key (shown by list).")] = "",
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests/s for this key (default CROSSROUTE_API__RATE_PER_S).", min=0.01
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Create a key and print it once: only its hash is stored, it cannot be shown again."""
+    from router.auth import SCOPES
+
+    scopes = scope or ["route", "search"]
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise UsageError(f"unknown scope {', '.join(unknown)}: choose from {', '.join(SCOPES)}")
+    try:
+        key, token = _key_store(read_settings(RouterSettings)).create(
+            tenant, [s for s in SCOPES if s in scopes], label=label, rate_per_s=rate
+        )
+    except ValidationError as e:
+        raise UsageError(f"invalid key: {e.errors(include_url=False)[0]['msg']}") from e
+    if as_json:
+        out.print_json(json.dumps(_key_row(key) | {"token": token}))
+        return
+    err.print(
+        f"key {key.key_id} for tenant {key.tenant} ({', '.join(key.scopes)}); store it now, "
+        "it is not shown again:"
+    )
+    out.print(token, soft_wrap=True, highlight=False)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's keys.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Every key (never its secret): id, tenant, scopes, created, revoked."""
+    keys = _key_store(read_settings(RouterSettings)).list(tenant)
+    if as_json:
+        out.print_json(json.dumps([_key_row(k) for k in keys]))
+        return
+    for k in keys:
+        state = f"revoked {k.revoked_at}" if k.revoked_at else "active"
+        out.print(
+            f"{k.key_id}  {k.tenant:20s} {','.join(k.scopes):20s} {k.created_at}  {state}"
+            + (f"  {k.label}" if k.label else ""),
+            highlight=False,
+        )
+    if not keys:
+        err.print("no API keys" + (f" for tenant {tenant}" if tenant else ""))
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (`crossroute keys list`).")],
+) -> None:
+    """Revoke a key: every API process refuses it within CROSSROUTE_API__KEY_CACHE_S seconds."""
+    from router.auth import KeyNotFoundError
+
+    try:
+        key = _key_store(read_settings(RouterSettings)).revoke(key_id)
+    except KeyNotFoundError as e:
+        raise UsageError(str(e)) from e
+    err.print(f"revoked {key.key_id} (tenant {key.tenant}) at {key.revoked_at}")
 
 
 # -- bench index --------------------------------------------------------------------------------

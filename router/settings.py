@@ -169,6 +169,19 @@ class ApiSettings(BaseModel):
     """Largest width x height of an image, read from its header."""
     max_text_chars: Annotated[int, Field(gt=0)] = MAX_TEXT_CHARS
     """Longest ticket or search text."""
+    auth: Literal["keys", "off"] = "keys"
+    """``keys``: every call but ``/healthz`` needs an API key (``crossroute keys create``);
+    ``off`` only for local development (the server warns at start)."""
+    key_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    """How long a process trusts a key it read: a revocation takes effect within this."""
+    rate_per_s: Annotated[float, Field(gt=0)] = 20.0
+    """Requests per second a key may make (sustained; a key can carry its own)."""
+    rate_burst: Annotated[int, Field(ge=1)] = 40
+    """Requests a key may make at once before its rate applies."""
+    max_concurrent: Annotated[int, Field(ge=1, le=256)] = 4
+    """Requests embedding at once (each uses the encoders' threads)."""
+    max_queued: Annotated[int, Field(ge=0, le=10_000)] = 32
+    """Requests waiting for an embedding slot; one more is refused with 503 and Retry-After."""
 
     @model_validator(mode="after")
     def _within_what_crossroute_accepts(self) -> ApiSettings:

@@ -162,8 +162,8 @@ def test_command_tree() -> None:
         ],
         "router": [
             "api", "calibrate", "index", "index create", "index digest", "index drop",
-            "index info", "index load", "index promote", "index spaces", "promote", "rollback",
-            "route",
+            "index info", "index load", "index promote", "index spaces", "keys", "keys create",
+            "keys list", "keys revoke", "promote", "rollback", "route",
         ],
         "streams": [
             "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",

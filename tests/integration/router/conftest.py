@@ -9,14 +9,17 @@ from pathlib import Path
 
 import pytest
 import redis
+from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw, ImageFont
 
 from models.embedder import Embedder
+from router.api import create_app
+from router.auth import KeyStore, Scope
 from router.documents import Indexer
 from router.index import VectorIndex
 from router.routing import Router
 from router.schemas import Article, Product, WarrantyPolicy
-from router.settings import IndexSettings, RoutingSettings
+from router.settings import ApiSettings, IndexSettings, RoutingSettings
 
 ARTICLES = {
     "reset-password": (
@@ -102,3 +105,23 @@ def drawn(kind: str, colour: tuple[int, int, int], *, customer: bool = False) ->
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()
+
+
+def api_client(
+    router: Router,
+    settings: ApiSettings | None = None,
+    *,
+    tenant: str = "acme",
+    scopes: tuple[Scope, ...] = ("admin",),
+    rate_per_s: float | None = 1e6,
+) -> TestClient:
+    """A test client of the API (auth on, as served) holding a key of ``tenant`` in the router's
+    namespace (by default unlimited in rate, so that tests sending many requests are not
+    throttled)."""
+    store = KeyStore(router.index.client, router.index.settings.namespace)
+    _, token = store.create(tenant, scopes, rate_per_s=rate_per_s)
+    return TestClient(
+        create_app(router, settings, keys=store),
+        raise_server_exceptions=False,
+        headers={"Authorization": f"Bearer {token}"},
+    )

@@ -27,7 +27,7 @@ from router.index import Filters, VectorIndex
 from router.routing import Router
 from router.settings import ApiSettings, RoutingSettings
 from tests.conftest import require_shared_data
-from tests.integration.router.conftest import screenshot
+from tests.integration.router.conftest import api_client, screenshot
 
 LIMITS = ApiSettings(
     max_body_bytes=200_000, max_image_bytes=100_000, max_image_pixels=250_000, max_text_chars=2_000
@@ -36,7 +36,7 @@ LIMITS = ApiSettings(
 
 @pytest.fixture
 def client(router: Router) -> TestClient:
-    return TestClient(create_app(router, LIMITS), raise_server_exceptions=False)
+    return api_client(router, LIMITS)
 
 
 def png(size: tuple[int, int] = (64, 64), colour: str = "red") -> bytes:
@@ -253,7 +253,7 @@ def test_routing_through_the_api_matches_offline_eval(
         )
         assert outcome.failed == []
         router = Router(embedder, index, RoutingSettings(threshold=0.0, k=10))
-        client = TestClient(create_app(router), raise_server_exceptions=False)
+        client = api_client(router, tenant="eval")
         position = {doc.id: i for i, doc in enumerate(data.corpus)}
         ranked = np.full((len(data.queries), 10), -1)
         for qi, q in enumerate(data.queries):

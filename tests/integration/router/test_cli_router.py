@@ -120,15 +120,33 @@ def test_crossroute_api_serves_over_http(
                 assert time.monotonic() < deadline, "API did not start"
                 time.sleep(0.5)
         assert health.status_code == 200 and health.json()["threshold_source"] == "settings"
-        res = httpx.post(
-            f"{base}/v1/route",
-            json={"ticket": {"id": "t", "tenant": "default", "text": "strikethrough in markdown"}},
-            timeout=30,
-        )
+        assert "API keys required" in (tmp_path / "api.log").read_text()
+        ticket = {"ticket": {"id": "t", "tenant": "default", "text": "strikethrough in markdown"}}
+        assert httpx.post(f"{base}/v1/route", json=ticket, timeout=30).status_code == 401
+        # crossroute keys create | list | revoke, and the key at work
+        made = run_cli("keys", "create", "--tenant", "default", "--label", "cli test", "--json",
+                       env=env)  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        key = json.loads(made.stdout)
+        assert key["scopes"] == ["route", "search"] and key["token"].startswith("crk_")
+        res = httpx.post(f"{base}/v1/route", json=ticket, timeout=30,
+                         headers={"Authorization": f"Bearer {key['token']}"})  # fmt: skip
         assert res.status_code == 200, res.text
         assert (
             res.json()["targets"] and res.headers["x-crossroute-space"] == health.json()["space_id"]
         )
+        listed = run_cli("keys", "list", "--tenant", "default", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [k["key_id"] for k in json.loads(listed.stdout)] == [key["key_id"]]
+        assert key["token"] not in listed.stdout and "token" not in json.loads(listed.stdout)[0]
+        bad_scope = run_cli("keys", "create", "--tenant", "default", "--scope", "root", env=env)
+        assert bad_scope.returncode == 2 and "unknown scope root" in bad_scope.stderr
+        revoke = run_cli("keys", "revoke", key["key_id"], env=env)
+        assert revoke.returncode == 0 and "revoked" in revoke.stderr
+        assert run_cli("keys", "revoke", "nosuchkey", env=env).returncode == 2
+        text = run_cli("keys", "list", env=env).stdout
+        assert key["key_id"] in text and "revoked" in text
+        assert key["token"] not in (tmp_path / "api.log").read_text()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

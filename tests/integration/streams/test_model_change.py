@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from models.embedder import Embedder
 from models.eval.dataset import load_dataset
+from router.auth import KeyStore
 from router.deploy import Deployments, canary_bucket
 from router.documents import corpus_document, document_inputs, entity_id
 from router.index import VectorIndex
@@ -199,6 +200,10 @@ def test_reindex_gate_canary_promote_rollback(
         redis_client.hset(key, "vector", vector)
 
     # -- canary: 20 % of tickets by ticket-id hash, followed by worker and API -------------------
+    _, token = KeyStore(redis_client, env.index_settings.namespace).create(
+        TENANT, ["route"], rate_per_s=1000.0
+    )
+    key = {"Authorization": f"Bearer {token}"}
     api, api_log = ops.start("api", "api")
     wait_log(api_log, "following the deployment", 120, api)
     url = f"http://127.0.0.1:{api_port}"
@@ -227,7 +232,9 @@ def test_reindex_gate_canary_promote_rollback(
         assert abs(share - 0.20) <= 0.08, share
         for i, q in enumerate(queries[:40]):
             ticket = {"id": f"h-{i}", "tenant": TENANT, "text": q.text}
-            response = httpx.post(f"{url}/v1/route", json={"ticket": ticket}, timeout=30)
+            response = httpx.post(
+                f"{url}/v1/route", json={"ticket": ticket}, headers=key, timeout=30
+            )
             assert response.status_code == 200, response.text
             space = response.json()["space_id"]
             assert space == response.headers["X-Crossroute-Space"]
@@ -275,8 +282,9 @@ def test_reindex_gate_canary_promote_rollback(
         wait_for(lambda: followed(revision + 2), "the rollback followed", 60, env)
         assert served_by("r") == {a_space}
         response = httpx.post(
-            f"{url}/v1/route", json={"ticket": {"id": "z", "tenant": TENANT, "text": "x y"}}
-        )
+            f"{url}/v1/route", json={"ticket": {"id": "z", "tenant": TENANT, "text": "x y"}},
+            headers=key,
+        )  # fmt: skip
         assert response.json()["space_id"] == a_space
     finally:
         decisions.close()
