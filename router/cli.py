@@ -224,6 +224,42 @@ def index_spaces(
         out.print(f"{row['space_id']:26s} {row['role']:14s} {row['index']}  {row['bundle']}")
 
 
+@index_app.command("acl")
+def index_acl(
+    role: Annotated[str, typer.Argument(help="worker (crossroute worker, reindex) or api.")],
+    user: Annotated[str | None, typer.Option(help="User name (default crossroute-ROLE).")] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option(
+            help="Name of an environment variable holding the user's password: the line then "
+            "carries its sha256 (#…), never the password.",
+        ),
+    ] = None,
+) -> None:
+    """Print the least-privilege Redis ACL user of a role over CROSSROUTE_INDEX__NAMESPACE, as a
+    users.acl line: worker reads the namespace and writes only spaces, the deployment and the
+    ticket log; api only reads and searches; neither can FLUSHALL, CONFIG, KEYS or touch another
+    namespace."""
+    import hashlib
+    import os
+
+    from router.acl import ROLES, acl_rules
+
+    if role not in ROLES:
+        raise UsageError(f"unknown role {role!r}: choose from {', '.join(ROLES)}")
+    settings = read_settings(RouterSettings).index
+    secret = ""
+    if password_env is not None:
+        password = os.environ.get(password_env, "")
+        if not password:
+            raise UsageError(f"environment variable {password_env} is unset or empty")
+        secret = "#" + hashlib.sha256(password.encode()).hexdigest() + " "
+    rules = " ".join(acl_rules(settings.namespace, role, settings.alias))
+    out.print(
+        f"user {user or 'crossroute-' + role} on {secret}{rules}", highlight=False, soft_wrap=True
+    )
+
+
 @index_app.command("digest")
 def index_digest(
     name: Annotated[

@@ -161,7 +161,7 @@ def test_command_tree() -> None:
             "pairs", "pairs audit", "train",
         ],
         "router": [
-            "api", "calibrate", "index", "index create", "index digest", "index drop",
+            "api", "calibrate", "index", "index acl", "index create", "index digest", "index drop",
             "index info", "index load", "index promote", "index spaces", "keys", "keys create",
             "keys list", "keys revoke", "promote", "rollback", "route",
         ],

@@ -1,0 +1,54 @@
+"""Least-privilege Redis ACL users for crossroute's processes.
+
+Two roles touch a deployment's namespace (``CROSSROUTE_INDEX__NAMESPACE``) day to day, and neither
+may run what could lose or leak the whole database (``FLUSHALL``, ``FLUSHDB``, ``CONFIG``,
+``KEYS``, ``DEBUG``, ``SHUTDOWN``: Redis's ``@dangerous`` category) nor touch another namespace:
+
+- ``worker`` (``crossroute worker``, ``reindex``): reads the namespace; writes only the documents
+  and metadata of spaces (``{ns}:sp-*``), the deployment record, the ticket log and the outcome
+  counters; creates indexes and points the ``live`` alias. It cannot write API keys.
+- ``api`` (``crossroute api``): reads only (documents, the deployment, API keys, outcome counts)
+  and searches.
+
+Operators (``crossroute index``, ``keys``, ``promote``) keep an admin user. The rules are Redis ACL
+syntax, for ``ACL SETUSER <name> on >password <rules…>`` or a users.acl file line
+(``crossroute index acl ROLE`` prints them).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["ROLES", "Role", "acl_rules"]
+
+Role = Literal["worker", "api"]
+ROLES: tuple[Role, ...] = ("worker", "api")
+
+_CONNECTION = ("+ping", "+hello", "+auth", "+client|setinfo", "+client|setname")
+_SEARCH_READ = ("+FT.SEARCH", "+FT.AGGREGATE", "+FT.INFO", "+FT._LIST")
+_SEARCH_WRITE = ("+FT.CREATE", "+FT.ALIASADD", "+FT.ALIASUPDATE", "+FT.ALTER")
+_SCRIPTS = ("+evalsha", "+eval", "+script|load", "+script|exists")
+_WORKER_WRITES = ("sp-*", "deployment", "spaces", "ticketlog:*", "outcome:*", "outcomes:*",
+                  "outcome-spaces")  # fmt: skip
+
+
+_INDEX_NAME = "sp-" + "[0-9a-f]" * 20
+"""Glob of an index name (``{ns}:{space_id}``) but not of the keys under it."""
+
+
+def acl_rules(namespace: str, role: Role, alias: str = "live") -> list[str]:
+    """The ACL rules of ``role`` over ``namespace`` (no user name, no password); ``alias`` is
+    ``CROSSROUTE_INDEX__ALIAS``, which the worker points at the first space it serves."""
+    rules = ["resetkeys", "resetchannels", "-@all", f"%R~{namespace}:*"]
+    # RediSearch declares the index name of FT.SEARCH / FT.INFO / FT.AGGREGATE a read-write key,
+    # so searching needs RW on the index names and the alias; without write commands (the api
+    # role has none) that grants nothing more than the read.
+    rules += [f"~{namespace}:{_INDEX_NAME}", f"~{namespace}:{alias}"]
+    commands = ["+@read", *_CONNECTION, *_SEARCH_READ]
+    if role == "worker":
+        # read-write (a pattern must grant every permission a command needs on a key: FT.CREATE
+        # reads and updates its index name)
+        rules += [f"~{namespace}:{pattern}" for pattern in _WORKER_WRITES]
+        commands += ["+@write", "+@transaction", *_SCRIPTS, *_SEARCH_WRITE]
+    # after the grants: whatever a category let in, these stay out
+    return [*rules, *commands, "-@dangerous", "-@admin", "-keys", "-scan"]
