@@ -28,7 +28,13 @@ def redis_client(settings: RedisSettings, stack: DevStackEndpoints) -> redis.Red
         UsageError: Redis cannot be reached there (the message names the URL without password).
     """
     url = redis_url(settings, stack)
-    client = redis.Redis.from_url(url, socket_timeout=settings.socket_timeout_s)
+    tls: dict[str, str] = {}
+    for option, path in (("ssl_ca_certs", settings.tls_ca_file),
+                         ("ssl_certfile", settings.tls_cert_file),
+                         ("ssl_keyfile", settings.tls_key_file)):  # fmt: skip
+        if path is not None:
+            tls[option] = str(path)
+    client = redis.Redis.from_url(url, socket_timeout=settings.socket_timeout_s, **tls)
     try:
         client.ping()
     except redis.RedisError as e:

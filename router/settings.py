@@ -49,6 +49,23 @@ class RedisSettings(BaseModel):
     Kept secret because it may embed a password."""
     socket_timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     """Per-command socket timeout."""
+    tls_ca_file: Path | None = None
+    """PEM CA bundle that signed the server's certificate (``rediss://``; default: the system's)."""
+    tls_cert_file: Path | None = None
+    """PEM client certificate, for servers that authenticate clients by TLS (with tls_key_file)."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+
+    @model_validator(mode="after")
+    def _tls_needs_rediss(self) -> RedisSettings:
+        files = [self.tls_ca_file, self.tls_cert_file, self.tls_key_file]
+        if any(files) and (
+            self.url is None or urlsplit(self.url.get_secret_value()).scheme != "rediss"
+        ):
+            raise ValueError("tls_ca_file, tls_cert_file and tls_key_file need a rediss:// url")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        return self
 
     @field_validator("url")
     @classmethod

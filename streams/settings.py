@@ -294,6 +294,9 @@ class StackSettings(DevStackEndpoints):
     kafka_sasl_tls: bool = False
     """The SASL listener speaks SASL_SSL, with a certificate for the host that the stack makes
     (``<state_dir>/kafka/tls/``); off: SASL_PLAINTEXT."""
+    redis_tls_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
+    """Also serve Redis over TLS here, with a certificate the stack makes
+    (``<state_dir>/redis/tls/ca.crt`` is the CA to trust: ``CROSSROUTE_REDIS__TLS_CA_FILE``)."""
     kafka_heap: Annotated[str, Field(pattern=r"^[0-9]+[mg]$")] = "512m"
     """JVM heap of the broker (-Xmx); it shares two cores with everything else."""
     start_timeout_s: Annotated[float, Field(gt=0, le=600)] = 60.0
@@ -306,12 +309,13 @@ class StackSettings(DevStackEndpoints):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> StackSettings:
-        given = (self.kafka_port, self.kafka_controller_port, self.redis_port, self.kafka_sasl_port)
+        given = (self.kafka_port, self.kafka_controller_port, self.redis_port, self.kafka_sasl_port,
+                 self.redis_tls_port)  # fmt: skip
         ports = [port for port in given if port is not None]
         if len(set(ports)) != len(ports):
             raise ValueError(
-                "kafka_port, kafka_controller_port, redis_port and kafka_sasl_port must differ: "
-                f"{ports}"
+                "kafka_port, kafka_controller_port, redis_port, kafka_sasl_port and redis_tls_port "
+                f"must differ: {ports}"
             )
         if self.kafka_sasl_tls and self.kafka_sasl_port is None:
             raise ValueError("kafka_sasl_tls needs kafka_sasl_port (the listener it secures)")

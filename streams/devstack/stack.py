@@ -51,6 +51,7 @@ from streams.devstack.kafka import (
     tls_dir,
 )
 from streams.devstack.process import ManagedProcess, require_free_port
+from streams.devstack.tls import TlsFiles, ensure_tls_files
 from streams.exceptions import ServiceUnavailableError, StackError
 from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 
@@ -176,6 +177,21 @@ class DevStack:
         raise StackError(
             f"kafka: SCRAM user {username!r} not accepted by the SASL listener: {detail}"
         )
+
+    def redis_tls_files(self) -> TlsFiles:
+        """The CA, certificate and key of the TLS port (made on first use)."""
+        return ensure_tls_files(self.settings.state_dir / "redis" / "tls", self.settings.host)
+
+    def redis_tls_url(self) -> str:
+        """``rediss://`` URL of the embedded Redis's TLS port (clients trust
+        ``redis_tls_files().ca``).
+
+        Raises:
+            StackError: the stack has no TLS port (``CROSSROUTE_STACK__REDIS_TLS_PORT``).
+        """
+        if self.settings.redis_tls_port is None:
+            raise StackError("the dev stack serves no Redis TLS port (redis_tls_port unset)")
+        return f"rediss://{self.settings.host}:{self.settings.redis_tls_port}/0"
 
     def redis_url(self) -> str:
         """Redis URL clients should use (:func:`router.connection.redis_url`; may contain a
@@ -332,6 +348,14 @@ class DevStack:
         ]  # fmt: skip
         for module in files.modules:
             argv += ["--loadmodule", str(module)]
+        if s.redis_tls_port is not None:
+            require_free_port("redis TLS", s.host, s.redis_tls_port)
+            tls = self.redis_tls_files()
+            argv += [
+                "--tls-port", str(s.redis_tls_port), "--tls-cert-file", str(tls.cert),
+                "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca),
+                "--tls-auth-clients", "optional",  # TLS for privacy; ACL users authenticate
+            ]  # fmt: skip
         env = dict(os.environ)
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(libssl), env.get("LD_LIBRARY_PATH", "")) if p

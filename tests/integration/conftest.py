@@ -54,6 +54,7 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
         redis_port=free_port(),
+        redis_tls_port=free_port(),
         start_timeout_s=120,
     )
     from pydantic import SecretStr

@@ -1,48 +1,69 @@
-"""Least-privilege Redis users (router.acl) on the real Redis: a worker process that connects as the
-``worker`` user indexes, routes and records outcomes; the API connected as the ``api`` user routes
-and authenticates keys; neither can run FLUSHALL, CONFIG or KEYS, the API cannot write at all, and
-the worker cannot write API keys, drop an index or write outside its namespace."""
+"""Least-privilege Redis users (router.acl) over TLS on the real Redis: a worker process that connects
+as the ``worker`` user to the dev stack's TLS port (``rediss://``, trusting the stack's CA) indexes,
+routes and records outcomes; the API connected the same way as the ``api`` user routes and
+authenticates keys; neither can run FLUSHALL, CONFIG or KEYS, the API cannot write at all, and the
+worker cannot write API keys, drop an index or write outside its namespace. Without the CA the TLS
+connection is refused with a clear error."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
+from models.exceptions import UsageError
 from router.acl import Role, acl_rules
 from router.api import create_app
 from router.auth import KeyStore
+from router.connection import redis_client as redis_client_of
 from router.index import SpaceInfo, VectorIndex
 from router.routing import Router
 from router.schemas import Ticket, WarrantyPolicy
-from router.settings import ApiSettings, RoutingSettings
+from router.settings import ApiSettings, DevStackEndpoints, RedisSettings, RoutingSettings
+from streams.devstack import DevStack
 from streams.events import RoutingDecided, TicketCreated, WarrantyPolicyUpserted, decode_event
 from tests.integration.streams.test_worker import WorkerEnv, articles, consume, wait_for
 from tests.integration.streams.test_worker import deployment as deployment  # the fixture
 
 
 @pytest.fixture
-def users(redis_client: redis.Redis) -> Iterator[Any]:
+def tls(dev_stack: DevStack) -> tuple[str, Path]:
+    """The embedded Redis's TLS endpoint (host:port) and the CA to trust."""
+    if dev_stack.redis_external:
+        pytest.skip("REDIS_URL points at an external Redis: the TLS port is the dev stack's")
+    split = urlsplit(dev_stack.redis_tls_url())
+    return f"{split.hostname}:{split.port}", dev_stack.redis_tls_files().ca
+
+
+@pytest.fixture
+def users(redis_client: redis.Redis, tls: tuple[str, Path]) -> Iterator[Any]:
     made: list[str] = []
 
     def create(role: Role, namespace: str) -> str:
-        """A user of ``role`` over ``namespace``; returns its redis:// URL."""
+        """A user of ``role`` over ``namespace``; returns its rediss:// URL (the TLS port)."""
         name, password = f"cr-{role}-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
         redis_client.execute_command(
             "ACL", "SETUSER", name, "reset", "on", f">{password}", *acl_rules(namespace, role)
         )
         made.append(name)
-        kw = redis_client.connection_pool.connection_kwargs
-        return f"redis://{name}:{password}@{kw['host']}:{kw['port']}/0"
+        return f"rediss://{name}:{password}@{tls[0]}/0"
 
     yield create
     for name in made:
         redis_client.execute_command("ACL", "DELUSER", name)
+
+
+def connect(url: str, ca: Path | None) -> redis.Redis:
+    """A client made the way crossroute makes them (router.connection), checked with a PING."""
+    settings = RedisSettings(url=SecretStr(url), tls_ca_file=ca)
+    return redis_client_of(settings, DevStackEndpoints())
 
 
 def refused(client: redis.Redis, *command: str) -> bool:
@@ -54,11 +75,16 @@ def refused(client: redis.Redis, *command: str) -> bool:
 
 
 def test_worker_and_api_run_as_least_privilege_users(
-    deployment: WorkerEnv, users: Any, redis_client: redis.Redis, embedder: Any
+    deployment: WorkerEnv,
+    users: Any,
+    tls: tuple[str, Path],
+    redis_client: redis.Redis,
+    embedder: Any,
 ) -> None:
     env = deployment
     ns = env.index_settings.namespace
     env.env["REDIS_URL"] = users("worker", ns)
+    env.env["CROSSROUTE_REDIS__TLS_CA_FILE"] = str(tls[1])
     env.start()
     policy = WarrantyPolicyUpserted(
         source_version=1,
@@ -76,7 +102,7 @@ def test_worker_and_api_run_as_least_privilege_users(
     assert isinstance(decided, RoutingDecided) and decided.decision.targets[0].doc_id == "wp1"
     assert "NOPERM" not in env.log() and "NoPermission" not in env.log()
 
-    worker = redis.Redis.from_url(env.env["REDIS_URL"])
+    worker = connect(env.env["REDIS_URL"], tls[1])
     doc_key = f"{ns}:{embedder.space_id}:doc:acme:wp1"
     for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"),
                     ("HSET", f"{ns}:apikey:0000000000000000", "tenant", "acme"),
@@ -86,7 +112,7 @@ def test_worker_and_api_run_as_least_privilege_users(
 
     # the API as the read-only user: keys are made by an operator (admin), read by the API
     _, token = KeyStore(redis_client, ns).create("acme", ["route", "search"])
-    api = redis.Redis.from_url(users("api", ns))
+    api = connect(users("api", ns), tls[1])
     router = Router(
         embedder,
         VectorIndex(api, SpaceInfo.from_manifest(embedder.manifest), env.index_settings),
@@ -112,3 +138,16 @@ def test_worker_and_api_run_as_least_privilege_users(
         assert refused(api, *command), command
     assert redis_client.hget(doc_key, "title") != b"pwned"
     assert urlsplit(env.env["REDIS_URL"]).password not in env.log()  # no secret in the logs
+
+
+def test_tls_without_the_ca_is_refused_clearly(
+    users: Any, tls: tuple[str, Path], redis_client: redis.Redis
+) -> None:
+    url = users("api", "tlsonly")
+    assert connect(url, tls[1]).ping()
+    with pytest.raises(UsageError, match=r"cannot reach Redis at rediss://cr-api-\w+:\*\*\*@") as e:
+        connect(url, None)  # the system's CAs do not know the stack's own
+    password = urlsplit(url).password
+    assert password is not None and password not in str(e.value)
+    with pytest.raises(ValueError, match="need a rediss:// url"):
+        RedisSettings(url=SecretStr(url.replace("rediss://", "redis://")), tls_ca_file=tls[1])
