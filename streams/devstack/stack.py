@@ -60,6 +60,9 @@ __all__ = ["DevStack", "ServiceName", "ServiceStatus"]
 ServiceName = Literal["kafka", "redis"]
 
 
+_LOADING = "loading its dataset from disk"
+
+
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -232,11 +235,10 @@ class DevStack:
             if not self.redis_external and self._redis.pid() is None:
                 self._start_redis()
                 started.append(self._redis)
-            deadline = time.monotonic() + self.settings.start_timeout_s
             waiting: tuple[ServiceName, ...] = ("redis", "kafka")
-            for service in waiting:
+            for service in waiting:  # each its own timeout: Redis may have loaded for minutes
                 if not self._is_external(service):
-                    self._wait_healthy(service, deadline)
+                    self._wait_healthy(service, time.monotonic() + self.settings.start_timeout_s)
         except BaseException:
             for proc in started:
                 proc.stop(timeout_s=10)
@@ -370,6 +372,8 @@ class DevStack:
             client.ping()
             modules = {_text(m.get(b"name", m.get("name", ""))) for m in client.module_list()}
             version = client.info("server").get("redis_version", "?")
+        except redis.BusyLoadingError:
+            return False, _LOADING
         except redis.RedisError as e:
             return False, f"unreachable: {e}"
         finally:
@@ -422,6 +426,7 @@ class DevStack:
         proc = self._process(name)
         self._progress(f"waiting for {name} to become healthy")
         detail = ""
+        said = 0.0
         while time.monotonic() < deadline:
             if proc.exited():
                 raise StackError(
@@ -430,6 +435,11 @@ class DevStack:
             healthy, detail = self._health(name, 2.0)
             if healthy:
                 return
+            if detail == _LOADING:  # progress, not a hang: a large index takes minutes to load
+                deadline = max(deadline, time.monotonic() + self.settings.start_timeout_s)
+                if time.monotonic() - said > 15:
+                    self._progress(f"{name} is {_LOADING} (a large index takes a while)")
+                    said = time.monotonic()
             time.sleep(0.25)
         raise StackError(
             f"{name} not healthy after {self.settings.start_timeout_s:.0f} s ({detail}); "

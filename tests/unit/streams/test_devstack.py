@@ -240,3 +240,37 @@ def test_unreachable_kafka_is_reported_within_the_timeout() -> None:
     healthy, detail = kafka_reachable(KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}"), 1.5)
     assert not healthy and detail.startswith("unreachable: ")
     assert time.monotonic() - started < 5
+
+
+def test_a_redis_loading_a_large_dataset_is_waited_for_not_failed(tmp_path: Path) -> None:
+    """Redis answers LOADING while it reads a big AOF back (minutes at 100k vectors): that is
+    progress, so the start timeout restarts while it lasts; a plain unreachable Redis still fails."""
+    from router.settings import RedisSettings
+    from streams.devstack import DevStack
+    from streams.devstack import stack as stack_module
+    from streams.exceptions import StackError
+    from streams.settings import KafkaSettings, StackSettings
+
+    stack = DevStack(StackSettings(state_dir=tmp_path, start_timeout_s=0.5), KafkaSettings(),
+                     RedisSettings())  # fmt: skip
+    loading_until = time.monotonic() + 1.5  # three times the start timeout
+
+    class Alive:
+        log_file = tmp_path / "redis.log"
+
+        def exited(self) -> bool:
+            return False
+
+    def health(name: str, timeout_s: float) -> tuple[bool, str]:
+        if time.monotonic() < loading_until:
+            return False, stack_module._LOADING
+        return True, "Redis 7.4"
+
+    stack._process = lambda name: Alive()  # type: ignore[method-assign,assignment,return-value]
+    stack._health = health  # type: ignore[method-assign]
+    stack._wait_healthy("redis", time.monotonic() + 0.5)
+    assert time.monotonic() >= loading_until
+
+    stack._health = lambda name, t: (False, "unreachable: refused")  # type: ignore[method-assign]
+    with pytest.raises(StackError, match="not healthy after"):
+        stack._wait_healthy("redis", time.monotonic() + 0.5)
