@@ -234,6 +234,43 @@ def topics_ensure() -> None:
     out.print(table)
 
 
+@topics_app.command("acl")
+def topics_acl(
+    user: Annotated[str, typer.Argument(help="The SASL user the ACLs are for.")],
+    role: Annotated[
+        str, typer.Option(help="worker (consume, produce, create its topics) or publisher.")
+    ] = "worker",
+    apply: Annotated[
+        bool,
+        typer.Option("--apply", help="Create them through the configured (admin) connection."),
+    ] = False,
+) -> None:
+    """The least-privilege Kafka ACLs of a role, scoped to CROSSROUTE_TOPICS__PREFIX and
+    CROSSROUTE_WORKER__GROUP_ID, for clusters that authorize requests (StandardAuthorizer)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from models.exceptions import UsageError
+    from streams.acls import ACL_ROLES, acl_bindings, apply_acls, describe_acls
+    from streams.connections import kafka_config
+
+    if role not in ACL_ROLES:
+        raise UsageError(f"unknown role {role!r}: choose from {', '.join(ACL_ROLES)}")
+    settings = read_settings(WorkerSettings)
+    try:
+        bindings = acl_bindings(user, role, settings.topics.prefix, settings.worker.group_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+    for line in describe_acls(user, role, settings.topics.prefix, settings.worker.group_id):
+        out.print(line, highlight=False)
+    if apply:
+        try:
+            apply_acls(AdminClient(kafka_config(settings)), bindings)
+        except KafkaException as e:
+            raise UsageError(f"cannot create the ACLs: {e}") from e
+        err.print(f"created {len(bindings)} ACLs for User:{user}")
+
+
 # -- publish, worker, demo -----------------------------------------------------------------------
 
 

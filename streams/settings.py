@@ -294,6 +294,10 @@ class StackSettings(DevStackEndpoints):
     kafka_sasl_tls: bool = False
     """The SASL listener speaks SASL_SSL, with a certificate for the host that the stack makes
     (``<state_dir>/kafka/tls/``); off: SASL_PLAINTEXT."""
+    kafka_acls: bool = False
+    """Authorize the SASL listener's users by ACLs (KRaft ``StandardAuthorizer``): a user may
+    do only what ``crossroute topics acl`` granted it; the loopback PLAINTEXT listener stays the
+    stack's admin channel."""
     redis_tls_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
     """Also serve Redis over TLS here, with a certificate the stack makes
     (``<state_dir>/redis/tls/ca.crt`` is the CA to trust: ``CROSSROUTE_REDIS__TLS_CA_FILE``)."""
@@ -319,6 +323,8 @@ class StackSettings(DevStackEndpoints):
             )
         if self.kafka_sasl_tls and self.kafka_sasl_port is None:
             raise ValueError("kafka_sasl_tls needs kafka_sasl_port (the listener it secures)")
+        if self.kafka_acls and self.kafka_sasl_port is None:
+            raise ValueError("kafka_acls needs kafka_sasl_port (ACLs apply to its users)")
         return self
 
 

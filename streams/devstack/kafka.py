@@ -75,6 +75,14 @@ sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.{listener}.scram-sha-256.sasl.jaas.config={jaas}
 listener.name.{listener}.scram-sha-512.sasl.jaas.config={jaas}
 """
+# With kafka_acls, KRaft's StandardAuthorizer checks every request: SASL users get only what ACLs
+# grant them (streams.acls); the loopback PLAINTEXT listener, the controller and the broker itself
+# authenticate as ANONYMOUS, the stack's admin channel, which stays a super user.
+_AUTHORIZER_PROPERTIES = """\
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
+"""
 _TLS_PROPERTIES = """\
 ssl.keystore.type=PKCS12
 ssl.keystore.location={keystore}
@@ -115,6 +123,8 @@ def server_properties(settings: StackSettings, data_dir: Path) -> str:
     if sasl_port is None:
         return text
     text += _SASL_PROPERTIES.format(listener=protocol.lower(), jaas=_SCRAM_LOGIN)
+    if settings.kafka_acls:
+        text += _AUTHORIZER_PROPERTIES
     if settings.kafka_sasl_tls:
         keystore = tls_dir(settings) / "broker.p12"
         text += _TLS_PROPERTIES.format(keystore=keystore, password=_KEYSTORE_PASSWORD)

@@ -168,7 +168,7 @@ def test_command_tree() -> None:
         "streams": [
             "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",
             "stack down", "stack install", "stack status", "stack up", "status", "topics",
-            "topics ensure", "up", "worker",
+            "topics acl", "topics ensure", "up", "worker",
         ],
     }  # fmt: skip
     assert _tree(typer.main.get_group(app)) == sorted(n for names in owned.values() for n in names)

@@ -66,3 +66,22 @@ def test_a_topic_that_never_shows_is_reported_after_the_timeout() -> None:
     admin = LaggingAdmin([s.name for s in specs], lag=10**9)
     with pytest.raises(ConfigurationError, match="not visible in the cluster metadata"):
         ensure_topics(admin, specs, timeout_s=0.3)  # type: ignore[arg-type]
+
+
+def test_acls_are_the_least_each_role_needs() -> None:
+    import pytest
+    from confluent_kafka.admin import AclOperation, ResourceType  # type: ignore[attr-defined]
+
+    from streams.acls import acl_bindings, describe_acls
+
+    worker = acl_bindings("w", "worker", "shop.", "shop-worker")
+    assert {(b.restype, b.name) for b in worker} == {
+        (ResourceType.TOPIC, "shop."), (ResourceType.GROUP, "shop-worker")}  # fmt: skip
+    assert all(b.principal == "User:w" and b.host == "*" for b in worker)
+    publisher = acl_bindings("p", "publisher", "shop.", "shop-worker")
+    assert {b.operation for b in publisher} == {AclOperation.WRITE, AclOperation.DESCRIBE}
+    assert all(b.restype == ResourceType.TOPIC for b in publisher)  # no group: cannot consume
+    assert describe_acls("p", "publisher", "shop.", "g") == [
+        "ALLOW User:p WRITE TOPIC PREFIXED 'shop.'", "ALLOW User:p DESCRIBE TOPIC PREFIXED 'shop.'"]  # fmt: skip
+    with pytest.raises(ValueError, match="every topic"):
+        acl_bindings("w", "worker", "", "g")
