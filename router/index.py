@@ -70,7 +70,11 @@ _SCHEMA_VERSION = "1"
 # Upsert one document. KEYS: doc, tombstone. ARGV: source_version, then field/value pairs.
 # Returns 1 written, 0 duplicate (same version already stored), -1 stale (an equal or newer delete, or
 # a newer version, is already there).
-_UPSERT = """
+# The shebang (Redis 7+) makes Redis refuse the whole script with OOM at maxmemory. Without it, a
+# script whose first write is the DEL below may go on writing past maxmemory: Redis lets a script
+# that has written finish, so upserts would grow memory without bound (found by the fault matrix).
+# A delete keeps the legacy form: it frees memory.
+_UPSERT = """#!lua
 local v = tonumber(ARGV[1])
 local tomb = redis.call('GET', KEYS[2])
 if tomb and tonumber(tomb) >= v then return -1 end

@@ -165,9 +165,17 @@ class MessageProducer(Protocol):
 
 
 def is_retryable(error: BaseException) -> bool:
-    """Whether retrying the same work later can succeed: Redis unreachable or timing out, or a
-    crossroute error marked ``retryable`` (such as :class:`ServiceUnavailableError`)."""
-    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+    """Whether retrying the same work later can succeed: Redis unreachable or timing out, full
+    (``OOM``: at ``maxmemory`` it refuses writes until memory is freed; crashing would only loop)
+    or read-only (a replica during a failover), or a crossroute error marked ``retryable`` (such as
+    :class:`ServiceUnavailableError`)."""
+    if isinstance(
+        error,
+        redis.ConnectionError
+        | redis.TimeoutError
+        | redis.exceptions.OutOfMemoryError
+        | redis.exceptions.ReadOnlyError,
+    ):
         return True
     return isinstance(error, CrossrouteError) and error.retryable
 
@@ -582,7 +590,7 @@ class Pipeline:
         while True:
             try:
                 return fn()
-            except (redis.ConnectionError, redis.TimeoutError, CrossrouteError) as e:
+            except (redis.RedisError, CrossrouteError) as e:
                 if not is_retryable(e):
                     raise
                 self.metrics.retries.labels(kind=kind).inc()

@@ -368,6 +368,8 @@ def test_retryable_is_what_decides() -> None:
     assert is_retryable(ServiceUnavailableError("x"))
     assert is_retryable(redis.ConnectionError()) and is_retryable(redis.TimeoutError())
     assert not is_retryable(RequestError("x")) and not is_retryable(redis.ResponseError())
+    assert is_retryable(redis.exceptions.OutOfMemoryError("OOM command not allowed"))
+    assert is_retryable(redis.exceptions.ReadOnlyError("READONLY"))
     assert not is_retryable(ValueError("x"))
 
 
