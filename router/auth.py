@@ -32,6 +32,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from router.bounds import Rejected
+from router.connection import reply_text
 from router.exceptions import RouterError
 from router.schemas import TenantId
 
@@ -103,10 +104,6 @@ def _key_id(token: str) -> str | None:
     return key_id
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -161,7 +158,7 @@ class KeyStore:
         raw = self.client.hgetall(self._name(key_id))
         if not raw or b"sha256" not in raw:
             return None
-        f = {_text(k): _text(v) for k, v in raw.items()}
+        f = {reply_text(k): reply_text(v) for k, v in raw.items()}
         scopes = tuple(s for s in f.get("scopes", "").split(",") if s in SCOPES)
         key = ApiKey(
             key_id=key_id,

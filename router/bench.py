@@ -38,7 +38,8 @@ from redis.commands.search.query import Query
 
 from models.embedder import Embedder
 from models.eval.dataset import load_dataset
-from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex, _ft_info, _s
+from router.connection import reply_text
+from router.index import Filters, IndexDoc, SpaceInfo, VectorIndex, _ft_info
 from router.settings import IndexSettings
 
 __all__ = [
@@ -236,7 +237,7 @@ def load_catalog(
 
 def wait_indexed(index: VectorIndex, poll_s: float = 0.1) -> None:
     """Wait until RediSearch reports the index fully indexed (``percent_indexed`` 1)."""
-    while float(_s(_ft_info(index.client, index.name).get("percent_indexed", 1))) < 1:
+    while float(reply_text(_ft_info(index.client, index.name).get("percent_indexed", 1))) < 1:
         time.sleep(poll_s)
 
 
@@ -292,7 +293,7 @@ def _query(
             .return_fields("entity_id").sort_by("distance").paging(0, 10).dialect(2)
         )  # fmt: skip
         res = index.client.ft(index.name).search(query, {"vec": q.astype(np.float32).tobytes()})
-        return [_s(getattr(d, "entity_id", "")) for d in res.docs]
+        return [reply_text(getattr(d, "entity_id", "")) for d in res.docs]
     filters = Filters(tenant=tenant)
     if name == "tenant+category":
         filters = Filters(tenant=tenant, category=cat, category_only=True)

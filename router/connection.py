@@ -13,7 +13,12 @@ import redis
 from models.exceptions import UsageError
 from router.settings import DevStackEndpoints, RedisSettings, redact_url
 
-__all__ = ["redis_client", "redis_url"]
+__all__ = ["redis_client", "redis_url", "reply_text"]
+
+
+def reply_text(value: object) -> str:
+    """A Redis reply value as text (the client returns bytes unless it decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def redis_url(settings: RedisSettings, stack: DevStackEndpoints) -> str:

@@ -36,6 +36,7 @@ from typing import Annotated, Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
+from router.connection import reply_text
 from router.exceptions import DeploymentError, IndexNotFoundError
 from router.settings import IndexSettings
 
@@ -125,7 +126,7 @@ class Deployments:
         """Every registered space."""
         out: dict[str, SpaceRecord] = {}
         for raw_id, raw in self.client.hgetall(self.spaces_key).items():
-            space_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            space_id = reply_text(raw_id)
             data = json.loads(raw)
             out[space_id] = SpaceRecord(
                 space_id, Path(data["bundle"]), data["index"], float(data["registered_at"])

@@ -33,6 +33,7 @@ from redis.commands.search.query import Query
 
 from models.bundle import Manifest
 from models.exceptions import SpaceMismatchError
+from router.connection import reply_text
 from router.exceptions import IndexingFailureError, IndexNotFoundError, RouterError
 from router.settings import IndexSettings
 
@@ -252,15 +253,11 @@ class WriteResult:
 def _ft_info(client: redis.Redis, name: str) -> dict[str, Any]:
     """FT.INFO as a dict with str keys (raises ``redis.ResponseError`` for an unknown index)."""
     raw = client.ft(name).info()  # type: ignore[no-untyped-call]
-    return {_s(k): v for k, v in raw.items()}
+    return {reply_text(k): v for k, v in raw.items()}
 
 
 def _command(client: redis.Redis, *args: Any) -> Any:
     return client.execute_command(*args)  # type: ignore[no-untyped-call]
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class VectorIndex:
@@ -309,9 +306,9 @@ class VectorIndex:
                 f"no index or alias {full!r} in Redis: build one with `crossroute index create` "
                 "or promote one to the alias"
             ) from e
-        index_name = _s(info_d.get("index_name", full))
+        index_name = reply_text(info_d.get("index_name", full))
         raw = client.hgetall(f"{index_name}:meta")
-        meta = {_s(k): _s(v) for k, v in raw.items()}
+        meta = {reply_text(k): reply_text(v) for k, v in raw.items()}
         if "space_id" not in meta:
             raise IndexNotFoundError(f"index {index_name!r} has no crossroute metadata")
         space = SpaceInfo(
@@ -375,7 +372,7 @@ class VectorIndex:
         Raises:
             SpaceMismatchError: an index of this name exists with metadata of another space.
         """
-        meta = {_s(k): _s(v) for k, v in self.client.hgetall(self.meta_key).items()}
+        meta = {reply_text(k): reply_text(v) for k, v in self.client.hgetall(self.meta_key).items()}
         if meta and (meta.get("space_id") != self.space_id or int(meta["dim"]) != self.space.dim):
             raise SpaceMismatchError(
                 f"{self.meta_key} describes space {meta.get('space_id')} ({meta.get('dim')}-d), "
@@ -416,7 +413,7 @@ class VectorIndex:
         full = self.alias_name(alias)
         previous: str | None = None
         try:
-            previous = _s(_ft_info(self.client, full)["index_name"])
+            previous = reply_text(_ft_info(self.client, full)["index_name"])
         except redis.ResponseError:
             previous = None
         if previous is None:
@@ -519,7 +516,7 @@ class VectorIndex:
     def indexing_failures(self) -> int:
         """``hash_indexing_failures`` of the index: documents stored but not indexed."""
         info = _ft_info(self.client, self.name)
-        return int(_s(info.get("hash_indexing_failures", 0)))
+        return int(reply_text(info.get("hash_indexing_failures", 0)))
 
     def check_failures(self) -> None:
         """Raise if Redis failed to index any document since the last check.
@@ -558,12 +555,12 @@ class VectorIndex:
         total = self.count()
         for start in range(0, total, 10_000):  # FT.SEARCH pages (MAXSEARCHRESULTS 10k by default)
             res = self.client.ft(self.name).search(q.paging(start, 10_000))
-            exemplars.update(_s(d.id) for d in res.docs)
+            exemplars.update(reply_text(d.id) for d in res.docs)
             if len(res.docs) < 10_000:
                 break
         out = []
         for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
-            name = _s(key)
+            name = reply_text(key)
             if name in exemplars:
                 continue
             tenant, _, ident = name[len(self.prefix) :].partition(":")
@@ -594,9 +591,9 @@ class VectorIndex:
         found: set[str] = set()
         for row in rows or []:
             fields = row if isinstance(row, dict) else dict(zip(row[::2], row[1::2], strict=False))
-            value = next((v for k, v in fields.items() if _s(k) == "category"), None)
+            value = next((v for k, v in fields.items() if reply_text(k) == "category"), None)
             if value is not None:
-                found.update(c for c in _s(value).split("|") if c)
+                found.update(c for c in reply_text(value).split("|") if c)
         return sorted(found)
 
     def digest(self, *, chunk: int = 500) -> tuple[str, int]:
@@ -605,7 +602,7 @@ class VectorIndex:
         written, not what). Two builds of the same documents with the same bundle give the same
         digest, whatever order the events arrived in. Returns ``(hex digest, documents)``."""
         h = hashlib.sha256()
-        meta = {_s(k): _s(v) for k, v in self.client.hgetall(self.meta_key).items()}
+        meta = {reply_text(k): reply_text(v) for k, v in self.client.hgetall(self.meta_key).items()}
         for name in ("space_id", "dim", "dtype", "metric", "manifest_digest"):
             h.update(f"{name}={meta.get(name, '')}\n".encode())
         keys = sorted(
@@ -652,7 +649,7 @@ class VectorIndex:
         raw = self.client.hgetall(self.key(tenant, entity_id))
         if not raw:
             return None
-        return {_s(k): _s(v) for k, v in raw.items() if _s(k) != "vector"}
+        return {reply_text(k): reply_text(v) for k, v in raw.items() if reply_text(k) != "vector"}
 
     def knn(
         self,
@@ -866,17 +863,17 @@ def _hits(reply: Any, space_id: str) -> list[Hit]:
         parent = f.get(b"parent")
         raw_vector = f.get(b"vector")
         hit = Hit(
-            id=_s(f[b"entity_id"]),
-            kind=cast("DocKind", _s(f[b"kind"])),
+            id=reply_text(f[b"entity_id"]),
+            kind=cast("DocKind", reply_text(f[b"kind"])),
             score=1.0 - float(f[b"distance"]),
-            tenant=_s(f[b"tenant"]),
+            tenant=reply_text(f[b"tenant"]),
             source_version=int(f[b"source_version"]),
-            space_id=_s(f[b"space_id"]),
-            title=_s(f.get(b"title", b"")),
-            parent=_s(parent) if parent else None,
+            space_id=reply_text(f[b"space_id"]),
+            title=reply_text(f.get(b"title", b"")),
+            parent=reply_text(parent) if parent else None,
             payload=json.loads(extra) if (extra := f.get(b"extra")) else {},
             vector=None if raw_vector is None else np.frombuffer(raw_vector, "<f4"),
-            categories=_categories(_s(f.get(b"category", b""))),
+            categories=_categories(reply_text(f.get(b"category", b""))),
         )
         if hit.space_id != space_id:
             raise SpaceMismatchError.between(space_id, hit.space_id, f"document {hit.id}")
@@ -886,7 +883,7 @@ def _hits(reply: Any, space_id: str) -> list[Hit]:
 
 def _exemplars(reply: Any) -> list[tuple[str, np.ndarray]]:
     return [
-        (_s(f[b"parent"]), np.frombuffer(f[b"vector"], "<f4"))
+        (reply_text(f[b"parent"]), np.frombuffer(f[b"vector"], "<f4"))
         for _, f in _search_rows(reply)
         if f.get(b"vector") is not None
     ]
@@ -895,7 +892,7 @@ def _exemplars(reply: Any) -> list[tuple[str, np.ndarray]]:
 def _kind_and_vector(reply: Any) -> tuple[str | None, np.ndarray | None]:
     kind, vector = reply
     return (
-        None if kind is None else _s(kind),
+        None if kind is None else reply_text(kind),
         None if vector is None else np.frombuffer(vector, "<f4"),
     )
 

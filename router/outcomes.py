@@ -28,6 +28,8 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from router.connection import reply_text
+
 __all__ = ["ACTIONS", "OutcomeCollector", "OutcomeCounts", "Outcomes"]
 
 ACTIONS = ("clicked", "resolved", "escalated", "reopened", "wrong_article")
@@ -164,23 +166,20 @@ class Outcomes:
             )
         out: list[str | None] = []
         for r in pipe.execute():
-            value = r.decode() if isinstance(r, bytes) else str(r)
+            value = reply_text(r)
             out.append(None if value == "=" else value)
         return out
 
     def counts(self, space_id: str) -> OutcomeCounts:
         """The counts of one space (zeros when it never served)."""
         raw = self.client.hgetall(self._counters + space_id)
-        fields = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        fields = {reply_text(k): int(v) for k, v in raw.items()}
         known = OutcomeCounts.__dataclass_fields__
         return OutcomeCounts(space_id, **{k: v for k, v in fields.items() if k in known})
 
     def spaces(self) -> list[str]:
         """Every space that has recorded a decision, sorted."""
-        return sorted(
-            (s.decode() if isinstance(s, bytes) else str(s))
-            for s in self.client.smembers(self._spaces)
-        )
+        return sorted(reply_text(s) for s in self.client.smembers(self._spaces))
 
 
 class OutcomeCollector(Collector):

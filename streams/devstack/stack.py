@@ -30,7 +30,7 @@ import redis
 from pydantic import SecretStr
 
 from models.progress import Progress, no_progress
-from router.connection import redis_url
+from router.connection import redis_url, reply_text
 from router.settings import RedisSettings, redact_url
 from streams.connections import kafka_bootstrap
 from streams.devstack.artifacts import (
@@ -61,10 +61,6 @@ ServiceName = Literal["kafka", "redis"]
 
 
 _LOADING = "loading its dataset from disk"
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -370,7 +366,7 @@ class DevStack:
         )
         try:
             client.ping()
-            modules = {_text(m.get(b"name", m.get("name", ""))) for m in client.module_list()}
+            modules = {reply_text(m.get(b"name", m.get("name", ""))) for m in client.module_list()}
             version = client.info("server").get("redis_version", "?")
         except redis.BusyLoadingError:
             return False, _LOADING
