@@ -311,9 +311,9 @@ def compare_heads(
             changed += int(np.count_nonzero(diff))
             total += diff.size
     va, vb = _validation(shipped), _validation(reproduced)
-    metric = max((abs(va[k] - vb.get(k, np.inf)) for k in va), default=0.0)
-    if va.keys() != vb.keys():
-        metric = float("inf")
+    metric = float("inf")  # other metrics: not comparable
+    if va.keys() == vb.keys():
+        metric = max((abs(va[k] - vb[k]) for k in va), default=0.0)
     return HeadComparison(
         identical=shipped.weights_sha256 == reproduced.weights_sha256,
         same_data=shipped.training_data_digest == reproduced.training_data_digest,

@@ -45,7 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.exceptions import ModelsError
-from router.auth import ApiKey, Authenticator, KeyStore, RateLimiter, bearer_token
+from router.auth import ApiKey, Authenticator, AuthError, KeyStore, RateLimiter, bearer_token
 from router.auth import Scope as KeyScope
 from router.bounds import (
     BodyLimit,
@@ -229,9 +229,9 @@ def create_app(
             return
         key: ApiKey | None = getattr(request.state, "api_key", None)
         if key is None:  # the guard always sets it: fail closed all the same
-            raise Rejected(401, "an API key is required")
+            raise AuthError(401, "an API key is required")
         if key.tenant != named:
-            raise Rejected(403, f"this API key is for tenant {key.tenant!r}, not {named!r}")
+            raise AuthError(403, f"this API key is for tenant {key.tenant!r}, not {named!r}")
 
     app.add_middleware(_Guard, guard=guard, metrics=metrics)
     app.add_middleware(_Observe, metrics=metrics, serving=serving)
@@ -449,10 +449,7 @@ class _Guard:
         except Rejected as e:
             if e.status == 429:
                 self.metrics.shed.labels(endpoint=scope["path"], reason="rate_limit").inc()
-            headers = dict(e.headers)
-            if e.status == 401:
-                headers["WWW-Authenticate"] = 'Bearer realm="crossroute"'
-            await JSONResponse({"detail": e.message}, e.status, headers)(scope, receive, send)
+            await JSONResponse({"detail": e.message}, e.status, e.headers)(scope, receive, send)
             return
         except redis.RedisError as e:
             log.warning("key store unavailable: %s", type(e).__name__)
@@ -472,19 +469,18 @@ class _Slots:
         self.limit = concurrent + queued
         self.admitted = 0
         self.metrics = metrics
+        metrics.embedding.set_function(lambda: self.admitted)
 
     async def run(self, endpoint: str, fn: Callable[[], Any]) -> Any:
         if self.admitted >= self.limit:
             self.metrics.shed.labels(endpoint=endpoint, reason="capacity").inc()
             raise Rejected(503, "the API is at capacity, retry later", retry_after_s=1.0)
         self.admitted += 1
-        self.metrics.embedding.inc()
         try:
             async with self.running:
                 return await _in_thread(fn)
         finally:
             self.admitted -= 1
-            self.metrics.embedding.dec()
 
 
 class _Observe:

@@ -56,8 +56,16 @@ _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
 class AuthError(Rejected):
-    """A request the key does not allow: ``status`` 401 (no or a bad key), 403 (not its scope or
-    tenant) or 429 (over its rate; ``retry_after_s`` says when to retry)."""
+    """A request the key does not allow: ``status`` 401 (no or a bad key, with the
+    ``WWW-Authenticate`` challenge), 403 (not its scope or tenant) or 429 (over its rate;
+    ``retry_after_s`` says when to retry)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = super().headers
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="crossroute"'
+        return headers
 
 
 class KeyNotFoundError(RouterError):

@@ -234,7 +234,7 @@ class DevStack:
             waiting: tuple[ServiceName, ...] = ("redis", "kafka")
             for service in waiting:  # each its own timeout: Redis may have loaded for minutes
                 if not self._is_external(service):
-                    self._wait_healthy(service, time.monotonic() + self.settings.start_timeout_s)
+                    self._wait_healthy(service)
         except BaseException:
             for proc in started:
                 proc.stop(timeout_s=10)
@@ -273,7 +273,7 @@ class DevStack:
             self._start_kafka()
         else:
             self._start_redis()
-        self._wait_healthy(name, time.monotonic() + self.settings.start_timeout_s)
+        self._wait_healthy(name)
 
     def status(self) -> list[ServiceStatus]:
         """Probe both services (a few seconds at most each)."""
@@ -418,7 +418,9 @@ class DevStack:
                 f"{name}: external service at {self._endpoint(name)} is {detail}"
             )
 
-    def _wait_healthy(self, name: ServiceName, deadline: float) -> None:
+    def _wait_healthy(self, name: ServiceName) -> None:
+        """Wait up to ``start_timeout_s`` (restarted while Redis reports it is loading)."""
+        deadline = time.monotonic() + self.settings.start_timeout_s
         proc = self._process(name)
         self._progress(f"waiting for {name} to become healthy")
         detail = ""
