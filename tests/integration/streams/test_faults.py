@@ -14,18 +14,16 @@ import os
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
 
 from router.index import VectorIndex
 from streams.events import ArticleUpserted
-from tests.integration.streams.test_worker import WorkerEnv, wait_for
+from tests.integration.streams.test_worker import WorkerEnv, consume, wait_for
 from tests.integration.streams.test_worker import deployment as deployment  # the fixture
 
 RATE = 20.0  # events/s: steady, well under what one worker indexes
@@ -96,15 +94,6 @@ def _tolerant(check: Callable[[], bool]) -> Callable[[], bool]:
     return run
 
 
-def _dead_letters(env: WorkerEnv) -> int:
-    consumer = Consumer(env.stack.kafka_config(**{"group.id": uuid.uuid4().hex}))
-    consumer.assign([TopicPartition(env.topics.name("dead_letters"), p, 0) for p in range(3)])
-    try:
-        return sum(1 for m in consumer.consume(10_000, 5.0) if m.error() is None)
-    finally:
-        consumer.close()
-
-
 def _kill(proc: Any) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -172,7 +161,7 @@ def test_fault_loses_and_duplicates_nothing(
              "every event published", 300, env)  # fmt: skip
     indexed = _present(redis_client, index, published)
     keys = sum(1 for _ in redis_client.scan_iter(f"{index.prefix}acme:*", count=1000))
-    dead = _dead_letters(env)
+    dead = len(consume(env.stack, env.topics.name("dead_letters"), 10**6, timeout=5))
     row = {
         "fault": fault, "published": len(published), "indexed": indexed, "dead_lettered": dead,
         "lost": len(published) - indexed - dead, "duplicates": keys - len(set(published)),
