@@ -17,9 +17,10 @@ syntax, for ``ACL SETUSER <name> on >password <rules…>`` or a users.acl file l
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
-__all__ = ["ROLES", "Role", "acl_rules"]
+__all__ = ["ROLES", "Role", "acl_rules", "acl_user_line"]
 
 Role = Literal["worker", "api"]
 ROLES: tuple[Role, ...] = ("worker", "api")
@@ -52,3 +53,12 @@ def acl_rules(namespace: str, role: Role, alias: str = "live") -> list[str]:
         commands += ["+@write", "+@transaction", *_SCRIPTS, *_SEARCH_WRITE]
     # after the grants: whatever a category let in, these stay out
     return [*rules, *commands, "-@dangerous", "-@admin", "-keys", "-scan"]
+
+
+def acl_user_line(
+    user: str, role: Role, namespace: str, alias: str = "live", password: str | None = None
+) -> str:
+    """A users.acl line (also the arguments of ``ACL SETUSER`` after the name) for ``user`` with
+    the rules of ``role``; the password appears only as its SHA-256 (``#…``), never in clear."""
+    secret = f"#{hashlib.sha256(password.encode()).hexdigest()} " if password else ""
+    return f"user {user} on {secret}{' '.join(acl_rules(namespace, role, alias))}"

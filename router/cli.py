@@ -240,24 +240,22 @@ def index_acl(
     users.acl line: worker reads the namespace and writes only spaces, the deployment and the
     ticket log; api only reads and searches; neither can FLUSHALL, CONFIG, KEYS or touch another
     namespace."""
-    import hashlib
     import os
 
-    from router.acl import ROLES, acl_rules
+    from router.acl import ROLES, acl_user_line
 
     if role not in ROLES:
         raise UsageError(f"unknown role {role!r}: choose from {', '.join(ROLES)}")
     settings = read_settings(RouterSettings).index
-    secret = ""
+    password = None
     if password_env is not None:
         password = os.environ.get(password_env, "")
         if not password:
             raise UsageError(f"environment variable {password_env} is unset or empty")
-        secret = "#" + hashlib.sha256(password.encode()).hexdigest() + " "
-    rules = " ".join(acl_rules(settings.namespace, role, settings.alias))
-    out.print(
-        f"user {user or 'crossroute-' + role} on {secret}{rules}", highlight=False, soft_wrap=True
+    line = acl_user_line(
+        user or f"crossroute-{role}", role, settings.namespace, settings.alias, password
     )
+    out.print(line, highlight=False, soft_wrap=True)
 
 
 @index_app.command("digest")

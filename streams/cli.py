@@ -171,6 +171,30 @@ def stack_down(
     out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+@stack_app.command("compose-secrets")
+def stack_compose_secrets(
+    folder: Annotated[
+        Path, typer.Option("--dir", help="Where docker-compose.yml reads its secrets from.")
+    ] = Path("stack/secrets"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing secrets (new passwords).")
+    ] = False,
+) -> None:
+    """Make the users, passwords and certificates docker-compose.yml runs with (Redis ACL users,
+    Kafka SCRAM users and TLS, the worker's, API's, admin's and publisher's env files) in a 0700
+    folder; prints the file names, never a secret. Redis users are confined to
+    CROSSROUTE_INDEX__NAMESPACE."""
+    from streams.devstack.compose import write_compose_secrets
+
+    settings = read_settings(WorkerSettings)
+    written = write_compose_secrets(
+        folder, namespace=settings.index.namespace, alias=settings.index.alias, force=force
+    )
+    for path in written:
+        out.print(str(path), highlight=False)
+    err.print(f"{len(written)} files in {folder} (mode 0700); next: docker compose up -d --build")
+
+
 def _print_statuses(statuses: list[ServiceStatus], as_json: bool) -> None:
     if as_json:
         out.print_json(json.dumps([s.as_dict() for s in statuses]))

@@ -25,6 +25,11 @@ from streams.exceptions import StackError
 from streams.settings import KafkaSettings, StackSettings
 
 __all__ = [
+    "AUTHORIZER_PROPERTIES",
+    "BROKER_PROPERTIES",
+    "SASL_PROPERTIES",
+    "SCRAM_LOGIN",
+    "TLS_PROPERTIES",
     "ScramMechanismName",
     "create_scram_user",
     "ensure_keystore",
@@ -49,6 +54,9 @@ advertised.listeners=PLAINTEXT://{host}:{port}{sasl_listener}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{sasl_protocol}
 inter.broker.listener.name=PLAINTEXT
+"""
+# What every single-node broker of ours shares (the dev stack's, docker-compose.yml's).
+BROKER_PROPERTIES = """\
 log.dirs={data_dir}
 # Topics are created explicitly through the admin API, with their configs.
 auto.create.topics.enable=false
@@ -70,7 +78,7 @@ log.cleaner.enable=true
 
 # The SASL listener (StackSettings.kafka_sasl_port) takes SCRAM users kept in the cluster metadata;
 # the broker and the controller keep talking PLAINTEXT among themselves.
-_SASL_PROPERTIES = """\
+SASL_PROPERTIES = """\
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
 listener.name.{listener}.scram-sha-256.sasl.jaas.config={jaas}
 listener.name.{listener}.scram-sha-512.sasl.jaas.config={jaas}
@@ -78,18 +86,18 @@ listener.name.{listener}.scram-sha-512.sasl.jaas.config={jaas}
 # With kafka_acls, KRaft's StandardAuthorizer checks every request: SASL users get only what ACLs
 # grant them (streams.acls); the loopback PLAINTEXT listener, the controller and the broker itself
 # authenticate as ANONYMOUS, the stack's admin channel, which stays a super user.
-_AUTHORIZER_PROPERTIES = """\
+AUTHORIZER_PROPERTIES = """\
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
-super.users=User:ANONYMOUS
+super.users={super_users}
 allow.everyone.if.no.acl.found=false
 """
-_TLS_PROPERTIES = """\
+TLS_PROPERTIES = """\
 ssl.keystore.type=PKCS12
 ssl.keystore.location={keystore}
 ssl.keystore.password={password}
 ssl.key.password={password}
 """
-_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 _SCRAM_ITERATIONS = 8192
 # Fixed, not secret: the keystore serves a loopback dev listener and sits in the state dir next to
 # the server.properties that has to name its password anyway.
@@ -116,18 +124,17 @@ def server_properties(settings: StackSettings, data_dir: Path) -> str:
         host=settings.host,
         port=settings.kafka_port,
         controller_port=settings.kafka_controller_port,
-        data_dir=data_dir,
         sasl_listener=f",{protocol}://{settings.host}:{sasl_port}" if sasl_port else "",
         sasl_protocol=f",{protocol}:{protocol}" if sasl_port else "",
-    )
+    ) + BROKER_PROPERTIES.format(data_dir=data_dir)
     if sasl_port is None:
         return text
-    text += _SASL_PROPERTIES.format(listener=protocol.lower(), jaas=_SCRAM_LOGIN)
+    text += SASL_PROPERTIES.format(listener=protocol.lower(), jaas=SCRAM_LOGIN)
     if settings.kafka_acls:
-        text += _AUTHORIZER_PROPERTIES
+        text += AUTHORIZER_PROPERTIES.format(super_users="User:ANONYMOUS")
     if settings.kafka_sasl_tls:
         keystore = tls_dir(settings) / "broker.p12"
-        text += _TLS_PROPERTIES.format(keystore=keystore, password=_KEYSTORE_PASSWORD)
+        text += TLS_PROPERTIES.format(keystore=keystore, password=_KEYSTORE_PASSWORD)
     return text
 
 

@@ -167,7 +167,7 @@ def test_command_tree() -> None:
         ],
         "streams": [
             "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",
-            "stack down", "stack install", "stack status", "stack up", "status", "topics",
+            "stack compose-secrets", "stack down", "stack install", "stack status", "stack up", "status", "topics",
             "topics acl", "topics ensure", "up", "worker",
         ],
     }  # fmt: skip
