@@ -298,6 +298,11 @@ class StackSettings(DevStackEndpoints):
     """Authorize the SASL listener's users by ACLs (KRaft ``StandardAuthorizer``): a user may
     do only what ``crossroute topics acl`` granted it; the loopback PLAINTEXT listener stays the
     stack's admin channel."""
+    redis_users: bool = False
+    """On ``stack up``, create the least-privilege Redis users ``crossroute-worker`` and
+    ``crossroute-api`` over ``CROSSROUTE_INDEX__NAMESPACE`` (``router.acl``); each one's settings
+    (``CROSSROUTE_REDIS__URL``, over TLS when ``redis_tls_port`` is set) in
+    ``<state_dir>/redis/users/<role>.env`` (0600). The default user stays the admin channel."""
     redis_tls_port: Annotated[int, Field(ge=1024, le=65535)] | None = None
     """Also serve Redis over TLS here, with a certificate the stack makes
     (``<state_dir>/redis/tls/ca.crt`` is the CA to trust: ``CROSSROUTE_REDIS__TLS_CA_FILE``)."""

@@ -17,6 +17,7 @@ service is *external*: ``up`` starts nothing for it and only checks it can be re
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import time
@@ -25,13 +26,15 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import SecretStr
 
 from models.progress import Progress, no_progress
+from router.acl import ROLES, Role, acl_user_line
 from router.connection import redis_url, reply_text
-from router.settings import RedisSettings, redact_url
+from router.settings import IndexSettings, RedisSettings, redact_url
 from streams.connections import kafka_bootstrap
 from streams.devstack.artifacts import (
     check_java,
@@ -51,7 +54,7 @@ from streams.devstack.kafka import (
     tls_dir,
 )
 from streams.devstack.process import ManagedProcess, require_free_port
-from streams.devstack.tls import TlsFiles, ensure_tls_files
+from streams.devstack.tls import TlsFiles, ensure_tls_files, write_private
 from streams.exceptions import ServiceUnavailableError, StackError
 from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 
@@ -88,6 +91,7 @@ class DevStack:
         kafka: the Kafka section; a set ``bootstrap_servers`` makes Kafka external.
         redis: the Redis section; a set ``url`` makes Redis external.
         progress: called with a short line before each slow step (downloads, waits).
+        index: the namespace and alias the Redis users of ``redis_users`` are confined to.
     """
 
     def __init__(
@@ -97,10 +101,12 @@ class DevStack:
         redis_settings: RedisSettings,
         *,
         progress: Progress = no_progress,
+        index: IndexSettings | None = None,
     ) -> None:
         self.settings = stack
         self.kafka_settings = kafka
         self.redis_settings = redis_settings
+        self.index_settings = index or IndexSettings()
         self._progress = progress
         state = stack.state_dir
         self._kafka = ManagedProcess(
@@ -115,7 +121,9 @@ class DevStack:
         cls, settings: WorkerSettings, *, progress: Progress = no_progress
     ) -> DevStack:
         """Build the stack from a process's settings."""
-        return cls(settings.stack, settings.kafka, settings.redis, progress=progress)
+        return cls(
+            settings.stack, settings.kafka, settings.redis, progress=progress, index=settings.index
+        )
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -192,6 +200,52 @@ class DevStack:
             raise StackError("the dev stack serves no Redis TLS port (redis_tls_port unset)")
         return f"rediss://{self.settings.host}:{self.settings.redis_tls_port}/0"
 
+    def add_redis_user(self, role: Role, namespace: str, *, user: str | None = None,
+                       password: str | None = None) -> str:  # fmt: skip
+        """Create (or reset) a least-privilege Redis user of ``role`` over ``namespace``
+        (:mod:`router.acl`) through the admin connection; return its URL (``rediss://`` on the TLS
+        port when there is one; it holds the password: never log it).
+
+        Args:
+            user: its name (default ``crossroute-<role>``).
+            password: its password (default: a new random one).
+        """
+        name = user or f"crossroute-{role}"
+        password = password or secrets.token_hex(24)
+        line = acl_user_line(name, role, namespace, self.index_settings.alias, password)
+        client = redis.Redis.from_url(self.redis_url(), socket_timeout=10)
+        try:
+            rules = line.split()[2:]  # after "user <name>"
+            client.execute_command("ACL", "SETUSER", name, "reset", *rules)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+        split = urlsplit(
+            self.redis_tls_url() if self.settings.redis_tls_port is not None else self.redis_url()
+        )
+        return f"{split.scheme}://{name}:{password}@{split.hostname}:{split.port}/0"
+
+    def redis_user_files(self) -> dict[Role, Path]:
+        """Where ``redis_users`` keeps each role's settings (an env file)."""
+        folder = self.settings.state_dir / "redis" / "users"
+        return {role: folder / f"{role}.env" for role in ROLES}
+
+    def ensure_redis_users(self) -> dict[Role, Path]:
+        """Create the ``worker`` and ``api`` users over the index namespace with the passwords of
+        their env files (made on first use, 0600) and return the files: ACL users live in memory,
+        so every ``up`` sets them again."""
+        files = self.redis_user_files()
+        for role, path in files.items():
+            old = _env_values(path).get("CROSSROUTE_REDIS__URL")
+            password = urlsplit(old).password if old else None
+            url = self.add_redis_user(role, self.index_settings.namespace, password=password)
+            values = {"CROSSROUTE_REDIS__URL": url}
+            if self.settings.redis_tls_port is not None:
+                values["CROSSROUTE_REDIS__TLS_CA_FILE"] = str(self.redis_tls_files().ca)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            text = "".join(f"{k}={v}\n" for k, v in values.items())
+            write_private(path, f"# crossroute stack up: the {role}'s Redis user\n{text}".encode())
+        return files
+
     def redis_url(self) -> str:
         """Redis URL clients should use (:func:`router.connection.redis_url`; may contain a
         password: do not log it)."""
@@ -235,6 +289,8 @@ class DevStack:
             for service in waiting:  # each its own timeout: Redis may have loaded for minutes
                 if not self._is_external(service):
                     self._wait_healthy(service)
+            if self.settings.redis_users and not self.redis_external:
+                self.ensure_redis_users()
         except BaseException:
             for proc in started:
                 proc.stop(timeout_s=10)
@@ -443,3 +499,11 @@ class DevStack:
             f"{name} not healthy after {self.settings.start_timeout_s:.0f} s ({detail}); "
             f"see {proc.log_file}"
         )
+
+
+def _env_values(path: Path) -> dict[str, str]:
+    """``KEY=value`` lines of an env file (none when it does not exist)."""
+    if not path.is_file():
+        return {}
+    lines = (ln for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
+    return dict(ln.split("=", 1) for ln in lines)

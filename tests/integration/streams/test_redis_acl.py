@@ -1,4 +1,5 @@
-"""Least-privilege Redis users (router.acl) over TLS on the real Redis: a worker process that connects
+"""Least-privilege Redis users (router.acl, made by the dev stack: CROSSROUTE_STACK__REDIS_USERS) over
+TLS on the real Redis: a worker process that connects
 as the ``worker`` user to the dev stack's TLS port (``rediss://``, trusting the stack's CA) indexes,
 routes and records outcomes; the API connected the same way as the ``api`` user routes and
 authenticates keys; neither can run FLUSHALL, CONFIG or KEYS, the API cannot write at all, and the
@@ -8,6 +9,7 @@ connection is refused with a clear error."""
 from __future__ import annotations
 
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from models.exceptions import UsageError
-from router.acl import Role, acl_rules
+from router.acl import Role
 from router.api import create_app
 from router.auth import KeyStore
 from router.connection import redis_client as redis_client_of
@@ -43,21 +45,24 @@ def tls(dev_stack: DevStack) -> tuple[str, Path]:
 
 
 @pytest.fixture
-def users(redis_client: redis.Redis, tls: tuple[str, Path]) -> Iterator[Any]:
+def users(dev_stack: DevStack, redis_client: redis.Redis, tls: tuple[str, Path]) -> Iterator[Any]:
     made: list[str] = []
 
     def create(role: Role, namespace: str) -> str:
         """A user of ``role`` over ``namespace``; returns its rediss:// URL (the TLS port)."""
-        name, password = f"cr-{role}-{secrets.token_hex(4)}", secrets.token_urlsafe(18)
-        redis_client.execute_command(
-            "ACL", "SETUSER", name, "reset", "on", f">{password}", *acl_rules(namespace, role)
-        )
-        made.append(name)
-        return f"rediss://{name}:{password}@{tls[0]}/0"
+        made.append(f"cr-{role}-{secrets.token_hex(4)}")
+        url = dev_stack.add_redis_user(role, namespace, user=made[-1])
+        assert url.startswith(f"rediss://{made[-1]}:") and url.endswith(f"@{tls[0]}/0")
+        return url
 
     yield create
     for name in made:
         redis_client.execute_command("ACL", "DELUSER", name)
+
+
+def env_values(path: Path) -> dict[str, str]:
+    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
+    return dict(ln.split("=", 1) for ln in lines)
 
 
 def connect(url: str, ca: Path | None) -> redis.Redis:
@@ -76,15 +81,25 @@ def refused(client: redis.Redis, *command: str) -> bool:
 
 def test_worker_and_api_run_as_least_privilege_users(
     deployment: WorkerEnv,
-    users: Any,
+    dev_stack: DevStack,
     tls: tuple[str, Path],
     redis_client: redis.Redis,
     embedder: Any,
 ) -> None:
     env = deployment
     ns = env.index_settings.namespace
-    env.env["REDIS_URL"] = users("worker", ns)
-    env.env["CROSSROUTE_REDIS__TLS_CA_FILE"] = str(tls[1])
+    # the dev stack's own users (CROSSROUTE_STACK__REDIS_USERS, made on `stack up`), here over
+    # this test's namespace: their settings are env files, the same password on every `up`
+    stack = DevStack(dev_stack.settings, dev_stack.kafka_settings, dev_stack.redis_settings,
+                     index=env.index_settings)  # fmt: skip
+    files = stack.ensure_redis_users()
+    assert stack.ensure_redis_users() == files
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files.values())
+    worker_env = env_values(files["worker"])
+    assert env_values(files["worker"]) == worker_env  # unchanged by the second `up`
+    assert worker_env["CROSSROUTE_REDIS__TLS_CA_FILE"] == str(tls[1])
+    env.env.pop("REDIS_URL")
+    env.env.update(worker_env)
     env.start()
     policy = WarrantyPolicyUpserted(
         source_version=1,
@@ -102,7 +117,7 @@ def test_worker_and_api_run_as_least_privilege_users(
     assert isinstance(decided, RoutingDecided) and decided.decision.targets[0].doc_id == "wp1"
     assert "NOPERM" not in env.log() and "NoPermission" not in env.log()
 
-    worker = connect(env.env["REDIS_URL"], tls[1])
+    worker = connect(env.env["CROSSROUTE_REDIS__URL"], tls[1])
     doc_key = f"{ns}:{embedder.space_id}:doc:acme:wp1"
     for command in (("FLUSHALL",), ("FLUSHDB",), ("CONFIG", "GET", "*"), ("KEYS", "*"),
                     ("HSET", f"{ns}:apikey:0000000000000000", "tenant", "acme"),
@@ -112,7 +127,7 @@ def test_worker_and_api_run_as_least_privilege_users(
 
     # the API as the read-only user: keys are made by an operator (admin), read by the API
     _, token = KeyStore(redis_client, ns).create("acme", ["route", "search"])
-    api = connect(users("api", ns), tls[1])
+    api = connect(env_values(files["api"])["CROSSROUTE_REDIS__URL"], tls[1])
     router = Router(
         embedder,
         VectorIndex(api, SpaceInfo.from_manifest(embedder.manifest), env.index_settings),
@@ -137,7 +152,8 @@ def test_worker_and_api_run_as_least_privilege_users(
                     ("GET", "elsewhere:x")):  # fmt: skip
         assert refused(api, *command), command
     assert redis_client.hget(doc_key, "title") != b"pwned"
-    assert urlsplit(env.env["REDIS_URL"]).password not in env.log()  # no secret in the logs
+    password = urlsplit(env.env["CROSSROUTE_REDIS__URL"]).password
+    assert password is not None and password not in env.log()  # no secret in the logs
 
 
 def test_tls_without_the_ca_is_refused_clearly(
