@@ -250,6 +250,11 @@ class ConsumerSettings(BaseModel):
     """A partial batch is processed after this long. The window starts when the previous batch is
     done, so under load a batch cycle is about ``window / (1 - utilisation)``; freshness grows with
     it (docs/performance.md: 0.5 s gave p95 2.8 s at half load, 0.2 s 0.8 s, at the same capacity)."""
+    buffer_events: Annotated[int, Field(ge=1, le=100_000)] = 256
+    """Events each agent may hold fetched but not yet processed (faust's stream buffer); when
+    processing stalls (Redis slow or down) the consumer pauses its partitions at this bound, so the
+    worker's memory stays about ``buffer_events`` x the event size (faust's default is 4096;
+    docs/reliability.md measures both). At least ``batch_size``."""
     retry_initial_s: Annotated[float, Field(gt=0, le=60)] = 0.5
     retry_max_s: Annotated[float, Field(gt=0, le=600)] = 30.0
     """Backoff bounds for retryable failures (Redis down or timing out, errors marked ``retryable``:
@@ -275,6 +280,15 @@ class ConsumerSettings(BaseModel):
     """``escalated`` feedback makes the ticket an out-of-scope exemplar (it votes for the human
     queue); false: it is only counted (``CROSSROUTE_ROUTING__HUMAN_EXEMPLARS`` ignores those already
     indexed)."""
+
+    @model_validator(mode="after")
+    def _buffer_holds_a_batch(self) -> ConsumerSettings:
+        if self.buffer_events < self.batch_size:
+            raise ValueError(
+                f"buffer_events ({self.buffer_events}) must be at least batch_size "
+                f"({self.batch_size})"
+            )
+        return self
 
 
 class StackSettings(DevStackEndpoints):

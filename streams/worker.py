@@ -34,6 +34,8 @@ __all__ = ["EXIT_CRASH", "build_app", "bundle_ready", "run"]
 
 log = logging.getLogger(__name__)
 EXIT_CRASH = 70
+FETCH_PARTITION_BYTES = 1024 * 1024
+"""The most a partition's fetch asks for (aiokafka's ``max_partition_fetch_bytes``)."""
 
 
 def build_app(
@@ -48,12 +50,15 @@ def build_app(
     batch_window_s: float,
     datadir: Path,
     session_timeout_s: float = 10.0,
+    buffer_events: int = 256,
 ) -> Any:
     """The faust app with its three agents (not started).
 
     Args:
         broker_options: where and how to connect, as ``KafkaSettings.as_faust`` renders it
             (``broker``, ``broker_client_id``, ``broker_credentials`` for SSL/SASL).
+        buffer_events: faust's ``stream_buffer_maxsize``: the events an agent may hold
+            unprocessed before its partitions are paused (the worker's memory bound).
     """
     import faust
 
@@ -70,8 +75,14 @@ def build_app(
         broker_commit_every=batch_size,
         broker_commit_interval=1.0,
         producer_max_request_size=MAX_RECORD_BYTES,
-        consumer_max_fetch_size=MAX_RECORD_BYTES,
+        # Fetch sizes bound what sits in the client before faust's buffer: a partition's fetch stops
+        # after FETCH_PARTITION_BYTES (a larger record still arrives whole: brokers return the
+        # first batch even when it is bigger, KIP-74), and one poll hands over buffer_events.
+        consumer_max_fetch_size=FETCH_PARTITION_BYTES,
+        broker_max_poll_records=buffer_events,
         broker_session_timeout=session_timeout_s,
+        # backpressure: past this many unprocessed events an agent's partitions are paused
+        stream_buffer_maxsize=buffer_events,
         broker_heartbeat_interval=min(3.0, session_timeout_s / 3),
     )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crossroute-batch")
@@ -231,6 +242,7 @@ def run(
         batch_window_s=settings.worker.batch_window_s,
         datadir=settings.stack.state_dir / "faust" / settings.worker.group_id,
         session_timeout_s=settings.worker.session_timeout_s,
+        buffer_events=settings.worker.buffer_events,
     )
     d = serving.deployment
     canary = f", canary {d.canary} at {d.canary_percent:g}%" if d.canary else ""

@@ -10,6 +10,8 @@ the first jar download) the tests are skipped with the reason, except under ``CI
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -152,3 +154,18 @@ def redis_client(dev_stack: DevStack) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(dev_stack.redis_url())
     yield client
     client.close()
+
+
+def report_rows(
+    rows: list[dict[str, Any]], cols: tuple[str, ...], env_var: str, meta: dict[str, Any]
+) -> None:
+    """Print a measured table (markdown) and, when ``env_var`` names a file, write it there as
+    JSON with ``meta`` (how bench/*.json files of test modules are made)."""
+    if not rows:
+        return
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    lines += [" | ".join(str(r[c]) for c in cols) for r in rows]
+    print("\n" + "\n".join(lines))
+    out = os.environ.get(env_var)
+    if out:
+        Path(out).write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")

@@ -9,13 +9,10 @@ Run with ``-s`` to see the table; ``CROSSROUTE_FAULTS_JSON=F`` also writes it as
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ import redis
 
 from router.index import VectorIndex
 from streams.events import ArticleUpserted
+from tests.integration.conftest import report_rows
 from tests.integration.streams.test_worker import WorkerEnv, consume, wait_for
 from tests.integration.streams.test_worker import deployment as deployment  # the fixture
 
@@ -33,15 +31,8 @@ ROWS: list[dict[str, Any]] = []
 @pytest.fixture(scope="module", autouse=True)
 def table() -> Iterator[None]:
     yield
-    if not ROWS:
-        return
     cols = ("fault", "published", "indexed", "dead_lettered", "lost", "duplicates", "recovery_s")
-    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
-    lines += [" | ".join(str(r[c]) for c in cols) for r in ROWS]
-    print("\n" + "\n".join(lines))
-    out = os.environ.get("CROSSROUTE_FAULTS_JSON")
-    if out:
-        Path(out).write_text(json.dumps({"rate_per_s": RATE, "rows": ROWS}, indent=2) + "\n")
+    report_rows(ROWS, cols, "CROSSROUTE_FAULTS_JSON", {"rate_per_s": RATE})
 
 
 class Load:

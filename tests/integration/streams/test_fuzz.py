@@ -198,7 +198,7 @@ def test_ten_thousand_bad_messages_are_dead_lettered_and_the_good_indexed(
 
     index = env.index(redis_client, embedder)
     wait_for(lambda: index.exists() and index.count("acme") >= len(good), "good articles", 600, env)
-    letters = _dead_letters(env, N_BAD, timeout=600)
+    letters = dead_letters(env, N_BAD, timeout=600)
     took = time.monotonic() - started
     got: dict[tuple[str, int, int], str] = {}
     for msg in letters:
@@ -219,7 +219,7 @@ def test_ten_thousand_bad_messages_are_dead_lettered_and_the_good_indexed(
     )
 
 
-def _dead_letters(env: WorkerEnv, n: int, timeout: float) -> list[Any]:
+def dead_letters(env: WorkerEnv, n: int, timeout: float) -> list[Any]:
     topic = env.topics.name("dead_letters")
     consumer = Consumer(env.stack.kafka_config(**{"group.id": uuid.uuid4().hex}))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])

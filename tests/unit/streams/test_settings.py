@@ -101,3 +101,14 @@ def test_the_sasl_port_is_distinct_and_optional() -> None:
         StackSettings(kafka_sasl_port=9092)
     with pytest.raises(ValidationError, match="kafka_sasl_tls needs kafka_sasl_port"):
         StackSettings(kafka_sasl_tls=True)
+
+
+def test_the_worker_buffer_holds_at_least_a_batch() -> None:
+    from streams.settings import ConsumerSettings
+
+    assert ConsumerSettings().buffer_events == 256  # faust's own default (4096) is not the bound
+    assert ConsumerSettings(batch_size=64, buffer_events=64).buffer_events == 64
+    with pytest.raises(
+        ValueError, match=r"buffer_events \(32\) must be at least batch_size \(64\)"
+    ):
+        ConsumerSettings(batch_size=64, buffer_events=32)
