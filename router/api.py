@@ -1,4 +1,5 @@
-"""The HTTP API: ``POST /v1/route``, ``POST /v1/search``, ``GET /healthz``, ``GET /metrics``.
+"""The HTTP API: ``POST /v1/route`` (and ``/v1/route/explain``), ``POST /v1/search``,
+``GET /v1/whoami``, ``GET /healthz``, ``GET /metrics``, and the web console at ``/console/``.
 
 Every call but ``/healthz`` (and the OpenAPI pages) carries an API key (:mod:`router.auth`): the
 key's scope must allow the endpoint (``route``, ``search``; ``admin`` for ``/metrics``), the tenant a
@@ -25,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import redis
 from fastapi import FastAPI, Request
@@ -60,6 +61,7 @@ from router.bounds import (
     read_form,
     validation_errors,
 )
+from router.console import add_console
 from router.exceptions import RequestError
 from router.index import DocKind, Filters
 from router.outcomes import OutcomeCollector, Outcomes
@@ -69,10 +71,13 @@ from router.serving import Serving
 from router.settings import ApiSettings
 
 __all__ = [
+    "DocumentSummary",
+    "ExplainedDecision",
     "RouteRequest",
     "SearchHit",
     "SearchRequest",
     "SearchResponse",
+    "WhoAmI",
     "create_app",
     "serve",
 ]
@@ -119,6 +124,32 @@ class SearchResponse(BaseModel):
 
     space_id: str
     hits: list[SearchHit]
+
+
+class DocumentSummary(BaseModel):
+    """What the console shows of a target document."""
+
+    kind: str
+    title: str = ""
+
+
+class ExplainedDecision(BaseModel):
+    """``/v1/route/explain``: the decision, and what a person needs to judge it."""
+
+    decision: RoutingDecision
+    ocr_text: str | None = None
+    """The text read from the ticket's screenshot (None without a screenshot)."""
+    documents: dict[str, DocumentSummary] = Field(default_factory=dict)
+    """Title and kind of each target, by document id (absent: deleted since the search)."""
+
+
+class WhoAmI(BaseModel):
+    """``/v1/whoami``: the caller's key (or that auth is off)."""
+
+    auth: Literal["keys", "off"]
+    tenant: str | None = None
+    scopes: list[str] = Field(default_factory=list)
+    key_id: str | None = None
 
 
 class _Metrics:
@@ -267,36 +298,10 @@ def create_app(
     def prometheus() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post(
-        "/v1/route",
-        response_model=RoutingDecision,
-        summary="Route a ticket",
-        description="JSON (`RouteRequest`, images base64) or multipart/form-data with a `ticket` "
-        "field (the ticket as JSON) and optional `photo` / `screenshot` image files.",
-        responses={413: {"description": "Too large"}, 415: {"description": "Bad content type"}},
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}},
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "required": ["ticket"],
-                            "properties": {
-                                "ticket": {"type": "string", "description": "Ticket JSON"},
-                                "k": {"type": "integer", "minimum": 1, "maximum": 100},
-                                "photo": {"type": "string", "format": "binary"},
-                                "screenshot": {"type": "string", "format": "binary"},
-                            },
-                        }
-                    },
-                },
-                "required": True,
-            }
-        },
-    )
-    async def route(request: Request, response: Response) -> RoutingDecision:
+    async def read_route(request: Request) -> RouteRequest:
+        """The route request of a JSON or multipart body, bounded and checked for the key."""
         kind = content_kind(request)
+        body: RouteRequest
         if kind == "json":
             body = parse_json(RouteRequest, await request.body())
         else:
@@ -322,12 +327,87 @@ def create_app(
                 if ref.uri is not None:
                     raise Rejected(422, "image URIs are not fetched by the API; send the bytes")
                 check_request_image(ref.data or b"", limits)
+        return body
+
+    async def route(request: Request, response: Response) -> RoutingDecision:
+        body = await read_route(request)
         decision: RoutingDecision = await slots.run(
-            "/v1/route", lambda: serving.route(ticket, k=body.k)
+            "/v1/route", lambda: serving.route(body.ticket, k=body.k)
         )
         metrics.decisions.labels(queue=decision.queue, space_id=decision.space_id).inc()
         response.headers["X-Crossroute-Space"] = decision.space_id
         return decision
+
+    route_body: dict[str, Any] = {
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}},
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["ticket"],
+                        "properties": {
+                            "ticket": {"type": "string", "description": "Ticket JSON"},
+                            "k": {"type": "integer", "minimum": 1, "maximum": 100},
+                            "photo": {"type": "string", "format": "binary"},
+                            "screenshot": {"type": "string", "format": "binary"},
+                        },
+                    }
+                },
+            },
+            "required": True,
+        }
+    }
+
+    app.post(
+        "/v1/route",
+        response_model=RoutingDecision,
+        summary="Route a ticket",
+        description="JSON (`RouteRequest`, images base64) or multipart/form-data with a `ticket` "
+        "field (the ticket as JSON) and optional `photo` / `screenshot` image files.",
+        responses={413: {"description": "Too large"}, 415: {"description": "Bad content type"}},
+        openapi_extra=route_body,
+    )(route)
+
+    @app.post(
+        "/v1/route/explain",
+        response_model=ExplainedDecision,
+        summary="Route a ticket and explain the decision",
+        description="The bodies of /v1/route; the answer adds the text read from a screenshot "
+        "and the title of each target (what the console shows).",
+        openapi_extra=route_body,
+    )
+    async def route_explain(request: Request, response: Response) -> ExplainedDecision:
+        body = await read_route(request)
+
+        def run() -> ExplainedDecision:
+            router = serving.router_for(body.ticket.id)
+            tv = router.embed_ticket(body.ticket)
+            decision = router.decide(body.ticket, tv, k=body.k)
+            documents = {}
+            for target in decision.targets:
+                stored = router.index.get(decision.tenant, target.doc_id)
+                if stored is not None:
+                    documents[target.doc_id] = DocumentSummary(
+                        kind=target.kind, title=stored.get("title", "")
+                    )
+            return ExplainedDecision(decision=decision, ocr_text=tv.ocr_text, documents=documents)
+
+        explained: ExplainedDecision = await slots.run("/v1/route/explain", run)
+        d = explained.decision
+        metrics.decisions.labels(queue=d.queue, space_id=d.space_id).inc()
+        response.headers["X-Crossroute-Space"] = d.space_id
+        return explained
+
+    @app.get("/v1/whoami", response_model=WhoAmI, summary="The caller's API key")
+    def whoami(request: Request) -> WhoAmI:
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if guard is None or key is None:
+            return WhoAmI(auth="off")
+        return WhoAmI(auth="keys", tenant=key.tenant, scopes=sorted(key.scopes),
+                      key_id=key.key_id)  # fmt: skip
+
+    add_console(app)
 
     @app.post(
         "/v1/search",
@@ -425,8 +505,12 @@ def create_app(
 
 _PATHS = {"/v1/route", "/v1/search", "/healthz", "/metrics"}
 _SPACE_HEADER = b"x-crossroute-space"
-_SCOPES: dict[str, KeyScope] = {"/v1/route": "route", "/v1/search": "search", "/metrics": "admin"}
-"""What each guarded path needs; every other path (``/healthz``, the OpenAPI pages) is open."""
+_SCOPES: dict[str, KeyScope | Literal["any"]] = {
+    "/v1/route": "route", "/v1/route/explain": "route", "/v1/search": "search",
+    "/v1/whoami": "any", "/metrics": "admin",
+}  # fmt: skip
+"""What each guarded path needs (``any``: a valid key); every other path (``/healthz``, the OpenAPI
+pages, the console's static files, which hold no data) is open."""
 
 
 class _Guard:
@@ -445,7 +529,7 @@ class _Guard:
             return
         token = bearer_token(scope.get("headers", ()))
         try:
-            key = self.guard.authenticate(token, needed)
+            key = self.guard.authenticate(token, None if needed == "any" else needed)
         except Rejected as e:
             if e.status == 429:
                 self.metrics.shed.labels(endpoint=scope["path"], reason="rate_limit").inc()

@@ -273,8 +273,8 @@ class Authenticator:
             self._cache[key_id] = (now, found)
         return found
 
-    def authenticate(self, token: str | None, scope: Scope) -> ApiKey:
-        """The key of ``token`` if it may use ``scope`` now.
+    def authenticate(self, token: str | None, scope: Scope | None) -> ApiKey:
+        """The key of ``token`` if it may use ``scope`` now (None: any valid key).
 
         Raises:
             AuthError: 401 without a valid active key, 403 outside its scopes, 429 over its rate.
@@ -289,7 +289,7 @@ class Authenticator:
         if found is None or not genuine or not found[0].active:
             raise AuthError(401, "invalid or revoked API key")
         key = found[0]
-        if not key.allows(scope):
+        if scope is not None and not key.allows(scope):
             raise AuthError(403, f"this API key has no {scope!r} scope")
         wait = self.limiter.take(key.key_id, key.rate_per_s)
         if wait > 0:

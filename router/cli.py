@@ -478,8 +478,9 @@ def api_cmd(
     ] = False,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
-    /metrics. Loopback by default. Every call but /healthz needs an API key (`crossroute keys
-    create`), sent as `Authorization: Bearer <key>`. Without --model/--index it serves the
+    /metrics, and the web console at /console/ (same keys). Loopback by default. Every call but
+    /healthz needs an API key (`crossroute keys create`), sent as `Authorization: Bearer <key>`.
+    Without --model/--index it serves the
     deployment (the live space, and the canary's share of tickets) and follows `crossroute
     promote`/`rollback` without a restart; with either, that one space only."""
     from router.api import create_app, serve
@@ -520,6 +521,7 @@ def api_cmd(
         )
     else:
         err.print("API keys required: `crossroute keys create --tenant T` makes one")
+    err.print(f"web console: http://{api.host}:{api.port}/console/")
     serve(app_, api)
 
 

@@ -18,7 +18,7 @@ from router.auth import KeyStore, Scope
 from router.documents import Indexer
 from router.index import VectorIndex
 from router.routing import Router
-from router.schemas import Article, Product, WarrantyPolicy
+from router.schemas import Article, ImageRef, Product, WarrantyPolicy
 from router.settings import ApiSettings, IndexSettings, RoutingSettings
 
 ARTICLES = {
@@ -125,3 +125,13 @@ def api_client(
         raise_server_exceptions=False,
         headers={"Authorization": f"Bearer {token}"},
     )
+
+
+def catalog_products() -> list[Product]:
+    """Two catalog products with drawn images: a brown boot (shoes) and a laptop (laptops)."""
+    return [
+        Product(id="sku-boot", tenant="acme", title="Brown leather boot", category="shoes",
+                image=ImageRef(data=drawn("shoes", (120, 72, 40)))),
+        Product(id="sku-laptop", tenant="acme", title="14-inch laptop", category="laptops",
+                image=ImageRef(data=drawn("laptops", (150, 150, 155)))),
+    ]  # fmt: skip

@@ -296,3 +296,44 @@ def test_redis_eval_with_exemplars_matches_exact(embedder: Embedder, redis_clien
     plain = evaluate(data, embedder, latency_sample=0)
     # exemplars help, even with near-duplicate queries kept in one fold (measured: +0.029)
     assert exact["metrics"]["recall@1"] > plain["metrics"]["recall@1"] + 0.02
+
+
+def test_route_explain_adds_the_screenshot_text_and_the_titles(client: TestClient) -> None:
+    res = client.post(
+        "/v1/route/explain",
+        data={"ticket": json.dumps({"id": "t-explain", "tenant": "acme"})},
+        files={"screenshot": ("s.png", screenshot("Payment failed: gateway timeout"), "image/png")},
+    )
+    assert res.status_code == 200, res.text
+    body = res.json()
+    top = body["decision"]["targets"][0]
+    assert top["doc_id"] == "acme-payment-failed" and "screenshot_text" in top["evidence"]
+    assert "payment" in body["ocr_text"].lower()
+    assert body["documents"]["acme-payment-failed"]["title"]
+    assert set(body["documents"]) == {t["doc_id"] for t in body["decision"]["targets"]}
+    assert res.headers["X-Crossroute-Space"] == body["decision"]["space_id"]
+    text_only = client.post("/v1/route/explain", json={"ticket": {
+        "id": "t-explain-2", "tenant": "acme", "text": "I forgot my password"}})  # fmt: skip
+    assert text_only.status_code == 200 and text_only.json()["ocr_text"] is None
+    other = client.post("/v1/route/explain", json={"ticket": {
+        "id": "t-explain-3", "tenant": "globex", "text": "I forgot my password"}})  # fmt: skip
+    assert other.status_code == 403  # the key's tenant only, as /v1/route
+
+
+def test_whoami_and_the_console_files(client: TestClient) -> None:
+    who = client.get("/v1/whoami").json()
+    assert who["auth"] == "keys" and who["tenant"] == "acme" and who["scopes"] == ["admin"]
+    anonymous = TestClient(client.app)
+    assert anonymous.get("/v1/whoami").status_code == 401
+    page = anonymous.get("/console/")  # the files hold no data: no key needed
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert '<script type="module" src="console.js">' in page.text
+    js = anonymous.get("/console/console.js")
+    assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")
+    assert "innerHTML" not in js.text  # text reaches the page through textContent only
+    assert anonymous.get("/console/../router/api.py").status_code == 404
+    assert anonymous.get("/console/secret.txt").status_code == 404
+    redirect = anonymous.get("/console", follow_redirects=False)
+    assert redirect.status_code == 308 and redirect.headers["location"] == "/console/"

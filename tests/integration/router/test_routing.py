@@ -19,7 +19,7 @@ from router.index import SpaceInfo, VectorIndex
 from router.routing import Calibration, Router, load_calibration, save_calibration
 from router.schemas import ImageRef, Product, Ticket
 from router.settings import IndexSettings, RoutingSettings
-from tests.integration.router.conftest import drawn, screenshot
+from tests.integration.router.conftest import catalog_products, drawn, screenshot
 
 
 def test_text_ticket_routes_to_the_matching_article(router: Router) -> None:
@@ -194,12 +194,7 @@ def test_a_photo_identifies_the_product_and_its_category_decides(router: Router)
     """The same ambiguous words with two photos: each photo is matched to a catalog product, whose
     category leads to its own warranty policy, and the evidence names the product."""
     indexer = Indexer(router.embedder, router.index)
-    products = [
-        Product(id="sku-boot", tenant="acme", title="Brown leather boot", category="shoes",
-                image=ImageRef(data=drawn("shoes", (120, 72, 40)))),
-        Product(id="sku-laptop", tenant="acme", title="14-inch laptop", category="laptops",
-                image=ImageRef(data=drawn("laptops", (150, 150, 155)))),
-    ]  # fmt: skip
+    products = catalog_products()
     assert indexer.upsert(products, [1, 1]).failed == []
     text = "It broke after three weeks. Is this covered?"
     for product, policy, kind, colour in (

@@ -1,0 +1,180 @@
+"""The web console in a real browser: Debian's chromium, headless, driven through its chromedriver
+(Selenium; no browser is downloaded), against the API served by uvicorn on the real index and
+bundle. A user signs in with a key, types a ticket, attaches a photo and sees the right target with
+its evidence; hostile titles stay text; the form works from the keyboard alone.
+
+``CROSSROUTE_CONSOLE_SHOTS=docs/console`` saves a screenshot of each page there (docs/console.md)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+
+from router.api import create_app
+from router.auth import KeyStore
+from router.documents import Indexer
+from router.routing import Router
+from router.schemas import Article
+from tests.conftest import IN_CI
+from tests.integration.router.conftest import catalog_products, drawn
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SHOTS = os.environ.get("CROSSROUTE_CONSOLE_SHOTS")  # read at import: tests run with a clean env
+HOSTILE = '<img src=x onerror="window.__pwned=1">Screen <script>window.__pwned=2</script>repair'
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        message = "Debian's chromium and chromium-driver are not installed (.ci/bootstrap does it)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or driver
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,1500", "--disable-extensions"):  # fmt: skip
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(0)
+    yield driver
+    driver.quit()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def served(router: Router) -> Iterator[tuple[str, str]]:
+    """The API on a loopback port (uvicorn, as `crossroute api` serves it) and an acme key."""
+    indexer = Indexer(router.embedder, router.index)
+    docs = [
+        *catalog_products(),
+        Article(id="acme-hostile", tenant="acme", title=HOSTILE,
+                body="Cracked screen repair: book a screen replacement at a repair shop."),
+    ]  # fmt: skip
+    assert indexer.upsert(docs, [1] * len(docs)).failed == []
+    store = KeyStore(router.index.client, router.index.settings.namespace)
+    _, token = store.create("acme", ["route", "search"])
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(router, keys=store), host="127.0.0.1",
+                                           port=port, log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", token
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def wait(driver: Any, css: str, timeout: float = 60) -> Any:
+    """The visible element ``css`` once it appears; else fail with what the page shows and logs."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout).until(
+            ec.visibility_of_element_located(("css selector", css))
+        )
+    except TimeoutException:
+        body = driver.find_element("tag name", "body").text
+        logs = driver.get_log("browser")
+        pytest.fail(f"{css} did not appear at {driver.current_url}; page: {body!r}; log: {logs}")
+
+
+def shot(driver: Any, name: str) -> None:
+    if SHOTS:
+        Path(SHOTS).mkdir(parents=True, exist_ok=True)
+        assert driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
+
+
+def sign_in(driver: Any, base: str, token: str) -> None:
+    driver.get(f"{base}/console/")
+    key = wait(driver, "#api-key")
+    shot(driver, "sign-in")
+    key.send_keys(token)
+    driver.find_element("css selector", "#key-form button[type=submit]").click()
+    wait(driver, "#route-form")
+    assert "tenant acme" in driver.find_element("css selector", "#who").text
+
+
+def test_route_a_ticket_with_a_photo(browser: Any, served: tuple[str, str], tmp_path: Path) -> None:
+    base, token = served
+    sign_in(browser, base, token)
+    photo = tmp_path / "laptop.png"
+    photo.write_bytes(drawn("laptops", (150, 150, 155), customer=True))
+    browser.find_element("css selector", "#ticket-text").send_keys(
+        "It broke after three weeks. Is this covered?"
+    )
+    browser.find_element("css selector", "#photo").send_keys(str(photo))
+    wait(browser, "#photo-preview img")
+    browser.find_element("css selector", "#route-submit").click()
+    decision = wait(browser, "#decision")
+    assert decision.text == "Routed automatically"
+    first = browser.find_element("css selector", "#targets tbody tr")
+    assert first.get_attribute("data-doc-id") == "acme-laptop-warranty"
+    assert "Laptop warranty" in first.text and "catalog" in first.text
+    assert "via product sku-laptop" in first.text
+    shot(browser, "route")
+
+
+def test_hostile_titles_stay_text_and_the_form_works_from_the_keyboard(
+    browser: Any, served: tuple[str, str]
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    base, token = served
+    sign_in(browser, base, token)
+    text = browser.find_element("css selector", "#ticket-text")
+    assert browser.switch_to.active_element != text
+    # keyboard only: Tab from the page start reaches the skip link, then onwards to the text box
+    actions = ActionChains(browser)
+    for _ in range(12):
+        actions.send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element == text:
+            break
+    assert browser.switch_to.active_element == text, "the ticket text is not reachable by Tab"
+    actions.send_keys("My screen cracked, where can I get a screen repair?").perform()
+    for _ in range(6):  # on to the Route button, pressed with Enter
+        actions.send_keys(Keys.TAB).perform()
+        if browser.switch_to.active_element.get_attribute("id") == "route-submit":
+            break
+    actions.send_keys(Keys.ENTER).perform()
+    wait(browser, "#decision")
+    row = browser.find_element("css selector", 'tr[data-doc-id="acme-hostile"]')
+    title = row.find_element("css selector", ".title")
+    assert title.text == HOSTILE  # shown as the text it is
+    assert row.find_elements("css selector", "img, script") == []
+    assert browser.execute_script("return window.__pwned") is None
+
+
+def test_a_wrong_key_is_refused_with_a_message(browser: Any, served: tuple[str, str]) -> None:
+    base, _ = served
+    browser.get(f"{base}/console/")
+    wait(browser, "#api-key").send_keys("crk_0000000000000000_not-a-key")
+    browser.find_element("css selector", "#key-form button[type=submit]").click()
+    alert = wait(browser, "#key-form [role=alert]")
+    assert "invalid or revoked API key" in alert.text
+    assert browser.find_elements("css selector", "#route-form") == []
