@@ -179,9 +179,65 @@ function renderExplained(into, explained) {
         : null));
 }
 
+
+// -- Search ----------------------------------------------------------------------------------
+
+const KINDS = [["product", "Products"], ["article", "Articles"], ["warranty_policy", "Warranty policies"]];
+
+function searchView() {
+  const text = el("input", { type: "text", id: "search-text", name: "text" });
+  const category = el("input", { type: "text", id: "search-category", name: "category" });
+  const stock = el("select", { id: "search-stock", name: "in_stock" },
+    el("option", { value: "" }, "any"), el("option", { value: "true" }, "in stock"),
+    el("option", { value: "false" }, "out of stock"));
+  const kinds = el("fieldset", { id: "search-kinds" }, el("legend", {}, "Kinds (none: all)"),
+    KINDS.map(([value, label]) => el("label", { class: "inline" },
+      el("input", { type: "checkbox", name: "kind", value }), ` ${label}`)));
+  const results = el("section", { id: "search-results", "aria-live": "polite" });
+  const form = el("form", { class: "card", id: "search-form" },
+    el("h1", {}, "Search the index"),
+    el("label", { for: "search-text" }, "Text"), text,
+    imageField("search-image", "Image (optional)"),
+    el("div", { class: "row" },
+      el("div", {}, kinds),
+      el("div", {}, el("label", { for: "search-category" }, "Category"), category,
+        el("label", { for: "search-stock" }, "Stock"), stock)),
+    el("button", { type: "submit", id: "search-submit" }, "Search"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const query = { tenant: who.tenant, k: 10,
+                    kinds: [...form.querySelectorAll("input[name=kind]:checked")].map((c) => c.value) };
+    if (text.value.trim()) query.text = text.value;
+    if (category.value.trim()) query.category = category.value.trim();
+    if (stock.value) query.in_stock = stock.value === "true";
+    const data = new FormData();
+    data.append("query", JSON.stringify(query));
+    const file = form.querySelector("#search-image").files[0];
+    if (file) data.append("image", file, file.name);
+    results.replaceChildren(el("p", { class: "muted" }, "Searching…"));
+    try {
+      const found = await api("/v1/search", { method: "POST", body: data });
+      results.replaceChildren(el("section", { class: "card" },
+        el("p", { class: "muted" }, `${found.hits.length} results · space ${found.space_id}`),
+        found.hits.length
+          ? el("table", { id: "hits" },
+              el("thead", {}, el("tr", {}, ...["#", "title", "kind", "score"].map((h) => el("th", { scope: "col" }, h)))),
+              el("tbody", {}, found.hits.map((h, i) => el("tr", { "data-id": h.id },
+                el("td", {}, String(i + 1)),
+                el("td", {}, el("span", { class: "title" }, h.title || h.id),
+                  el("div", { class: "muted" }, h.parent ? `${h.id} (of ${h.parent})` : h.id)),
+                el("td", {}, h.kind), el("td", {}, h.score.toFixed(3))))))
+          : el("p", {}, "Nothing found.")));
+    } catch (error) {
+      results.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    }
+  });
+  show(form, results);
+}
+
 // -- shell -----------------------------------------------------------------------------------
 
-const PAGES = { route: routeView };
+const PAGES = { route: routeView, search: searchView };
 
 async function render() {
   const page = (location.hash.replace(/^#\//, "").split("?")[0]) || "route";

@@ -178,3 +178,33 @@ def test_a_wrong_key_is_refused_with_a_message(browser: Any, served: tuple[str, 
     alert = wait(browser, "#key-form [role=alert]")
     assert "invalid or revoked API key" in alert.text
     assert browser.find_elements("css selector", "#route-form") == []
+
+
+def test_search_by_text_and_by_image_with_filters(
+    browser: Any, served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, token = served
+    sign_in(browser, base, token)
+    browser.get(f"{base}/console/#/search")
+    text = wait(browser, "#search-text")
+    text.send_keys("laptop")
+    browser.find_element("css selector", 'input[name=kind][value="product"]').click()
+    browser.find_element("css selector", "#search-submit").click()
+    wait(browser, "#hits")
+    rows = browser.find_elements("css selector", "#hits tbody tr")
+    assert rows[0].get_attribute("data-id") == "sku-laptop" and "14-inch laptop" in rows[0].text
+    assert {r.find_elements("css selector", "td")[2].text for r in rows} == {"product"}
+
+    # an image alone, filtered to the shoes category: the boot, nothing from another category
+    text.clear()
+    photo = tmp_path / "boot.png"
+    photo.write_bytes(drawn("shoes", (120, 72, 40), customer=True))
+    browser.find_element("css selector", "#search-image").send_keys(str(photo))
+    browser.find_element("css selector", "#search-category").send_keys("shoes")
+    browser.find_element("css selector", "#search-submit").click()
+    wait(browser, '#hits tbody tr[data-id="sku-boot"]')
+    ids = [
+        r.get_attribute("data-id") for r in browser.find_elements("css selector", "#hits tbody tr")
+    ]
+    assert ids[0] == "sku-boot" and "sku-laptop" not in ids
+    shot(browser, "search")
