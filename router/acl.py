@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
-__all__ = ["ROLES", "Role", "acl_rules", "acl_user_line"]
+__all__ = ["ROLES", "Role", "acl_rules", "acl_user_line", "acl_user_rules", "password_rule"]
 
 Role = Literal["worker", "api"]
 ROLES: tuple[Role, ...] = ("worker", "api")
@@ -55,10 +55,22 @@ def acl_rules(namespace: str, role: Role, alias: str = "live") -> list[str]:
     return [*rules, *commands, "-@dangerous", "-@admin", "-keys", "-scan"]
 
 
+def password_rule(password: str) -> str:
+    """A password as an ACL rule: ``#`` and its SHA-256, never the password in clear."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_user_rules(
+    role: Role, namespace: str, alias: str = "live", password: str | None = None
+) -> list[str]:
+    """The rules of an enabled user of ``role`` (the arguments of ``ACL SETUSER`` after the
+    name), its password as :func:`password_rule`."""
+    secret = [password_rule(password)] if password else []
+    return ["on", *secret, *acl_rules(namespace, role, alias)]
+
+
 def acl_user_line(
     user: str, role: Role, namespace: str, alias: str = "live", password: str | None = None
 ) -> str:
-    """A users.acl line (also the arguments of ``ACL SETUSER`` after the name) for ``user`` with
-    the rules of ``role``; the password appears only as its SHA-256 (``#…``), never in clear."""
-    secret = f"#{hashlib.sha256(password.encode()).hexdigest()} " if password else ""
-    return f"user {user} on {secret}{' '.join(acl_rules(namespace, role, alias))}"
+    """A users.acl line for ``user`` with the rules of :func:`acl_user_rules`."""
+    return " ".join(["user", user, *acl_user_rules(role, namespace, alias, password)])

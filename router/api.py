@@ -329,13 +329,17 @@ def create_app(
                 check_request_image(ref.data or b"", limits)
         return body
 
+    def decided(decision: RoutingDecision, response: Response) -> None:
+        """Count a decision and name the space that made it."""
+        metrics.decisions.labels(queue=decision.queue, space_id=decision.space_id).inc()
+        response.headers["X-Crossroute-Space"] = decision.space_id
+
     async def route(request: Request, response: Response) -> RoutingDecision:
         body = await read_route(request)
         decision: RoutingDecision = await slots.run(
             "/v1/route", lambda: serving.route(body.ticket, k=body.k)
         )
-        metrics.decisions.labels(queue=decision.queue, space_id=decision.space_id).inc()
-        response.headers["X-Crossroute-Space"] = decision.space_id
+        decided(decision, response)
         return decision
 
     route_body: dict[str, Any] = {
@@ -384,19 +388,16 @@ def create_app(
             router = serving.router_for(body.ticket.id)
             tv = router.embed_ticket(body.ticket)
             decision = router.decide(body.ticket, tv, k=body.k)
-            documents = {}
-            for target in decision.targets:
-                stored = router.index.get(decision.tenant, target.doc_id)
-                if stored is not None:
-                    documents[target.doc_id] = DocumentSummary(
-                        kind=target.kind, title=stored.get("title", "")
-                    )
+            titles = router.index.titles(decision.tenant, [t.doc_id for t in decision.targets])
+            documents = {
+                t.doc_id: DocumentSummary(kind=t.kind, title=titles[t.doc_id])
+                for t in decision.targets
+                if t.doc_id in titles
+            }
             return ExplainedDecision(decision=decision, ocr_text=tv.ocr_text, documents=documents)
 
         explained: ExplainedDecision = await slots.run("/v1/route/explain", run)
-        d = explained.decision
-        metrics.decisions.labels(queue=d.queue, space_id=d.space_id).inc()
-        response.headers["X-Crossroute-Space"] = d.space_id
+        decided(explained.decision, response)
         return explained
 
     @app.get("/v1/whoami", response_model=WhoAmI, summary="The caller's API key")

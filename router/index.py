@@ -574,6 +574,20 @@ class VectorIndex:
             pipe.exists(self.key(tenant, ident))
         return [bool(n) for n in pipe.execute()] if entity_ids else []
 
+    def titles(self, tenant: str, entity_ids: Sequence[str]) -> dict[str, str]:
+        """The title of each of ``entity_ids`` that has a document of ``tenant`` here, in one
+        round trip (a document without a title has "")."""
+        pipe = self.client.pipeline(transaction=False)
+        for ident in entity_ids:
+            pipe.exists(self.key(tenant, ident))
+            pipe.hget(self.key(tenant, ident), "title")
+        replies = pipe.execute() if entity_ids else []
+        return {
+            ident: reply_text(title) if title is not None else ""
+            for ident, found, title in zip(entity_ids, replies[::2], replies[1::2], strict=True)
+            if found
+        }
+
     def categories(self, tenant: str) -> list[str]:
         """The product categories of the tenant's documents, sorted."""
         from redis.commands.search.aggregation import AggregateRequest

@@ -22,8 +22,8 @@ file                        what                                                
 
 The folder itself is ``0700``: the files and sub-folders mounted into containers must be readable
 by the containers' own users (``0644``, ``0755``), so the folder is what keeps other users of the
-host out. Passwords are
-48 hex digits (no quoting needed in URLs, env files or SCRAM's ``[name=…,password=…]`` syntax).
+host out. Passwords are 48 hex digits (no quoting needed in URLs, env files or SCRAM's
+``[name=…,password=…]`` syntax).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.acl import acl_user_line
+from router.acl import acl_user_line, password_rule
+from streams.devstack.envfile import write_env_file
 from streams.devstack.kafka import (
     AUTHORIZER_PROPERTIES,
     BROKER_PROPERTIES,
@@ -41,7 +42,7 @@ from streams.devstack.kafka import (
     TLS_PROPERTIES,
     new_cluster_id,
 )
-from streams.devstack.tls import new_authority, new_server_certificate, write_private
+from streams.devstack.tls import new_authority, new_server_certificate
 from streams.exceptions import StackError
 
 __all__ = [
@@ -101,13 +102,6 @@ inter.broker.listener.name=INTERNAL
             keystore=f"{CONTAINER_SECRETS}/kafka/broker.p12", password=keystore_password
         )
     )
-
-
-def _env_file(path: Path, values: dict[str, str]) -> None:
-    text = (
-        "# Written by `crossroute stack compose-secrets`. Secret: keep it out of git and images.\n"
-    )
-    write_private(path, (text + "".join(f"{k}={v}\n" for k, v in values.items())).encode())
 
 
 def _public(path: Path, data: bytes) -> None:
@@ -181,7 +175,7 @@ def write_compose_secrets(
     users = COMPOSE_USERS
     acl = [
         "user default on nopass resetkeys resetchannels -@all +ping",  # health checks only
-        f"user {users['admin']} on #{_sha256(passwords['admin'])} ~* &* +@all",
+        f"user {users['admin']} on {password_rule(passwords['admin'])} ~* &* +@all",
         acl_user_line(users["worker"], "worker", namespace, alias, passwords["worker"]),
         acl_user_line(users["api"], "api", namespace, alias, passwords["api"]),
     ]
@@ -216,12 +210,7 @@ def write_compose_secrets(
         "publisher.env": sasl("publisher"),
     }
     for name, values in env_files.items():
-        _env_file(folder / name, values)
+        write_env_file(folder / name, values, "Written by `crossroute stack compose-secrets`. "
+                       "Secret: keep it out of git and images.")  # fmt: skip
         written.append(folder / name)
     return sorted(written)
-
-
-def _sha256(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -32,7 +32,7 @@ import redis
 from pydantic import SecretStr
 
 from models.progress import Progress, no_progress
-from router.acl import ROLES, Role, acl_user_line
+from router.acl import ROLES, Role, acl_user_rules
 from router.connection import redis_url, reply_text
 from router.settings import IndexSettings, RedisSettings, redact_url
 from streams.connections import kafka_bootstrap
@@ -43,6 +43,7 @@ from streams.devstack.artifacts import (
     find_redis_stack,
     kafka_version,
 )
+from streams.devstack.envfile import read_env_file, write_env_file
 from streams.devstack.kafka import (
     ScramMechanismName,
     create_scram_user,
@@ -54,7 +55,7 @@ from streams.devstack.kafka import (
     tls_dir,
 )
 from streams.devstack.process import ManagedProcess, require_free_port
-from streams.devstack.tls import TlsFiles, ensure_tls_files, write_private
+from streams.devstack.tls import TlsFiles, ensure_tls_files
 from streams.exceptions import ServiceUnavailableError, StackError
 from streams.settings import KafkaSettings, StackSettings, WorkerSettings
 
@@ -212,10 +213,9 @@ class DevStack:
         """
         name = user or f"crossroute-{role}"
         password = password or secrets.token_hex(24)
-        line = acl_user_line(name, role, namespace, self.index_settings.alias, password)
+        rules = acl_user_rules(role, namespace, self.index_settings.alias, password)
         client = redis.Redis.from_url(self.redis_url(), socket_timeout=10)
         try:
-            rules = line.split()[2:]  # after "user <name>"
             client.execute_command("ACL", "SETUSER", name, "reset", *rules)  # type: ignore[no-untyped-call]
         finally:
             client.close()
@@ -235,15 +235,14 @@ class DevStack:
         so every ``up`` sets them again."""
         files = self.redis_user_files()
         for role, path in files.items():
-            old = _env_values(path).get("CROSSROUTE_REDIS__URL")
+            old = read_env_file(path).get("CROSSROUTE_REDIS__URL")
             password = urlsplit(old).password if old else None
             url = self.add_redis_user(role, self.index_settings.namespace, password=password)
             values = {"CROSSROUTE_REDIS__URL": url}
             if self.settings.redis_tls_port is not None:
                 values["CROSSROUTE_REDIS__TLS_CA_FILE"] = str(self.redis_tls_files().ca)
             path.parent.mkdir(parents=True, exist_ok=True)
-            text = "".join(f"{k}={v}\n" for k, v in values.items())
-            write_private(path, f"# crossroute stack up: the {role}'s Redis user\n{text}".encode())
+            write_env_file(path, values, f"crossroute stack up: the {role}'s Redis user")
         return files
 
     def redis_url(self) -> str:
@@ -499,11 +498,3 @@ class DevStack:
             f"{name} not healthy after {self.settings.start_timeout_s:.0f} s ({detail}); "
             f"see {proc.log_file}"
         )
-
-
-def _env_values(path: Path) -> dict[str, str]:
-    """``KEY=value`` lines of an env file (none when it does not exist)."""
-    if not path.is_file():
-        return {}
-    lines = (ln for ln in path.read_text().splitlines() if "=" in ln and not ln.startswith("#"))
-    return dict(ln.split("=", 1) for ln in lines)

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings
 
 from router.settings import RouterSettings
 from streams.devstack.compose import COMPOSE_USERS, CONTAINER_SECRETS, write_compose_secrets
+from streams.devstack.envfile import read_env_file
 from streams.exceptions import StackError
 from streams.settings import WorkerSettings
 from tests.conftest import REPO
@@ -51,16 +52,11 @@ def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def env_file_values(path: Path) -> dict[str, str]:
-    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
-    return dict(ln.split("=", 1) for ln in lines)
-
-
 def service_env(svc: dict[str, Any], secrets_dir: Path) -> dict[str, str]:
     """What compose hands the container: its env files, then its environment on top."""
     env: dict[str, str] = {}
     for entry in svc.get("env_file", []):
-        env |= env_file_values(secrets_dir / Path(entry["path"]).name)
+        env |= read_env_file(secrets_dir / Path(entry["path"]).name)
     return env | {k: str(v) for k, v in svc.get("environment", {}).items()}
 
 
@@ -141,7 +137,7 @@ def test_env_names_match_settings(
     overlap = {
         k
         for entry in svc.get("env_file", [])
-        for k in env_file_values(secrets_dir / Path(entry["path"]).name)
+        for k in read_env_file(secrets_dir / Path(entry["path"]).name)
     } & set(svc.get("environment", {}))
     assert not overlap, f"{service}: the environment would override its env file: {overlap}"
     # The env values must parse as this process's settings (with the mounted files where the
@@ -160,13 +156,13 @@ def test_compose_secrets_files_modes_and_hashes(secrets_dir: Path) -> None:
     for name in ("kafka.env", "worker.env", "api.env", "admin.env", "publisher.env"):
         assert stat.S_IMODE((secrets_dir / name).stat().st_mode) == 0o600, name
     passwords = {
-        v for name in ("kafka.env",) for k, v in env_file_values(secrets_dir / name).items()
+        v for name in ("kafka.env",) for k, v in read_env_file(secrets_dir / name).items()
         if k.endswith("_PASSWORD")
     }  # fmt: skip
     assert len(passwords) == 3 and all(re.fullmatch("[0-9a-f]{48}", p) for p in passwords)
     acl = (secrets_dir / "redis" / "users.acl").read_text()
-    worker_url = env_file_values(secrets_dir / "worker.env")["CROSSROUTE_REDIS__URL"]
-    redis_passwords = {urlsplit_password(env_file_values(secrets_dir / f)["CROSSROUTE_REDIS__URL"])
+    worker_url = read_env_file(secrets_dir / "worker.env")["CROSSROUTE_REDIS__URL"]
+    redis_passwords = {urlsplit_password(read_env_file(secrets_dir / f)["CROSSROUTE_REDIS__URL"])
                        for f in ("worker.env", "api.env", "admin.env")}  # fmt: skip
     for secret in passwords | redis_passwords:
         assert secret not in acl  # only their SHA-256

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from router.documents import Indexer
 from router.routing import Router
 from router.schemas import Article
 from tests.conftest import IN_CI
+from tests.integration.conftest import free_port
 from tests.integration.router.conftest import catalog_products, drawn
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -55,12 +55,6 @@ def browser() -> Iterator[Any]:
     driver.quit()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served(router: Router) -> Iterator[tuple[str, str]]:
     """The API on a loopback port (uvicorn, as `crossroute api` serves it) and an acme key."""
@@ -73,7 +67,7 @@ def served(router: Router) -> Iterator[tuple[str, str]]:
     assert indexer.upsert(docs, [1] * len(docs)).failed == []
     store = KeyStore(router.index.client, router.index.settings.namespace)
     _, token = store.create("acme", ["route", "search"])
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(router, keys=store), host="127.0.0.1",
                                            port=port, log_level="warning"))  # fmt: skip
     thread = threading.Thread(target=server.run, daemon=True)

@@ -26,7 +26,6 @@ import yaml
 from confluent_kafka import KafkaError, Producer
 from pydantic import SecretStr
 
-from router.schemas import Ticket
 from router.settings import IndexSettings, RedisSettings
 from streams.devstack import DevStack
 from streams.devstack.artifacts import ensure_kafka_jars, ensure_libssl, find_redis_stack
@@ -36,20 +35,20 @@ from streams.devstack.compose import (
     ComposeNames,
     write_compose_secrets,
 )
+from streams.devstack.envfile import read_env_file
 from streams.devstack.kafka import kafka_reachable
-from streams.events import RoutingDecided, TicketCreated, decode_event
 from streams.producer import Publisher
 from streams.settings import KafkaSettings, StackSettings, TopicSettings
 from tests.conftest import REPO
 from tests.integration.conftest import free_port
 from tests.integration.streams.test_worker import (
     WorkerEnv,
-    articles,
     consume,
+    indexes_and_routes,
     stop_processes,
     wait_for,
 )
-from tests.unit.test_compose import env_file_values, service_env
+from tests.unit.test_compose import service_env
 
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
@@ -81,7 +80,7 @@ class Compose:
         of its own (``publisher.env``: a producer on the compose network)."""
         env = self.env(service)
         if env_file is not None:
-            env |= env_file_values(self.secrets / env_file)
+            env |= read_env_file(self.secrets / env_file)
         return KafkaSettings(
             bootstrap_servers=env["CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS"],
             security_protocol="SASL_SSL",
@@ -92,7 +91,7 @@ class Compose:
         )
 
     def redis_url(self, env_file: str) -> str:
-        return env_file_values(self.secrets / env_file)["CROSSROUTE_REDIS__URL"]
+        return read_env_file(self.secrets / env_file)["CROSSROUTE_REDIS__URL"]
 
 
 @pytest.fixture(scope="module")
@@ -198,13 +197,8 @@ def test_compose_secured_stack_runs_the_worker_and_refuses_the_rest(
     try:
         env.start()
         wait_for(lambda: "worker crossroute-worker:" in env.log(), "declared topics", 240, env)
-        assert env.publisher.publish(articles(5)).failed == []
         index = env.index(admin_redis, embedder)
-        wait_for(lambda: index.exists() and index.count("acme") == 5, "5 documents", 240, env)
-        ticket = TicketCreated(ticket=Ticket(id="t1", tenant="acme", text="problem number 3"))
-        assert env.publisher.publish([ticket]).failed == []
-        (msg,) = consume(env.stack, env.topics.name("decisions"), 1, timeout=120)
-        assert isinstance(decode_event(msg.value()), RoutingDecided)
+        indexes_and_routes(env, index, 240)
 
         # the API's Redis user reads but cannot write; the publisher cannot read
         api = redis.Redis.from_url(c.redis_url("api.env"))
@@ -227,6 +221,6 @@ def test_compose_secured_stack_runs_the_worker_and_refuses_the_rest(
         env.stop()
     logs = env.log() + job.stdout + job.stderr + (c.tmp / "kafka.log").read_text(errors="replace")
     for name in ("kafka.env", "worker.env", "api.env", "admin.env", "publisher.env"):
-        for key, value in env_file_values(c.secrets / name).items():
+        for key, value in read_env_file(c.secrets / name).items():
             if key.endswith("PASSWORD"):
                 assert value not in logs, f"{name} {key} appears in a log"

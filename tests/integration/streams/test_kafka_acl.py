@@ -14,15 +14,18 @@ import redis
 from confluent_kafka import KafkaError, Producer
 from pydantic import SecretStr
 
-from router.schemas import Ticket
 from router.settings import RedisSettings
 from streams.devstack import DevStack
-from streams.events import RoutingDecided, TicketCreated, decode_event
 from streams.producer import Publisher
 from streams.settings import KafkaSettings, StackSettings
 from tests.integration.conftest import free_port, running
 from tests.integration.streams.test_sasl import sasl_env
-from tests.integration.streams.test_worker import WorkerEnv, articles, consume, wait_for
+from tests.integration.streams.test_worker import (
+    WorkerEnv,
+    consume,
+    indexes_and_routes,
+    wait_for,
+)
 from tests.unit.test_cli import run_cli
 
 WORKER, INTRUDER = "crossroute-worker", "intruder"
@@ -84,13 +87,8 @@ def test_only_granted_users_reach_the_topics_and_the_worker_works(
         wait_for(
             lambda: f"worker {group}:" in env.log(), "the worker declared its topics", 180, env
         )
-        assert env.publisher.publish(articles(5)).failed == []
         index = env.index(redis_client, embedder)
-        wait_for(lambda: index.exists() and index.count("acme") == 5, "5 documents", 180, env)
-        ticket = TicketCreated(ticket=Ticket(id="t1", tenant="acme", text="problem number 3"))
-        assert env.publisher.publish([ticket]).failed == []
-        (msg,) = consume(env.stack, env.topics.name("decisions"), 1, timeout=120)
-        assert isinstance(decode_event(msg.value()), RoutingDecided)
+        indexes_and_routes(env, index, 180)
 
         # the intruder authenticates, but may neither write nor read the deployment's topics
         errors: list[Any] = []

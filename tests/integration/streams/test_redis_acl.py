@@ -30,6 +30,7 @@ from router.routing import Router
 from router.schemas import Ticket, WarrantyPolicy
 from router.settings import ApiSettings, DevStackEndpoints, RedisSettings, RoutingSettings
 from streams.devstack import DevStack
+from streams.devstack.envfile import read_env_file
 from streams.events import RoutingDecided, TicketCreated, WarrantyPolicyUpserted, decode_event
 from tests.integration.streams.test_worker import WorkerEnv, articles, consume, wait_for
 from tests.integration.streams.test_worker import deployment as deployment  # the fixture
@@ -58,11 +59,6 @@ def users(dev_stack: DevStack, redis_client: redis.Redis, tls: tuple[str, Path])
     yield create
     for name in made:
         redis_client.execute_command("ACL", "DELUSER", name)
-
-
-def env_values(path: Path) -> dict[str, str]:
-    lines = [ln for ln in path.read_text().splitlines() if ln and not ln.startswith("#")]
-    return dict(ln.split("=", 1) for ln in lines)
 
 
 def connect(url: str, ca: Path | None) -> redis.Redis:
@@ -95,8 +91,8 @@ def test_worker_and_api_run_as_least_privilege_users(
     files = stack.ensure_redis_users()
     assert stack.ensure_redis_users() == files
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files.values())
-    worker_env = env_values(files["worker"])
-    assert env_values(files["worker"]) == worker_env  # unchanged by the second `up`
+    worker_env = read_env_file(files["worker"])
+    assert read_env_file(files["worker"]) == worker_env  # unchanged by the second `up`
     assert worker_env["CROSSROUTE_REDIS__TLS_CA_FILE"] == str(tls[1])
     env.env.pop("REDIS_URL")
     env.env.update(worker_env)
@@ -127,7 +123,7 @@ def test_worker_and_api_run_as_least_privilege_users(
 
     # the API as the read-only user: keys are made by an operator (admin), read by the API
     _, token = KeyStore(redis_client, ns).create("acme", ["route", "search"])
-    api = connect(env_values(files["api"])["CROSSROUTE_REDIS__URL"], tls[1])
+    api = connect(read_env_file(files["api"])["CROSSROUTE_REDIS__URL"], tls[1])
     router = Router(
         embedder,
         VectorIndex(api, SpaceInfo.from_manifest(embedder.manifest), env.index_settings),

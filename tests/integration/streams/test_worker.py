@@ -144,6 +144,16 @@ def consume(stack: DevStack, topic: str, n: int, timeout: float = 60) -> list[An
         consumer.close()
 
 
+def indexes_and_routes(env: WorkerEnv, index: VectorIndex, timeout: float) -> None:
+    """Publish five articles, wait until ``index`` holds them, route a ticket: a decision comes."""
+    assert env.publisher.publish(articles(5)).failed == []
+    wait_for(lambda: index.exists() and index.count("acme") == 5, "5 documents", timeout, env)
+    ticket = TicketCreated(ticket=Ticket(id="t1", tenant="acme", text="problem number 3"))
+    assert env.publisher.publish([ticket]).failed == []
+    (msg,) = consume(env.stack, env.topics.name("decisions"), 1, timeout=120)
+    assert isinstance(decode_event(msg.value()), RoutingDecided)
+
+
 class Decisions:
     """The decisions topic as it fills up, by message key (``tenant/ticket id``)."""
 
