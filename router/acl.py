@@ -5,10 +5,11 @@ may run what could lose or leak the whole database (``FLUSHALL``, ``FLUSHDB``, `
 ``KEYS``, ``DEBUG``, ``SHUTDOWN``: Redis's ``@dangerous`` category) nor touch another namespace:
 
 - ``worker`` (``crossroute worker``, ``reindex``): reads the namespace; writes only the documents
-  and metadata of spaces (``{ns}:sp-*``), the deployment record, the ticket log and the outcome
-  counters; creates indexes and points the ``live`` alias. It cannot write API keys.
-- ``api`` (``crossroute api``): reads only (documents, the deployment, API keys, outcome counts)
-  and searches.
+  and metadata of spaces (``{ns}:sp-*``), the deployment record, the ticket log, the human queue and
+  the outcome counters; creates indexes and points the ``live`` alias. It cannot write API keys.
+- ``api`` (``crossroute api``): reads (documents, the deployment, API keys, the ticket log and
+  the human queue, outcome counts) and searches; its one write is ``SET`` of a shared decision
+  (``{ns}:decision:*``, :mod:`router.shared`), granted by an ACL selector that allows nothing else.
 
 Operators (``crossroute index``, ``keys``, ``promote``) keep an admin user. The rules are Redis ACL
 syntax, for ``ACL SETUSER <name> on >password <rules…>`` or a users.acl file line
@@ -29,8 +30,8 @@ _CONNECTION = ("+ping", "+hello", "+auth", "+client|setinfo", "+client|setname")
 _SEARCH_READ = ("+FT.SEARCH", "+FT.AGGREGATE", "+FT.INFO", "+FT._LIST")
 _SEARCH_WRITE = ("+FT.CREATE", "+FT.ALIASADD", "+FT.ALIASUPDATE", "+FT.ALTER")
 _SCRIPTS = ("+evalsha", "+eval", "+script|load", "+script|exists")
-_WORKER_WRITES = ("sp-*", "deployment", "spaces", "ticketlog:*", "outcome:*", "outcomes:*",
-                  "outcome-spaces")  # fmt: skip
+_WORKER_WRITES = ("sp-*", "deployment", "spaces", "ticketlog:*", "humanqueue:*", "outcome:*",
+                  "outcomes:*", "outcome-spaces")  # fmt: skip
 
 
 _INDEX_NAME = "sp-" + "[0-9a-f]" * 20
@@ -52,7 +53,10 @@ def acl_rules(namespace: str, role: Role, alias: str = "live") -> list[str]:
         rules += [f"~{namespace}:{pattern}" for pattern in _WORKER_WRITES]
         commands += ["+@write", "+@transaction", *_SCRIPTS, *_SEARCH_WRITE]
     # after the grants: whatever a category let in, these stay out
-    return [*rules, *commands, "-@dangerous", "-@admin", "-keys", "-scan"]
+    rules = [*rules, *commands, "-@dangerous", "-@admin", "-keys", "-scan"]
+    if role == "api":  # a selector: SET, on shared decisions only (router.shared)
+        rules.append(f"(~{namespace}:decision:* +set)")
+    return rules
 
 
 def password_rule(password: str) -> str:

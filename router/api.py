@@ -1,5 +1,7 @@
-"""The HTTP API: ``POST /v1/route`` (and ``/v1/route/explain``), ``POST /v1/search``,
-``GET /v1/whoami``, ``GET /healthz``, ``GET /metrics``, and the web console at ``/console/``.
+"""The HTTP API: ``POST /v1/route`` (and ``/v1/route/explain``), ``POST /v1/search``, the human
+queue (``GET /v1/queue``, ``POST /v1/queue/{ticket_id}/answer``), shared decisions
+(``GET /v1/decisions/{share_id}``), ``GET /v1/whoami``, ``GET /healthz``, ``GET /metrics``, and
+the web console at ``/console/``.
 
 Every call but ``/healthz`` (and the OpenAPI pages) carries an API key (:mod:`router.auth`): the
 key's scope must allow the endpoint (``route``, ``search``; ``admin`` for ``/metrics``), the tenant a
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any, Literal
 
 import redis
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import (
@@ -62,17 +64,23 @@ from router.bounds import (
     validation_errors,
 )
 from router.console import add_console
-from router.exceptions import RequestError
+from router.exceptions import FeedbackError, RequestError
+from router.feedback import FeedbackSink, LoggedTicket, TicketLog
 from router.index import DocKind, Filters
-from router.outcomes import OutcomeCollector, Outcomes
+from router.outcomes import BUCKET_S, OutcomeCollector, Outcomes
 from router.routing import Router
 from router.schemas import MAX_TEXT_CHARS, EntityId, Locale, RoutingDecision, TenantId, Ticket
 from router.serving import Serving
 from router.settings import ApiSettings
+from router.shared import SharedDecisions
 
 __all__ = [
+    "AbstentionPoint",
     "DocumentSummary",
     "ExplainedDecision",
+    "QueueAnswer",
+    "QueueResponse",
+    "QueuedTicket",
     "RouteRequest",
     "SearchHit",
     "SearchRequest",
@@ -141,6 +149,65 @@ class ExplainedDecision(BaseModel):
     """The text read from the ticket's screenshot (None without a screenshot)."""
     documents: dict[str, DocumentSummary] = Field(default_factory=dict)
     """Title and kind of each target, by document id (absent: deleted since the search)."""
+    text: str = ""
+    """The ticket's text."""
+    share_id: str | None = None
+    """Where ``GET /v1/decisions/{share_id}`` finds this explanation again (None: not kept)."""
+
+
+class QueuedSuggestion(BaseModel):
+    """A target the router had for a queued ticket (below its threshold)."""
+
+    doc_id: str
+    kind: str
+    score: float
+    title: str | None = None
+    """None: the document was deleted since."""
+
+
+class QueuedTicket(BaseModel):
+    """A ticket of the human queue."""
+
+    ticket_id: str
+    text: str
+    locale: str
+    space_id: str
+    decided_at: str
+    images: list[str]
+    suggestions: list[QueuedSuggestion]
+
+
+class AbstentionPoint(BaseModel):
+    """The tenant's decisions in one bucket, and how many went to the human queue."""
+
+    start: str
+    decisions: int
+    human: int
+
+
+class QueueResponse(BaseModel):
+    """``GET /v1/queue``: the newest tickets of the tenant's human queue, and how the abstention
+    rate moved over the window asked for."""
+
+    tenant: str
+    open: int
+    """Tickets waiting in the queue (all pages)."""
+    tickets: list[QueuedTicket]
+    next_before: int | None
+    """Pass as ``before`` for the next page (None: this was the last)."""
+    bucket_s: int
+    abstention: list[AbstentionPoint]
+    """Oldest first, empty buckets included (empty when outcomes are not counted)."""
+
+
+class QueueAnswer(BaseModel):
+    """``POST /v1/queue/{ticket_id}/answer``: the article or policy that answers the ticket, or
+    ``null`` when none does (the ticket is escalated: similar tickets keep going to people)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: TenantId
+    doc_id: EntityId | None
 
 
 class WhoAmI(BaseModel):
@@ -213,6 +280,7 @@ def create_app(
     *,
     outcomes: Outcomes | None = None,
     keys: KeyStore | None = None,
+    feedback: FeedbackSink | None = None,
 ) -> FastAPI:
     """Build the API around a :class:`Router` (its embedder and index must share one space), or
     a :class:`Serving` that follows the deployment (live space and canary) without a restart.
@@ -221,6 +289,8 @@ def create_app(
         outcomes: when given, ``/metrics`` also exports the outcome counts and rates per space.
         keys: where the API keys are (default: the served index's Redis and namespace); unused
             when ``settings.auth`` is ``off``.
+        feedback: where answers to the human queue are published (None: the queue can be read,
+            not answered; ``crossroute api`` gives the Kafka one of ``streams``).
 
     Raises:
         SettingsError: an image limit of ``settings`` is above the bundle's decode limit.
@@ -253,16 +323,24 @@ def create_app(
             "tenant and read /metrics (CROSSROUTE_API__AUTH=off; for local development only)"
         )
     slots = _Slots(settings.max_concurrent, settings.max_queued, metrics)
+    store = serving.live.index
+    namespace = store.settings.namespace
+    ticket_log = TicketLog(store.client, namespace, ttl_s=30 * 24 * 3600)  # read only here
+    shared = SharedDecisions(store.client, namespace)
 
-    def tenant_of(request: Request, named: str) -> None:
-        """Refuse a body naming a tenant other than the key's."""
+    def tenant_of(request: Request, named: str | None) -> str:
+        """The tenant a request acts for: the key's; a tenant named in the request must be it
+        (with auth off, the named one, which is then required)."""
         if guard is None:
-            return
+            if named is None:
+                raise Rejected(422, "name the 'tenant' (authentication is off)")
+            return named
         key: ApiKey | None = getattr(request.state, "api_key", None)
         if key is None:  # the guard always sets it: fail closed all the same
             raise AuthError(401, "an API key is required")
-        if key.tenant != named:
+        if named is not None and key.tenant != named:
             raise AuthError(403, f"this API key is for tenant {key.tenant!r}, not {named!r}")
+        return key.tenant
 
     app.add_middleware(_Guard, guard=guard, metrics=metrics)
     app.add_middleware(_Observe, metrics=metrics, serving=serving)
@@ -394,11 +472,93 @@ def create_app(
                 for t in decision.targets
                 if t.doc_id in titles
             }
-            return ExplainedDecision(decision=decision, ocr_text=tv.ocr_text, documents=documents)
+            explained = ExplainedDecision(
+                decision=decision, ocr_text=tv.ocr_text, documents=documents, text=body.ticket.text
+            )
+            try:
+                share_id = shared.keep(decision.tenant, explained.model_dump_json())
+            except redis.exceptions.NoPermissionError:
+                log.warning("cannot keep shared decisions: the API's Redis user lacks SET on "
+                            "%s:decision:* (crossroute index acl api)", namespace)  # fmt: skip
+                return explained
+            return explained.model_copy(update={"share_id": share_id})
 
         explained: ExplainedDecision = await slots.run("/v1/route/explain", run)
         decided(explained.decision, response)
         return explained
+
+    @app.get(
+        "/v1/decisions/{share_id}",
+        response_model=ExplainedDecision,
+        summary="A decision explained by /v1/route/explain, kept for 7 days",
+        responses={404: {"description": "Unknown, expired, or another tenant's"}},
+    )
+    def shared_decision(share_id: str, request: Request) -> Response:
+        tenant = tenant_of(request, request.query_params.get("tenant"))
+        payload = shared.get(tenant, share_id)
+        if payload is None:
+            raise Rejected(404, "no such decision (links last 7 days, for their tenant only)")
+        return Response(payload, media_type="application/json")
+
+    @app.get(
+        "/v1/queue",
+        response_model=QueueResponse,
+        summary="The human queue: abstained tickets, newest first, with their suggestions",
+    )
+    def queue(
+        request: Request,
+        tenant: Annotated[str | None, Query(description="Default: the key's tenant.")] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+        before: Annotated[int | None, Query(ge=0, description="Decided before (ms).")] = None,
+        window_s: Annotated[int, Query(ge=BUCKET_S, le=2 * 24 * 3600)] = 24 * 3600,
+    ) -> QueueResponse:
+        who = tenant_of(request, tenant)
+        page = ticket_log.queue(who, limit, before)
+        ids = sorted({s.doc_id for t in page.tickets for s in t.suggestions})
+        titles = serving.live.index.titles(who, ids) if ids else {}
+        buckets = outcomes.abstention(who, window_s) if outcomes is not None else []
+        last = page.tickets[-1] if len(page.tickets) == limit else None
+        return QueueResponse(
+            tenant=who,
+            open=page.open,
+            tickets=[_queued(t, titles) for t in page.tickets],
+            next_before=int(last.decided_at.timestamp() * 1000) if last else None,
+            bucket_s=BUCKET_S,
+            abstention=[
+                AbstentionPoint(start=b.start.isoformat(), decisions=b.decisions, human=b.human)
+                for b in buckets
+            ],
+        )
+
+    @app.post(
+        "/v1/queue/{ticket_id}/answer",
+        status_code=202,
+        summary="Answer a ticket of the human queue",
+        description="Publishes the feedback the worker learns from: `resolved` with the article "
+        "or policy (the ticket becomes an exemplar of it, so similar tickets are routed there), "
+        "or `escalated` when `doc_id` is null. The worker takes the ticket out of the queue.",
+        responses={404: {"description": "Not in the ticket log"}},
+    )
+    def answer(ticket_id: str, body: QueueAnswer, request: Request) -> dict[str, Any]:
+        who = tenant_of(request, body.tenant)
+        if feedback is None:
+            raise Rejected(503, "this API process cannot publish feedback: answer the queue "
+                           "through `crossroute api`, which has a Kafka producer")  # fmt: skip
+        (ticket,) = ticket_log.lookup([(who, ticket_id)])
+        if ticket is None:
+            raise Rejected(404, f"ticket {ticket_id!r} is not in the ticket log of {who!r}")
+        if body.doc_id is not None:
+            stored = serving.live.index.get(who, body.doc_id)
+            if stored is None or stored.get("kind") not in ("article", "warranty_policy"):
+                raise Rejected(
+                    422, f"{body.doc_id!r} is not an article or warranty policy of {who!r}"
+                )
+        try:
+            action = feedback.answer(ticket, body.doc_id)
+        except FeedbackError as e:
+            log.warning("feedback not published: %s", e)
+            raise Rejected(503, f"the answer was not published, retry: {e}") from e
+        return {"ticket_id": ticket_id, "action": action, "doc_id": body.doc_id}
 
     @app.get("/v1/whoami", response_model=WhoAmI, summary="The caller's API key")
     def whoami(request: Request) -> WhoAmI:
@@ -508,10 +668,22 @@ _PATHS = {"/v1/route", "/v1/search", "/healthz", "/metrics"}
 _SPACE_HEADER = b"x-crossroute-space"
 _SCOPES: dict[str, KeyScope | Literal["any"]] = {
     "/v1/route": "route", "/v1/route/explain": "route", "/v1/search": "search",
-    "/v1/whoami": "any", "/metrics": "admin",
+    "/v1/whoami": "any", "/metrics": "admin", "/v1/queue": "queue",
 }  # fmt: skip
-"""What each guarded path needs (``any``: a valid key); every other path (``/healthz``, the OpenAPI
-pages, the console's static files, which hold no data) is open."""
+_PREFIX_SCOPES: tuple[tuple[str, KeyScope | Literal["any"]], ...] = (
+    ("/v1/queue/", "queue"), ("/v1/decisions/", "route"), ("/v1/", "any"),
+)  # fmt: skip
+"""What each guarded path needs (``any``: a valid key), exactly or by prefix (any other ``/v1/``
+path needs a valid key too); every other path (``/healthz``, the OpenAPI pages, the console's
+static files, which hold no data) is open."""
+
+
+def _needed(path: str) -> KeyScope | Literal["any"] | None:
+    """The scope a path needs, None for an open path."""
+    needed = _SCOPES.get(path)
+    if needed is None:
+        needed = next((scope for prefix, scope in _PREFIX_SCOPES if path.startswith(prefix)), None)
+    return needed
 
 
 class _Guard:
@@ -524,7 +696,7 @@ class _Guard:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        needed = _SCOPES.get(scope["path"]) if scope["type"] == "http" else None
+        needed = _needed(scope["path"]) if scope["type"] == "http" else None
         if self.guard is None or needed is None:
             await self.app(scope, receive, send)
             return
@@ -602,6 +774,23 @@ class _Observe:
         endpoint = scope["path"] if scope["path"] in _PATHS else "other"
         self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
         self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
+
+
+def _queued(ticket: LoggedTicket, titles: dict[str, str]) -> QueuedTicket:
+    return QueuedTicket(
+        ticket_id=ticket.ticket_id,
+        text=ticket.text,
+        locale=ticket.locale,
+        space_id=ticket.space_id,
+        decided_at=ticket.decided_at.isoformat(),
+        images=list(ticket.images),
+        suggestions=[
+            QueuedSuggestion(
+                doc_id=s.doc_id, kind=s.kind, score=s.score, title=titles.get(s.doc_id)
+            )
+            for s in ticket.suggestions
+        ],
+    )
 
 
 async def _in_thread(fn: Callable[[], Any]) -> Any:

@@ -1,8 +1,9 @@
 """API keys: who may call the HTTP API, for which tenant, for what, and how often.
 
-A key is bound to one tenant and a set of scopes (``route``, ``search``, ``admin``). Only its
-SHA-256 is stored (a key is 256 random bits, so a fast hash is enough: there is nothing to guess
-a preimage from); the token itself is shown once, when it is created, and never logged::
+A key is bound to one tenant and a set of scopes (``route``, ``search``, ``queue``: list and answer
+the human queue, ``admin``: all of them and ``/metrics``). Only its SHA-256 is stored (a key is
+256 random bits, so a fast hash is enough: there is nothing to guess a preimage from); the token
+itself is shown once, when it is created, and never logged::
 
     crk_<key id: 16 hex>_<secret: 43 url-safe characters>
 
@@ -48,7 +49,7 @@ __all__ = [
     "token_hash",
 ]
 
-Scope = Literal["route", "search", "admin"]
+Scope = Literal["route", "search", "queue", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)
 TOKEN_PREFIX = "crk_"  # noqa: S105 (a prefix that says what the token is, not a secret)
 _KEY_ID_HEX = 16

@@ -9,7 +9,7 @@ The entry module (``streams.main``) merges :data:`app` into ``crossroute`` under
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,15 +33,18 @@ from router.connection import redis_client
 from router.settings import RouterSettings
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from models.embedder import Embedder
     from models.eval.backends import Evaluator
     from models.eval.dataset import Dataset
     from router.auth import ApiKey, KeyStore
     from router.deploy import Deployment, Deployments
+    from router.feedback import FeedbackSink
     from router.index import VectorIndex
     from router.routing import Router
 
-__all__ = ["PANEL", "app"]
+__all__ = ["PANEL", "IndexOpt", "app", "serve_api"]
 
 PANEL = "Router: indexes, routing, HTTP API"
 
@@ -59,7 +62,7 @@ keys_app = group(
     app,
     "keys",
     PANEL,
-    "API keys of the HTTP API: each bound to one tenant and scopes (route, search, admin), stored "
+    "API keys of the HTTP API: each bound to one tenant and scopes (route, search, queue, admin), stored "
     "hashed in Redis; the key itself is printed once, at creation.",
 )
 
@@ -460,34 +463,27 @@ def route_cmd(
     out.print_json(decision.model_dump_json())
 
 
-@app.command("api", rich_help_panel=PANEL)
-def api_cmd(
-    host: Annotated[
-        str | None, typer.Option(help="Bind address (default CROSSROUTE_API__HOST).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default CROSSROUTE_API__PORT).")] = None,
-    model: ModelOpt = None,
-    index: IndexOpt = None,
-    no_auth: Annotated[
-        bool,
-        typer.Option(
-            "--no-auth",
-            help="Serve without API keys: any caller can act for any tenant. Local development "
-            "only (CROSSROUTE_API__AUTH=off does the same).",
-        ),
-    ] = False,
+def serve_api(
+    settings: RouterSettings,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    model: Path | None = None,
+    index: str | None = None,
+    no_auth: bool = False,
+    feedback: FeedbackSink | None = None,
+    extend: Callable[[FastAPI], None] | None = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, /healthz,
-    /metrics, and the web console at /console/ (same keys). Loopback by default. Every call but
-    /healthz needs an API key (`crossroute keys create`), sent as `Authorization: Bearer <key>`.
-    Without --model/--index it serves the
-    deployment (the live space, and the canary's share of tickets) and follows `crossroute
-    promote`/`rollback` without a restart; with either, that one space only."""
+    """Serve the HTTP API until stopped (``crossroute api``, a command of ``streams``, which adds
+    the Kafka ``feedback`` sink and the console's pipeline pages through ``extend``).
+
+    Without ``model``/``index`` it serves the deployment (the live space, and the canary's share
+    of tickets) and follows ``crossroute promote``/``rollback`` without a restart; with either,
+    that one space only."""
     from router.api import create_app, serve
     from router.outcomes import Outcomes
     from router.serving import Serving, router_loader
 
-    settings = read_settings(RouterSettings)
     client = redis_client(settings.redis, settings.stack)
     deployments = _deployments(settings)
     serving: Serving
@@ -507,7 +503,11 @@ def api_cmd(
         }
     )
     # refuses limits the served bundle cannot honour
-    app_ = create_app(serving, api, outcomes=Outcomes(client, settings.index.namespace))
+    app_ = create_app(
+        serving, api, outcomes=Outcomes(client, settings.index.namespace), feedback=feedback
+    )
+    if extend is not None:
+        extend(app_)
     info = serving.describe()
     canary = f", canary {info['canary']} at {info['canary_percent']:g}%" if info["canary"] else ""
     err.print(
@@ -542,8 +542,8 @@ def keys_create(
         list[str] | None,
         typer.Option(
             "--scope",
-            help="route, search or admin (repeat for several; admin allows all, and /metrics). "
-            "Default: route and search.",
+            help="route, search, queue (list and answer the human queue) or admin (repeat for "
+            "several; admin allows all, and /metrics). Default: route and search.",
         ),
     ] = None,
     label: Annotated[str, typer.Option(help="Who or what uses the key (shown by list).")] = "",

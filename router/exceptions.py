@@ -5,6 +5,7 @@ Hierarchy::
     CrossrouteError (models.exceptions)
     └── RouterError              base of the router's errors
         ├── DeploymentError      a promotion, canary or rollback that cannot be done as asked
+        ├── FeedbackError        a feedback event that could not be published
         ├── IndexNotFoundError   no such index or alias (or not one of ours)
         ├── IndexingFailureError Redis stored documents it could not index
         ├── RequestError         a route/search request that cannot be served as given (a 4xx)
@@ -17,6 +18,7 @@ from models.exceptions import CrossrouteError, UsageError
 
 __all__ = [
     "DeploymentError",
+    "FeedbackError",
     "IndexNotFoundError",
     "IndexingFailureError",
     "RequestError",
@@ -32,6 +34,10 @@ class RouterError(CrossrouteError):
 class DeploymentError(RouterError, UsageError):
     """A deployment change that cannot be made as asked (no canary to promote, nothing to roll back
     to, a space that is not registered or has no index); nothing was changed."""
+
+
+class FeedbackError(RouterError):
+    """A feedback event the broker did not confirm (nothing was published; retry)."""
 
 
 class IndexNotFoundError(RouterError):

@@ -16,13 +16,17 @@ feedback action, plus the sum and count of resolution times (decision → ``reso
 - ``escalation_rate``: escalated / decisions;
 - ``reopen_rate``: reopened / resolved;
 - ``mean_time_to_resolution_s``.
+
+Per tenant, decisions are also counted in 10-minute buckets (``{ns}:outcomes:tenant:{tenant}:{day}``,
+kept 3 days): :meth:`Outcomes.abstention` says how the share sent to the human queue moves, which
+the console charts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import redis
 from prometheus_client.core import GaugeMetricFamily
@@ -30,12 +34,20 @@ from prometheus_client.registry import Collector
 
 from router.connection import reply_text
 
-__all__ = ["ACTIONS", "OutcomeCollector", "OutcomeCounts", "Outcomes"]
+__all__ = [
+    "ACTIONS",
+    "BUCKET_S",
+    "AbstentionBucket",
+    "OutcomeCollector",
+    "OutcomeCounts",
+    "Outcomes",
+]
 
 ACTIONS = ("clicked", "resolved", "escalated", "reopened", "wrong_article")
 
-# KEYS[1] ticket record, KEYS[2] the space's counters, KEYS[3] the set of spaces;
-# ARGV: space, queue, decided_at_ms, ttl_s → 1 counted, 0 already known
+# KEYS[1] ticket record, KEYS[2] the space's counters, KEYS[3] the set of spaces, KEYS[4] the
+# tenant's day of decisions; ARGV: space, queue, decided_at_ms, ttl_s, the day's bucket, the day's
+# TTL → 1 counted, 0 already known
 _DECISION = """
 if redis.call('HSETNX', KEYS[1], 'space', ARGV[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'queue', ARGV[2], 'decided_ms', ARGV[3])
@@ -43,8 +55,15 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 redis.call('HINCRBY', KEYS[2], 'decisions', 1)
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], 'd:' .. ARGV[5], 1)
+if ARGV[2] == 'human' then redis.call('HINCRBY', KEYS[4], 'h:' .. ARGV[5], 1) end
+redis.call('EXPIRE', KEYS[4], tonumber(ARGV[6]))
 return 1
 """
+BUCKET_S = 600
+"""The width of a bucket of :meth:`Outcomes.abstention` (10 minutes)."""
+_DAY_S = 24 * 3600
+_DAYS_KEPT = 3
 
 # KEYS[1] ticket record; ARGV: namespace prefix of the counters, action, occurred_at_ms
 # → the space counted for, '' when the ticket has no decision, '=' when already counted
@@ -116,6 +135,16 @@ class OutcomeCounts:
         }
 
 
+@dataclass(frozen=True)
+class AbstentionBucket:
+    """A tenant's decisions in one bucket of :data:`BUCKET_S` seconds."""
+
+    start: datetime
+    decisions: int
+    human: int
+    """Of which the router abstained on (sent to the human queue)."""
+
+
 class Outcomes:
     """Outcome counting in Redis, for one namespace.
 
@@ -137,15 +166,33 @@ class Outcomes:
     def _ticket(self, tenant: str, ticket_id: str) -> str:
         return f"{self.namespace}:outcome:{tenant}:{ticket_id}"
 
+    def _day(self, tenant: str, day_start_s: int) -> str:
+        day = datetime.fromtimestamp(day_start_s, UTC).strftime("%Y%m%d")
+        return f"{self._counters}tenant:{tenant}:{day}"
+
     def record_decisions(self, decisions: Iterable[tuple[str, str, str, str, datetime]]) -> int:
         """Count ``(tenant, ticket_id, space_id, queue, decided_at)`` decisions; return how many
         were new (a ticket routed again is not counted again)."""
         pipe = self.client.pipeline(transaction=False)
         n = 0
         for tenant, ticket_id, space_id, queue, at in decisions:
+            at_s = int(at.timestamp())
+            day_start = at_s - at_s % _DAY_S
             self._decision(
-                keys=[self._ticket(tenant, ticket_id), self._counters + space_id, self._spaces],
-                args=[space_id, queue, int(at.timestamp() * 1000), self.ttl_s],
+                keys=[
+                    self._ticket(tenant, ticket_id),
+                    self._counters + space_id,
+                    self._spaces,
+                    self._day(tenant, day_start),
+                ],
+                args=[
+                    space_id,
+                    queue,
+                    int(at.timestamp() * 1000),
+                    self.ttl_s,
+                    (at_s - day_start) // BUCKET_S,
+                    _DAYS_KEPT * _DAY_S,
+                ],
                 client=pipe,
             )
             n += 1
@@ -176,6 +223,37 @@ class Outcomes:
         fields = {reply_text(k): int(v) for k, v in raw.items()}
         known = OutcomeCounts.__dataclass_fields__
         return OutcomeCounts(space_id, **{k: v for k, v in fields.items() if k in known})
+
+    def abstention(
+        self, tenant: str, window_s: int = _DAY_S, now: datetime | None = None
+    ) -> list[AbstentionBucket]:
+        """The tenant's decisions and abstentions per :data:`BUCKET_S` bucket over the last
+        ``window_s`` seconds (at most 2 days), oldest first, empty buckets included."""
+        window_s = min(max(window_s, BUCKET_S), 2 * _DAY_S)
+        end = int((now or datetime.now(UTC)).timestamp())
+        first = (end - window_s) // BUCKET_S + 1
+        last = end // BUCKET_S
+        days = sorted({b * BUCKET_S - (b * BUCKET_S) % _DAY_S for b in range(first, last + 1)})
+        pipe = self.client.pipeline(transaction=False)
+        for day in days:
+            pipe.hgetall(self._day(tenant, day))
+        counts: dict[str, int] = {}
+        for day, raw in zip(days, pipe.execute(), strict=True):
+            for k, v in raw.items():
+                counts[f"{day}/{reply_text(k)}"] = int(v)
+        out = []
+        for b in range(first, last + 1):
+            start = b * BUCKET_S
+            day = start - start % _DAY_S
+            i = (start - day) // BUCKET_S
+            out.append(
+                AbstentionBucket(
+                    start=datetime.fromtimestamp(start, UTC),
+                    decisions=counts.get(f"{day}/d:{i}", 0),
+                    human=counts.get(f"{day}/h:{i}", 0),
+                )
+            )
+        return out
 
     def spaces(self) -> list[str]:
         """Every space that has recorded a decision, sorted."""

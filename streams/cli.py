@@ -28,6 +28,7 @@ from models.clikit import (
     progress,
     read_settings,
 )
+from router.cli import IndexOpt
 from streams.devstack import DevStack, ServiceStatus
 from streams.events import export_json_schemas, json_schemas
 from streams.producer import KINDS
@@ -350,6 +351,47 @@ def publish_cmd(
     out.print(f"{report.delivered} delivered, {len(report.failed)} failed")
     if report.failed:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command("api", rich_help_panel=PANEL)
+def api_cmd(
+    host: Annotated[
+        str | None, typer.Option(help="Bind address (default CROSSROUTE_API__HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default CROSSROUTE_API__PORT).")] = None,
+    model: ModelOpt = None,
+    index: IndexOpt = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Serve without API keys: any caller can act for any tenant. Local development "
+            "only (CROSSROUTE_API__AUTH=off does the same).",
+        ),
+    ] = False,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /docs and /openapi.json): /v1/route, /v1/search, the human
+    queue, /healthz, /metrics, and the web console at /console/ (same keys). Loopback by default.
+    Every call but /healthz needs an API key (`crossroute keys create`), sent as `Authorization:
+    Bearer <key>`. Answers to the human queue are published to the feedback topic. Without
+    --model/--index it serves the deployment (the live space, and the canary's share of tickets)
+    and follows `crossroute promote`/`rollback` without a restart; with either, that one space
+    only."""
+    from router.cli import serve_api
+    from router.settings import RouterSettings
+    from streams.answers import KafkaAnswers
+    from streams.connections import kafka_config
+
+    settings = read_settings(WorkerSettings)
+    serve_api(
+        read_settings(RouterSettings),
+        host=host,
+        port=port,
+        model=model,
+        index=index,
+        no_auth=no_auth,
+        feedback=KafkaAnswers(kafka_config(settings), settings.topics),
+    )
 
 
 @app.command("worker", rich_help_panel=PANEL)

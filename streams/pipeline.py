@@ -75,6 +75,10 @@ DeliveryCallback = Callable[[KafkaError | None, Message], None]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_ANSWERS = ("resolved", "escalated")
+"""Feedback actions that answer a ticket (an agent resolved it or found no answer)."""
+
+
 def _version_ms(at: datetime) -> int:
     """The source version of a feedback's writes: its ``occurred_at`` in ms since the epoch."""
     return (at - _EPOCH) // timedelta(milliseconds=1)
@@ -117,6 +121,10 @@ class TicketLogStore(Protocol):
 
     def lookup(self, refs: Sequence[tuple[str, str]]) -> list[LoggedTicket | None]:
         """The logged tickets of ``(tenant, ticket_id)`` pairs, None where there is none."""
+        ...
+
+    def answered(self, refs: Sequence[tuple[str, str]]) -> int:
+        """Take ``(tenant, ticket_id)`` tickets out of the human queue."""
         ...
 
 
@@ -460,6 +468,9 @@ class Pipeline:
         if self.outcomes is not None:  # joined to the decision by ticket id, counted once
             events = [(e.tenant, e.ticket_id, e.action, e.occurred_at) for _, e in items]
             self._retrying("redis", partial(self.outcomes.record_feedback, events))
+        answers = [(e.tenant, e.ticket_id) for _, e in items if e.action in _ANSWERS]
+        if answers:  # answered: out of the human queue, whether or not it teaches an exemplar
+            self._retrying("redis", partial(self.ticket_log.answered, answers))
         learn: list[tuple[RawMessage, FeedbackRecorded]] = []
         forget: list[FeedbackRecorded] = []
         for msg, event in items:

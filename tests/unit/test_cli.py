@@ -161,12 +161,12 @@ def test_command_tree() -> None:
             "pairs", "pairs audit", "train",
         ],
         "router": [
-            "api", "calibrate", "index", "index acl", "index create", "index digest", "index drop",
+            "calibrate", "index", "index acl", "index create", "index digest", "index drop",
             "index info", "index load", "index promote", "index spaces", "keys", "keys create",
             "keys list", "keys revoke", "promote", "rollback", "route",
         ],
         "streams": [
-            "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",
+            "api", "demo", "down", "gate", "publish", "reindex", "schemas", "schemas export", "stack",
             "stack compose-secrets", "stack down", "stack install", "stack status", "stack up", "status", "topics",
             "topics acl", "topics ensure", "up", "worker",
         ],

@@ -16,7 +16,9 @@ from models.embedder import Embedder
 from router.api import create_app
 from router.auth import KeyStore, Scope
 from router.documents import Indexer
+from router.feedback import FeedbackSink
 from router.index import VectorIndex
+from router.outcomes import Outcomes
 from router.routing import Router
 from router.schemas import Article, ImageRef, Product, WarrantyPolicy
 from router.settings import ApiSettings, IndexSettings, RoutingSettings
@@ -114,6 +116,8 @@ def api_client(
     tenant: str = "acme",
     scopes: tuple[Scope, ...] = ("admin",),
     rate_per_s: float | None = 1e6,
+    feedback: FeedbackSink | None = None,
+    outcomes: Outcomes | None = None,
 ) -> TestClient:
     """A test client of the API (auth on, as served) holding a key of ``tenant`` in the router's
     namespace (by default unlimited in rate, so that tests sending many requests are not
@@ -121,7 +125,7 @@ def api_client(
     store = KeyStore(router.index.client, router.index.settings.namespace)
     _, token = store.create(tenant, scopes, rate_per_s=rate_per_s)
     return TestClient(
-        create_app(router, settings, keys=store),
+        create_app(router, settings, keys=store, feedback=feedback, outcomes=outcomes),
         raise_server_exceptions=False,
         headers={"Authorization": f"Bearer {token}"},
     )

@@ -22,9 +22,12 @@ from models.eval.metrics import rank_metrics
 from models.eval.run import evaluate
 from router.api import create_app
 from router.documents import Indexer
-from router.exceptions import SettingsError
+from router.exceptions import FeedbackError, SettingsError
+from router.feedback import LoggedTicket, TicketLog
 from router.index import Filters, VectorIndex
+from router.outcomes import Outcomes
 from router.routing import Router
+from router.schemas import Ticket
 from router.settings import ApiSettings, RoutingSettings
 from tests.conftest import require_shared_data
 from tests.integration.router.conftest import api_client, screenshot
@@ -337,3 +340,89 @@ def test_whoami_and_the_console_files(client: TestClient) -> None:
     assert anonymous.get("/console/secret.txt").status_code == 404
     redirect = anonymous.get("/console", follow_redirects=False)
     assert redirect.status_code == 308 and redirect.headers["location"] == "/console/"
+
+
+class RecordingAnswers:
+    """The Kafka feedback sink's seam: records what would be published (tests/integration/
+    router/test_console.py and streams tests publish for real)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.answers: list[tuple[str, str, str | None]] = []
+        self.fail = fail
+
+    def answer(self, ticket: LoggedTicket, doc_id: str | None) -> str:
+        if self.fail:
+            raise FeedbackError("broker unreachable")
+        self.answers.append((ticket.tenant, ticket.ticket_id, doc_id))
+        return "resolved" if doc_id else "escalated"
+
+
+def test_the_human_queue_lists_abstained_tickets_and_takes_answers(router: Router) -> None:
+    ns = router.index.settings.namespace
+    log, outcomes = TicketLog(router.index.client, ns, 3600), Outcomes(router.index.client, ns)
+    answers = RecordingAnswers()
+    client = api_client(router, scopes=("queue",), feedback=answers, outcomes=outcomes)
+    ticket = Ticket(id="q-1", tenant="acme", text="the lid hinge squeaks when I open it")
+    decision = router.route(ticket).model_copy(update={"queue": "human"})
+    log.record([LoggedTicket.of(ticket, decision)])
+    outcomes.record_decisions([("acme", "q-1", decision.space_id, "human", decision.decided_at)])
+
+    res = client.get("/v1/queue")
+    assert res.status_code == 200, res.text
+    body = res.json()
+    assert body["tenant"] == "acme" and body["open"] == 1 and body["next_before"] is None
+    (queued,) = body["tickets"]
+    assert queued["ticket_id"] == "q-1" and queued["text"] == ticket.text
+    assert [s["doc_id"] for s in queued["suggestions"]] == [t.doc_id for t in decision.targets]
+    assert all(s["title"] for s in queued["suggestions"])
+    assert sum(b["human"] for b in body["abstention"]) == 1 and body["bucket_s"] == 600
+    assert client.get("/v1/queue", params={"tenant": "globex"}).status_code == 403
+
+    article = "acme-reset-password"
+    ok = client.post("/v1/queue/q-1/answer", json={"tenant": "acme", "doc_id": article})
+    assert ok.status_code == 202 and ok.json()["action"] == "resolved", ok.text
+    none = client.post("/v1/queue/q-1/answer", json={"tenant": "acme", "doc_id": None})
+    assert none.status_code == 202 and none.json()["action"] == "escalated"
+    assert answers.answers == [("acme", "q-1", article), ("acme", "q-1", None)]
+    for path, body_, status in (
+        ("/v1/queue/q-1/answer", {"tenant": "acme", "doc_id": "sku-1"}, 422),  # a product
+        ("/v1/queue/q-1/answer", {"tenant": "acme", "doc_id": "globex-reset-password"}, 422),
+        ("/v1/queue/nope/answer", {"tenant": "acme", "doc_id": article}, 404),
+        ("/v1/queue/q-1/answer", {"tenant": "globex", "doc_id": None}, 403),
+        ("/v1/queue/q-1/answer", {"tenant": "acme"}, 422),  # doc_id must be said, null or not
+    ):
+        res = client.post(path, json=body_)
+        assert res.status_code == status, (body_, res.text)
+    assert len(answers.answers) == 2  # nothing refused was published
+    # a key without the queue scope, an API that cannot publish, a broker that does not confirm
+    route_only = api_client(router, scopes=("route", "search"), feedback=answers)
+    assert route_only.get("/v1/queue").status_code == 403
+    assert route_only.post("/v1/queue/q-1/answer", json={"tenant": "acme", "doc_id": None}
+                           ).status_code == 403  # fmt: skip
+    for sink, detail in ((None, "cannot publish"), (RecordingAnswers(fail=True), "not published")):
+        res = api_client(router, scopes=("queue",), feedback=sink).post(
+            "/v1/queue/q-1/answer", json={"tenant": "acme", "doc_id": None}
+        )
+        assert res.status_code == 503 and detail in res.json()["detail"]
+
+
+def test_an_explained_decision_is_shared_by_its_link_within_its_tenant(
+    client: TestClient, router: Router
+) -> None:
+    res = client.post("/v1/route/explain", json={"ticket": {
+        "id": "t-share", "tenant": "acme", "text": "I forgot my password"}})  # fmt: skip
+    explained = res.json()
+    share_id = explained["share_id"]
+    assert res.status_code == 200 and len(share_id) == 16
+    again = client.get(f"/v1/decisions/{share_id}")
+    assert again.status_code == 200 and again.json() == explained | {"share_id": None}
+    assert again.json()["text"] == "I forgot my password"
+    ttl = router.index.client.ttl(f"{router.index.settings.namespace}:decision:acme:{share_id}")
+    assert 7 * 24 * 3600 - 10 <= int(ttl) <= 7 * 24 * 3600
+    globex = api_client(router, tenant="globex")
+    assert globex.get(f"/v1/decisions/{share_id}").status_code == 404
+    assert client.get("/v1/decisions/not-a-share-id").status_code == 404
+    assert client.get("/v1/decisions/..%2F..%2Fapikey").status_code == 404
+    search_only = api_client(router, scopes=("search",))
+    assert search_only.get(f"/v1/decisions/{share_id}").status_code == 403
+    assert TestClient(client.app).get(f"/v1/decisions/{share_id}").status_code == 401

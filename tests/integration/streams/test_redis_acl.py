@@ -141,6 +141,13 @@ def test_worker_and_api_run_as_least_privilege_users(
     search = client.post("/v1/search", json={"tenant": "acme", "text": "declined card"})
     assert search.status_code == 200 and search.json()["hits"][0]["id"] == "wp1"
     assert client.get("/healthz").json()["documents"] == 6
+    # its one write: a shared decision (SET, on {ns}:decision:* only)
+    explained = client.post("/v1/route/explain", json={"ticket": {
+        "id": "t3", "tenant": "acme", "text": "my card was declined"}}).json()  # fmt: skip
+    shared = f"{ns}:decision:acme:{explained['share_id']}"
+    assert client.get(f"/v1/decisions/{explained['share_id']}").json()["text"]
+    assert refused(api, "DEL", shared) and refused(api, "SET", f"{ns}:deployment", "x")
+    assert refused(api, "HSET", f"{ns}:decision:acme:x", "a", "1")
     for command in (("HSET", doc_key, "title", "pwned"), ("DEL", doc_key),
                     ("HSET", f"{ns}:apikey:0000000000000000", "tenant", "acme"),
                     ("EVAL", "return 1", "0"), ("FT.DROPINDEX", admin_index.name),

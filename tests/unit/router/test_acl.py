@@ -9,14 +9,16 @@ from router.acl import acl_rules
 from tests.unit.test_cli import run_cli
 
 
-def test_the_api_role_has_no_write_command() -> None:
-    rules = acl_rules("ns", "api")
+def test_the_api_role_writes_only_shared_decisions() -> None:
+    *rules, selector = acl_rules("ns", "api")
     assert rules[:3] == ["resetkeys", "resetchannels", "-@all"]
     assert not any(r in rules for r in ("+@write", "+@scripting", "+@transaction", "+eval"))
     assert not any(r.startswith("+FT.") and r not in ("+FT.SEARCH", "+FT.AGGREGATE", "+FT.INFO",
                                                        "+FT._LIST") for r in rules)  # fmt: skip
     assert rules[-4:] == ["-@dangerous", "-@admin", "-keys", "-scan"]  # last: nothing re-grants
     assert all("~" not in r or r.split("~", 1)[1].startswith("ns:") for r in rules)
+    # its one write: SET, in a selector of its own, on shared decisions (router.shared)
+    assert selector == "(~ns:decision:* +set)"
 
 
 def test_the_worker_writes_only_its_spaces_deployment_and_logs() -> None:

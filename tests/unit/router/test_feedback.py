@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from router.feedback import LoggedTicket, TicketLog, exemplar_id, feedback_exemplar
+from router.feedback import LoggedTicket, Suggestion, TicketLog, exemplar_id, feedback_exemplar
 from router.schemas import EntityId, Exemplar, RoutedTarget, RoutingDecision, Ticket
 
 
@@ -49,7 +49,11 @@ def test_a_logged_ticket_keeps_its_text_and_its_decision() -> None:
     assert logged == LoggedTicket(
         tenant="acme", ticket_id="t-1", text="where is my parcel", locale="de", space_id="sp-1",
         queue="auto", top_target="kb-1", decided_at=at,
+        suggestions=(Suggestion(doc_id="kb-1", kind="article", score=0.9),),
     )  # fmt: skip
+    # an older entry (before suggestions and images were kept) still reads
+    old = logged.model_dump(mode="json", exclude={"suggestions", "images"})
+    assert LoggedTicket.model_validate(old).suggestions == ()
     empty = LoggedTicket.of(ticket, decision.model_copy(update={"targets": (), "queue": "human"}))
     assert empty.top_target is None and empty.queue == "human"
     resolved = feedback_exemplar(logged, "kb-2", "warranty_policy")
@@ -65,5 +69,6 @@ def test_ticket_log_keys_carry_the_tenant() -> None:
     log = TicketLog(None, "ns", 60)  # type: ignore[arg-type]  # keys need no connection
     assert log.key("acme", "t-1") == "ns:ticketlog:acme:t-1"
     assert log.key("acme", "t-1") != log.key("globex", "t-1")
+    assert log.queue_key("acme") == "ns:humanqueue:acme"
     with pytest.raises(ValueError, match="ttl_s"):
         TicketLog(None, "ns", 0)  # type: ignore[arg-type]

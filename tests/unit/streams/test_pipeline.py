@@ -99,13 +99,21 @@ class FakeTicketLog:
     """The ticket log as a dict keyed by ``(tenant, ticket id)``, like the Redis keys."""
 
     entries: dict[tuple[str, str], LoggedTicket] = field(default_factory=dict)
+    queued: set[tuple[str, str]] = field(default_factory=set)
 
     def record(self, entries: Sequence[LoggedTicket]) -> None:
         for entry in entries:
             self.entries[(entry.tenant, entry.ticket_id)] = entry
+            if entry.queue == "human":
+                self.queued.add((entry.tenant, entry.ticket_id))
 
     def lookup(self, refs: Sequence[tuple[str, str]]) -> list[LoggedTicket | None]:
         return [self.entries.get(ref) for ref in refs]
+
+    def answered(self, refs: Sequence[tuple[str, str]]) -> int:
+        there = self.queued & set(refs)
+        self.queued -= there
+        return len(there)
 
 
 @dataclass
@@ -466,6 +474,20 @@ def test_decisions_and_every_feedback_action_are_counted_for_outcomes(world: Wor
     ]  # fmt: skip
     world.pipeline.process([raw(e) for e in events])
     assert outcomes.feedback == [("acme", "t1", "clicked", at), ("acme", "t1", "reopened", at)]
+
+
+@pytest.mark.parametrize("action", ["resolved", "escalated"])
+def test_an_answer_takes_the_ticket_out_of_the_human_queue(world: World, action: str) -> None:
+    world.pipeline.process([raw(ticket("t1", "???")), raw(ticket("t2", "???"))])
+    assert world.ticket_log.queued == {("acme", "t1"), ("acme", "t2")}
+    at = datetime(2026, 12, 3, tzinfo=UTC)
+    seen = FeedbackRecorded(tenant_id="acme", ticket_id="t2", space_id="sp-test",
+                            action="clicked", occurred_at=at)  # fmt: skip
+    world.pipeline.process([raw(seen)])  # a click answers nothing
+    assert world.ticket_log.queued == {("acme", "t1"), ("acme", "t2")}
+    answer = seen.model_copy(update={"action": action, "doc_id": "kb-1"})
+    world.pipeline.process([raw(answer)])
+    assert world.ticket_log.queued == {("acme", "t1")}
 
 
 def test_a_replay_counts_dead_letters_without_publishing_them() -> None:
