@@ -377,12 +377,27 @@ def api_cmd(
     --model/--index it serves the deployment (the live space, and the canary's share of tickets)
     and follows `crossroute promote`/`rollback` without a restart; with either, that one space
     only."""
+    from fastapi import FastAPI
+
     from router.cli import serve_api
+    from router.deploy import Deployments
+    from router.index import VectorIndex
     from router.settings import RouterSettings
     from streams.answers import KafkaAnswers
-    from streams.connections import kafka_config
+    from streams.connections import kafka_config, redis_client
+    from streams.operations import DeadLetters, MetricsHistory, add_operations, space_documents
 
     settings = read_settings(WorkerSettings)
+
+    def operations(app_: FastAPI) -> None:
+        client = redis_client(settings.redis, settings.stack)
+        deployments = Deployments(client, settings.index)
+        history = MetricsHistory(settings.worker.scrape_url())
+        history.start()
+        letters = DeadLetters(kafka_config(settings), settings.topics.name("dead_letters"))
+        add_operations(app_, history, letters, lambda: space_documents(
+            deployments, lambda name: VectorIndex.open(client, name, settings.index)))  # fmt: skip
+
     serve_api(
         read_settings(RouterSettings),
         host=host,
@@ -391,6 +406,7 @@ def api_cmd(
         index=index,
         no_auth=no_auth,
         feedback=KafkaAnswers(kafka_config(settings), settings.topics),
+        extend=operations,
     )
 
 

@@ -266,6 +266,9 @@ class ConsumerSettings(BaseModel):
     """Folder image URIs (file paths) in events are read from; unset: only inline images."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
     """Prometheus metrics on 127.0.0.1:PORT; 0: off."""
+    metrics_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
+    """Where the API's console reads the worker's metrics (its pipeline page); default
+    ``http://127.0.0.1:{metrics_port}/metrics`` when ``metrics_port`` is set."""
     session_timeout_s: Annotated[float, Field(ge=6, le=300)] = 10.0
     """A worker that stops heartbeating (killed, hung) loses its partitions after this long."""
     log_format: Literal["text", "json"] = "text"
@@ -289,6 +292,12 @@ class ConsumerSettings(BaseModel):
                 f"({self.batch_size})"
             )
         return self
+
+    def scrape_url(self) -> str | None:
+        """The worker's metrics URL for the console (None: the worker exports none)."""
+        if self.metrics_url is not None:
+            return self.metrics_url
+        return f"http://127.0.0.1:{self.metrics_port}/metrics" if self.metrics_port else None
 
 
 class StackSettings(DevStackEndpoints):

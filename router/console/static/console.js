@@ -176,8 +176,180 @@ function renderExplained(into, explained) {
       explained.ocr_text !== null && explained.ocr_text !== undefined
         ? el("div", {}, el("h2", {}, "Text read from the screenshot"),
             el("pre", { class: "ocr", id: "ocr-text" }, explained.ocr_text || "(none found)"))
+        : null,
+      explained.share_id
+        ? el("p", {}, el("a", { id: "share-link", href: `#/decision/${encodeURIComponent(explained.share_id)}` },
+            "Link to this decision"), el("span", { class: "muted" }, " (for keys of this tenant, 7 days)"))
         : null));
 }
+
+async function decisionView(shareId) {
+  const result = el("section", { id: "result", "aria-live": "polite" });
+  show(el("h1", {}, "A shared decision"), result);
+  try {
+    const explained = await api(`/v1/decisions/${encodeURIComponent(shareId)}`);
+    renderExplained(result, { ...explained, share_id: shareId });
+    result.prepend(el("section", { class: "card" }, el("h2", {}, "Ticket"),
+      el("p", { id: "shared-text" }, explained.text || "(no text: images only)")));
+  } catch (error) {
+    result.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+  }
+}
+
+// -- charts: inline SVG built with the DOM API -----------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs = {}, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, String(value));
+  for (const child of children) {
+    node.append(typeof child === "string" ? document.createTextNode(child) : child);
+  }
+  return node;
+}
+
+/** A bar chart of values (null: no data) with a title per bar; max defaults to the largest. */
+export function chart(id, label, values, titles, max) {
+  const width = 600, height = 90;
+  const top = max || Math.max(1e-9, ...values.filter((v) => v !== null));
+  const w = width / Math.max(1, values.length);
+  const bars = values.map((v, i) => {
+    const h = v === null ? 0 : Math.max(1, (v / top) * (height - 4));
+    return svg("rect", { x: (i * w).toFixed(2), y: (height - h).toFixed(2),
+                         width: Math.max(1, w - 1).toFixed(2), height: h.toFixed(2),
+                         class: v === null ? "col none" : "col" },
+      svg("title", {}, titles[i]));
+  });
+  return svg("svg", { id, class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
+                      "aria-label": label, preserveAspectRatio: "none" },
+    svg("title", {}, label), ...bars);
+}
+
+const pct = (num, den) => (den ? `${Math.round((100 * num) / den)}%` : "–");
+const time = (iso) => new Date(iso).toLocaleString();
+
+// -- Human queue ----------------------------------------------------------------------------
+
+function abstentionCard(q) {
+  const buckets = q.abstention;
+  const sum = (list, f) => list.reduce((a, b) => a + b[f], 0);
+  const perHour = Math.max(1, Math.round(3600 / q.bucket_s));
+  const hour = buckets.slice(-perHour);
+  const rate = buckets.map((b) => (b.decisions ? b.human / b.decisions : null));
+  const titles = buckets.map((b) => `${time(b.start)}: ${b.human} of ${b.decisions} to people`);
+  return el("section", { class: "card", id: "abstention" },
+    el("h2", {}, "Abstention rate (share of tickets sent to people)"),
+    el("p", { id: "abstention-hour" },
+      `Last hour: ${sum(hour, "human")} of ${sum(hour, "decisions")} tickets (${pct(sum(hour, "human"), sum(hour, "decisions"))}). `,
+      `Last 24 hours: ${sum(buckets, "human")} of ${sum(buckets, "decisions")} (${pct(sum(buckets, "human"), sum(buckets, "decisions"))}).`),
+    buckets.length ? chart("abstention-chart", "Abstention rate per 10 minutes, last 24 hours", rate, titles, 1) : null,
+    el("p", { class: "muted" }, "Each answer you give teaches the router: similar tickets are then routed automatically."));
+}
+
+function answerForm(t, onAnswered) {
+  const name = `answer-${t.ticket_id}`;
+  const options = t.suggestions.map((s, i) => el("label", { class: "option" },
+    el("input", { type: "radio", name, value: s.doc_id, checked: i === 0 }),
+    ` ${s.title || s.doc_id} `, el("span", { class: "muted" }, `${s.kind} ${s.doc_id} · ${s.score.toFixed(3)}`)));
+  const other = el("input", { type: "text", class: "other-id", "aria-label": "Another article or policy id" });
+  const status = el("p", { class: "status", "aria-live": "polite" });
+  const form = el("form", { class: "answer" },
+    el("fieldset", {}, el("legend", {}, "Answer with"),
+      options,
+      el("label", { class: "option" }, el("input", { type: "radio", name, value: "__other__", checked: !options.length }),
+        " Another article or policy: "), other,
+      el("label", { class: "option" }, el("input", { type: "radio", name, value: "__none__" }),
+        " No answer fits (keep similar tickets with people)")),
+    el("button", { type: "submit", class: "send" }, "Send answer"), status);
+  other.addEventListener("input", () => { form.querySelector('input[value="__other__"]').checked = true; });
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const picked = form.querySelector(`input[name="${CSS.escape(name)}"]:checked`);
+    let docId = picked ? picked.value : "__none__";
+    if (docId === "__none__") docId = null;
+    else if (docId === "__other__") docId = other.value.trim();
+    if (docId === "") { status.textContent = "Type the id of an article or policy."; return; }
+    status.textContent = "Sending…";
+    try {
+      const done = await api(`/v1/queue/${encodeURIComponent(t.ticket_id)}/answer`, {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ tenant: who.tenant, doc_id: docId }) });
+      onAnswered(done);
+    } catch (error) {
+      status.textContent = error.message;
+      status.classList.add("error");
+    }
+  });
+  return form;
+}
+
+async function queueView() {
+  const list = el("ul", { id: "queue-list", class: "queue", "aria-label": "Tickets waiting for an answer" });
+  const head = el("div", {});
+  const announce = el("p", { id: "queue-status", class: "muted", "aria-live": "polite" });
+  show(el("h1", {}, "Human queue"), head, announce, list);
+  let q;
+  try {
+    q = await api("/v1/queue?limit=50");
+  } catch (error) {
+    head.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
+  head.replaceChildren(
+    el("p", { id: "queue-open" }, `${q.open} open`), abstentionCard(q),
+    el("p", { class: "muted" }, "Keys: ↑/↓ or j/k move between tickets, Enter answers the current one."));
+  if (!q.tickets.length) {
+    list.replaceChildren(el("li", { class: "empty" }, "Nothing waits for an answer."));
+    return;
+  }
+  const items = [];
+  const select = (i, focus = true) => {
+    items.forEach((item, j) => {
+      const current = j === i;
+      item.node.tabIndex = current ? 0 : -1;
+      item.node.setAttribute("aria-current", current ? "true" : "false");
+      item.form.hidden = !current;
+    });
+    if (focus && items[i]) items[i].node.focus();
+  };
+  q.tickets.forEach((t) => {
+    const node = el("li", { class: "ticket", "data-ticket-id": t.ticket_id, tabindex: -1 },
+      el("p", { class: "ticket-text" }, t.text || "(images only)"),
+      el("p", { class: "muted" }, `${t.ticket_id} · ${time(t.decided_at)} · ${t.locale}`,
+        t.images.length ? ` · with ${t.images.join(" and ")}` : ""));
+    const item = { node, form: null };
+    item.form = answerForm(t, (done) => {
+      const what = done.action === "resolved" ? `resolved with ${done.doc_id}` : "escalated (no answer fits)";
+      announce.textContent = `Ticket ${t.ticket_id} ${what}. The worker learns from it within seconds.`;
+      const at = items.indexOf(item);
+      items.splice(at, 1);
+      node.remove();
+      if (items.length) select(Math.min(at, items.length - 1));
+      else list.replaceChildren(el("li", { class: "empty" }, "Nothing waits for an answer."));
+    });
+    node.append(item.form);
+    node.addEventListener("focusin", () => { const i = items.indexOf(item); if (item.form.hidden) select(i, false); });
+    items.push(item);
+    list.append(node);
+  });
+  list.addEventListener("keydown", (event) => {
+    if (event.target.closest("form") && !["ArrowDown", "ArrowUp"].includes(event.key)) return;
+    if (event.target.closest("form") && event.target.type === "radio") return; // radios use arrows
+    const i = items.findIndex((item) => item.node.tabIndex === 0);
+    const moves = { ArrowDown: i + 1, j: i + 1, ArrowUp: i - 1, k: i - 1, Home: 0, End: items.length - 1 };
+    if (event.key in moves && !event.target.closest("form")) {
+      event.preventDefault();
+      select(Math.max(0, Math.min(items.length - 1, moves[event.key])));
+    } else if (event.key === "Enter" && event.target === items[i].node) {
+      event.preventDefault();
+      const first = items[i].form.querySelector("input:checked") || items[i].form.querySelector("input");
+      if (first) first.focus();
+    }
+  });
+  select(0, false);
+}
+
 
 
 // -- Search ----------------------------------------------------------------------------------
@@ -235,12 +407,126 @@ function searchView() {
   show(form, results);
 }
 
+// -- Pipeline health and dead letters -------------------------------------------------------
+
+let pipelineTimer = null;
+
+function metricCard(id, title, body) {
+  return el("section", { class: "card metric", id }, el("h2", {}, title), body);
+}
+
+async function pipelineView() {
+  const box = el("div", { id: "pipeline" });
+  show(el("h1", {}, "Pipeline health"), box);
+  const draw = async () => {
+    let p;
+    try {
+      p = await api("/v1/pipeline");
+    } catch (error) {
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+      return;
+    }
+    // one slot per scrape over the last hour, so the charts' x axis is always that hour
+    const slots = Math.max(2, Math.round(3600 / p.every_s));
+    const end = p.scraped_at || 0;
+    const slot = (x) => slots - 1 - Math.round((end - x.at) / p.every_s);
+    const series = (f) => {
+      const out = new Array(slots).fill(null);
+      for (const x of p.points) { const i = slot(x); if (i >= 0) out[i] = f(x); }
+      return out;
+    };
+    const labels = (f) => {
+      const out = new Array(slots).fill("no sample");
+      for (const x of p.points) {
+        const i = slot(x);
+        if (i >= 0) out[i] = `${new Date(x.at * 1000).toLocaleTimeString()}: ${f(x)}`;
+      }
+      return out;
+    };
+    const latest = p.points.length ? p.points[p.points.length - 1] : null;
+    const fmt = (v, unit) => (v === null || v === undefined ? "–" : `${v.toFixed(v < 10 ? 2 : 0)}${unit}`);
+    const lagTopics = Object.keys(p.lag).sort();
+    const reasons = Object.entries(p.dead_letters).sort((a, b) => b[1] - a[1]);
+    box.replaceChildren(...[
+      p.url === null
+        ? el("p", { class: "error", id: "no-metrics" }, "The worker exports no metrics: set CROSSROUTE_WORKER__METRICS_PORT (or METRICS_URL) for the worker and this API.")
+        : el("p", { class: "muted" }, `From ${p.url}, every ${p.every_s} s; ${p.points.length} intervals over the last hour.`),
+      p.error ? el("p", { class: "error", role: "alert" }, p.error) : null,
+      el("div", { class: "grid" },
+        metricCard("lag", "Consumer lag (events behind)",
+          el("div", {}, lagTopics.length ? el("table", {}, el("tbody", {}, lagTopics.map((t) =>
+            el("tr", {}, el("th", { scope: "row" }, t), el("td", {}, String(p.lag[t])),
+              el("td", { class: "spark" }, chart(`lag-${t}`, `lag of ${t}, last hour`,
+                series((x) => (t in x.lag ? x.lag[t] : null)), labels((x) => x.lag[t] ?? "–")))))))
+            : el("p", { class: "muted" }, "No partition consumed yet."))),
+        metricCard("rate", "Events/s",
+          el("div", {}, el("p", { class: "big", id: "events-now" }, fmt(latest && latest.events_per_s, "/s")),
+            chart("events-chart", "events per second, last hour", series((x) => x.events_per_s),
+              labels((x) => fmt(x.events_per_s, "/s"))))),
+        metricCard("freshness", "Freshness (event to searchable, mean s)",
+          el("div", {}, el("p", { class: "big", id: "freshness-now" }, fmt(latest && latest.freshness_s, " s")),
+            chart("freshness-chart", "mean freshness, last hour", series((x) => x.freshness_s),
+              labels((x) => fmt(x.freshness_s, " s"))))),
+        metricCard("dead", "Dead letters by reason",
+          el("div", {}, reasons.length
+            ? el("table", { id: "dead-reasons" }, el("tbody", {}, reasons.map(([r, n]) =>
+                el("tr", {}, el("th", { scope: "row" }, r), el("td", {}, String(n))))))
+            : el("p", { class: "muted" }, "None."),
+            el("p", {}, el("a", { href: "#/deadletters" }, "Browse the dead letters")),
+            el("p", { class: "muted" }, `Stale writes refused: ${p.stale_writes}`))),
+        metricCard("spaces", "Documents per space",
+          el("table", { id: "space-docs" }, el("tbody", {}, Object.entries(p.spaces).map(([id, sp]) =>
+            el("tr", {}, el("th", { scope: "row" }, id), el("td", {}, sp.role || ""),
+              el("td", {}, sp.documents === null ? "no index" : String(sp.documents)))))))),
+    ].filter(Boolean));
+  };
+  await draw();
+  pipelineTimer = setInterval(() => { if (document.getElementById("pipeline")) draw(); }, 10000);
+}
+
+async function deadLettersView() {
+  const detail = el("section", { id: "dead-detail", class: "card", "aria-live": "polite", hidden: true });
+  const box = el("div", {});
+  show(el("h1", {}, "Dead letters"), el("p", { class: "muted" }, "The newest first; open one to see why and what it held. Payloads are shown as text."), box, detail);
+  let letters;
+  try {
+    letters = await api("/v1/deadletters?limit=100");
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
+  if (!letters.length) {
+    box.replaceChildren(el("p", {}, "No dead letters."));
+    return;
+  }
+  const open = (d) => {
+    detail.hidden = false;
+    detail.replaceChildren(
+      el("h2", {}, `${d.reason}: ${d.source_topic ?? "?"} partition ${d.source_partition ?? "?"} offset ${d.source_offset ?? "?"}`),
+      el("p", { id: "dead-error" }, d.error),
+      el("p", { class: "muted" }, `key ${d.key ?? "(none)"} · ${d.payload_bytes} bytes${d.truncated ? " (first 8 KiB shown)" : ""} · dead-letter offset ${d.partition}/${d.offset}`),
+      el("pre", { id: "dead-payload", class: "payload" }, d.payload));
+    detail.focus();
+  };
+  detail.tabIndex = -1;
+  box.replaceChildren(el("table", { id: "dead-letters" },
+    el("thead", {}, el("tr", {}, ...["when", "reason", "source", "key", ""].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, letters.map((d) => el("tr", { "data-offset": `${d.partition}/${d.offset}` },
+      el("td", {}, d.timestamp_ms ? new Date(d.timestamp_ms).toLocaleString() : ""),
+      el("td", {}, d.reason),
+      el("td", {}, `${d.source_topic ?? "?"}/${d.source_partition ?? "?"}@${d.source_offset ?? "?"}`),
+      el("td", {}, d.key ?? ""),
+      el("td", {}, el("button", { type: "button", class: "open", onclick: () => open(d) }, "Open")))))));
+}
+
 // -- shell -----------------------------------------------------------------------------------
 
-const PAGES = { route: routeView, search: searchView };
+const PAGES = { route: routeView, search: searchView, queue: queueView, pipeline: pipelineView,
+                deadletters: deadLettersView };
 
 async function render() {
-  const page = (location.hash.replace(/^#\//, "").split("?")[0]) || "route";
+  if (pipelineTimer) { clearInterval(pipelineTimer); pipelineTimer = null; }
+  const [page, arg] = ((location.hash.replace(/^#\//, "").split("?")[0]) || "route").split("/");
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.page === page) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
@@ -251,7 +537,8 @@ async function render() {
     keyForm(signedIn || error.status !== 401 ? error.message : null);
     return;
   }
-  (PAGES[page] || routeView)();
+  if (page === "decision" && arg) decisionView(decodeURIComponent(arg));
+  else (PAGES[page] || routeView)();
 }
 
 window.addEventListener("hashchange", render);

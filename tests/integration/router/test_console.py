@@ -7,52 +7,22 @@ its evidence; hostile titles stay text; the form works from the keyboard alone.
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from router.api import create_app
 from router.auth import KeyStore
 from router.documents import Indexer
 from router.routing import Router
 from router.schemas import Article
-from tests.conftest import IN_CI
-from tests.integration.conftest import free_port
+from tests.integration.browser import browser, serve_app, shot, sign_in, wait
 from tests.integration.router.conftest import catalog_products, drawn
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
-SHOTS = os.environ.get("CROSSROUTE_CONSOLE_SHOTS")  # read at import: tests run with a clean env
+__all__ = ["browser"]  # the module's browser fixture
 HOSTILE = '<img src=x onerror="window.__pwned=1">Screen <script>window.__pwned=2</script>repair'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        message = "Debian's chromium and chromium-driver are not installed (.ci/bootstrap does it)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a browser or driver
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,1500", "--disable-extensions"):  # fmt: skip
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.implicitly_wait(0)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture
@@ -67,50 +37,8 @@ def served(router: Router) -> Iterator[tuple[str, str]]:
     assert indexer.upsert(docs, [1] * len(docs)).failed == []
     store = KeyStore(router.index.client, router.index.settings.namespace)
     _, token = store.create("acme", ["route", "search"])
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(router, keys=store), host="127.0.0.1",
-                                           port=port, log_level="warning"))  # fmt: skip
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", token
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def wait(driver: Any, css: str, timeout: float = 60) -> Any:
-    """The visible element ``css`` once it appears; else fail with what the page shows and logs."""
-    from selenium.common.exceptions import TimeoutException
-    from selenium.webdriver.support import expected_conditions as ec
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    try:
-        return WebDriverWait(driver, timeout).until(
-            ec.visibility_of_element_located(("css selector", css))
-        )
-    except TimeoutException:
-        body = driver.find_element("tag name", "body").text
-        logs = driver.get_log("browser")
-        pytest.fail(f"{css} did not appear at {driver.current_url}; page: {body!r}; log: {logs}")
-
-
-def shot(driver: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        assert driver.save_screenshot(str(Path(SHOTS) / f"{name}.png"))
-
-
-def sign_in(driver: Any, base: str, token: str) -> None:
-    driver.get(f"{base}/console/")
-    key = wait(driver, "#api-key")
-    shot(driver, "sign-in")
-    key.send_keys(token)
-    driver.find_element("css selector", "#key-form button[type=submit]").click()
-    wait(driver, "#route-form")
-    assert "tenant acme" in driver.find_element("css selector", "#who").text
+    with serve_app(create_app(router, keys=store)) as base:
+        yield base, token
 
 
 def test_route_a_ticket_with_a_photo(browser: Any, served: tuple[str, str], tmp_path: Path) -> None:
@@ -131,6 +59,14 @@ def test_route_a_ticket_with_a_photo(browser: Any, served: tuple[str, str], tmp_
     assert "Laptop warranty" in first.text and "catalog" in first.text
     assert "via product sku-laptop" in first.text
     shot(browser, "route")
+    # the decision's link opens it again (a new page load, same tab and key)
+    href = browser.find_element("css selector", "#share-link").get_attribute("href")
+    browser.get("about:blank")
+    browser.get(href)
+    assert wait(browser, "#shared-text").text == "It broke after three weeks. Is this covered?"
+    shared = browser.find_element("css selector", "#targets tbody tr")
+    assert shared.get_attribute("data-doc-id") == "acme-laptop-warranty"
+    assert "catalog" in shared.text
 
 
 def test_hostile_titles_stay_text_and_the_form_works_from_the_keyboard(
