@@ -670,7 +670,7 @@ _SCOPES: dict[str, KeyScope | Literal["any"]] = {
     "/v1/route": "route", "/v1/route/explain": "route", "/v1/search": "search",
     "/v1/whoami": "any", "/metrics": "admin", "/v1/queue": "queue",
     # the console's pipeline pages (served by streams.operations)
-    "/v1/pipeline": "admin", "/v1/deadletters": "admin",
+    "/v1/pipeline": "admin", "/v1/deadletters": "admin", "/v1/spaces": "admin",
 }  # fmt: skip
 _PREFIX_SCOPES: tuple[tuple[str, KeyScope | Literal["any"]], ...] = (
     ("/v1/queue/", "queue"), ("/v1/decisions/", "route"), ("/v1/", "any"),

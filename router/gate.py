@@ -43,6 +43,7 @@ from router.settings import GateSettings
 
 __all__ = [
     "Check",
+    "GateRecords",
     "GateReport",
     "GateSettings",
     "SliceRow",
@@ -482,3 +483,27 @@ def run_gate(
     return GateReport(
         candidate.space_id, baseline.space_id, tenant, go, checks, rows, settings.model_dump()
     )
+
+
+class GateRecords:
+    """The latest gate report of each candidate space, in Redis (``{namespace}:gate:{space_id}``,
+    JSON of :meth:`GateReport.to_json`): ``crossroute gate`` records it, the console's models page
+    shows it."""
+
+    def __init__(self, client: Any, namespace: str) -> None:
+        self.client = client
+        self.prefix = f"{namespace}:gate:"
+
+    def record(self, report: GateReport) -> None:
+        import json
+
+        self.client.set(self.prefix + report.candidate, json.dumps(report.to_json()))
+
+    def latest(self, space_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The recorded reports of ``space_ids`` (spaces never gated are left out)."""
+        import json
+
+        if not space_ids:
+            return {}
+        raw = self.client.mget([self.prefix + s for s in space_ids])
+        return {s: json.loads(r) for s, r in zip(space_ids, raw, strict=True) if r is not None}

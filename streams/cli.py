@@ -381,11 +381,12 @@ def api_cmd(
 
     from router.cli import serve_api
     from router.deploy import Deployments
+    from router.gate import GateRecords
     from router.index import VectorIndex
     from router.settings import RouterSettings
     from streams.answers import KafkaAnswers
     from streams.connections import kafka_config, redis_client
-    from streams.operations import DeadLetters, MetricsHistory, add_operations, space_documents
+    from streams.operations import DeadLetters, MetricsHistory, add_operations, spaces_overview
 
     settings = read_settings(WorkerSettings)
 
@@ -395,8 +396,9 @@ def api_cmd(
         history = MetricsHistory(settings.worker.scrape_url())
         history.start()
         letters = DeadLetters(kafka_config(settings), settings.topics.name("dead_letters"))
-        add_operations(app_, history, letters, lambda: space_documents(
-            deployments, lambda name: VectorIndex.open(client, name, settings.index)))  # fmt: skip
+        gates = GateRecords(client, settings.index.namespace)
+        add_operations(app_, history, letters, lambda: spaces_overview(
+            deployments, lambda name: VectorIndex.open(client, name, settings.index), gates))  # fmt: skip
 
     serve_api(
         read_settings(RouterSettings),
@@ -519,7 +521,7 @@ def gate_cmd(
     from models.eval.dataset import load_dataset
     from models.exceptions import BundleError, SpaceMismatchError, UsageError
     from router.exceptions import IndexNotFoundError
-    from router.gate import run_gate
+    from router.gate import GateRecords, run_gate
     from router.index import VectorIndex
     from router.outcomes import Outcomes
     from router.routing import Router
@@ -562,6 +564,7 @@ def gate_cmd(
         json_out.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     if report is not None:
         report.write_text(result.to_html())
+    GateRecords(client, settings.index.namespace).record(result)  # the console's models page
     for check in result.checks:
         colour = {"pass": "green", "fail": "red", "warn": "yellow", "skip": "dim"}[check.status]
         out.print(f"[{colour}]{check.status:4s}[/{colour}] {check.name}")

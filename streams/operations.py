@@ -33,6 +33,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from router.deploy import Deployments
+    from router.gate import GateRecords
     from router.index import VectorIndex
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
     "add_operations",
     "dead_letter",
     "parse_metrics",
-    "space_documents",
+    "spaces_overview",
 ]
 
 log = logging.getLogger(__name__)
@@ -329,13 +330,17 @@ def add_operations(
     letters: DeadLetters,
     documents: Callable[[], dict[str, Any]],
 ) -> None:
-    """Serve ``GET /v1/pipeline`` (``history`` and ``documents()``, the documents per space) and
-    ``GET /v1/deadletters`` on the API's app (``crossroute api`` does it)."""
+    """Serve ``GET /v1/pipeline`` (``history`` and ``documents()``, the spaces overview),
+    ``GET /v1/spaces`` and ``GET /v1/deadletters`` on the API's app (``crossroute api`` does it)."""
     from router.auth import ApiKey
 
     @app.get("/v1/pipeline", summary="Pipeline health: the worker's metrics over the last hour")
     def pipeline() -> dict[str, Any]:
         return {**history.series(), "spaces": documents()}
+
+    @app.get("/v1/spaces", summary="Every registered space: role, documents, manifest, gate")
+    def spaces() -> dict[str, Any]:
+        return documents()
 
     @app.get(
         "/v1/deadletters",
@@ -353,17 +358,43 @@ def add_operations(
         history.stop()
 
 
-def space_documents(
-    deployments: Deployments, index_of: Callable[[str], VectorIndex]
+def spaces_overview(
+    deployments: Deployments,
+    index_of: Callable[[str], VectorIndex],
+    gates: GateRecords | None = None,
 ) -> dict[str, Any]:
-    """Each registered space's role (live, canary, previous) and documents (None: no index)."""
+    """Each registered space: its role (live, canary, previous), index and documents (None: no
+    index), when it was registered, a summary of its bundle's manifest (when this host can read
+    the bundle) and its latest gate report (when ``crossroute gate`` judged it)."""
+    from models.bundle import load_manifest
+
     state = deployments.state()
     roles = {state.live: "live", state.canary: "canary", state.previous: "previous"}
+    records = deployments.spaces()
+    gated = gates.latest(sorted(records)) if gates is not None else {}
     out: dict[str, Any] = {}
-    for space_id, record in sorted(deployments.spaces().items()):
+    for space_id, record in sorted(records.items()):
         try:
             count: int | None = index_of(record.index).count()
         except Exception:  # an index dropped since: shown as missing
             count = None
-        out[space_id] = {"role": roles.get(space_id), "index": record.index, "documents": count}
+        entry: dict[str, Any] = {
+            "role": roles.get(space_id), "index": record.index, "documents": count,
+            "registered_at": record.registered_at, "bundle": str(record.bundle),
+            "manifest": None, "gate": gated.get(space_id),
+        }  # fmt: skip
+        try:
+            m = load_manifest(record.bundle, verify=False)
+        except Exception as e:  # the bundle lives on another host, or is gone
+            entry["manifest_error"] = f"{type(e).__name__}: {e}"[:300]
+        else:
+            entry["manifest"] = {
+                "name": m.spec.name, "version": m.spec.version, "dim": m.dim, "digest": m.digest(),
+                "text": m.text.source, "image": m.image.source, "ocr": m.ocr is not None,
+                "projection": None if m.projection is None else {
+                    "weights_sha256": m.projection.weights_sha256,
+                    "training_data_digest": m.projection.training_data_digest,
+                },
+            }  # fmt: skip
+        out[space_id] = entry
     return out

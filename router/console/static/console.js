@@ -519,10 +519,62 @@ async function deadLettersView() {
       el("td", {}, el("button", { type: "button", class: "open", onclick: () => open(d) }, "Open")))))));
 }
 
+// -- Models and spaces -----------------------------------------------------------------------
+
+const short = (hex) => (hex ? hex.slice(0, 12) : "–");
+
+function gateCard(id, gate) {
+  if (!gate) return el("p", { class: "muted" }, "Not gated yet (crossroute gate --candidate … records its verdict here).");
+  const metrics = gate.slices.length ? Object.keys(gate.slices[0].candidate) : [];
+  return el("div", { class: "gate" },
+    el("p", { class: `decision ${gate.go ? "auto" : "human"}`, id: `gate-${id}` },
+      `${gate.go ? "GO" : "NO-GO"} against ${gate.baseline} (tenant ${gate.tenant}, ${new Date(gate.created_at * 1000).toLocaleString()})`),
+    gate.reasons.length ? el("ul", {}, gate.reasons.map((r) => el("li", {}, r))) : null,
+    el("table", { class: "slices", id: `slices-${id}` },
+      el("thead", {}, el("tr", {}, ...["dataset", "slice", "queries", ...metrics.map((m) => `${m} (Δ)`)].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, gate.slices.map((row) => el("tr", { class: row.judged ? "" : "muted" },
+        el("td", {}, row.dataset), el("td", {}, row.slice), el("td", {}, String(row.queries)),
+        metrics.map((m) => el("td", { class: row.deltas[m] < 0 ? "worse" : "" },
+          `${row.candidate[m].toFixed(3)} (${row.deltas[m] >= 0 ? "+" : ""}${row.deltas[m].toFixed(3)})`)))))));
+}
+
+async function modelsView() {
+  const box = el("div", { id: "spaces" });
+  show(el("h1", {}, "Models and spaces"),
+    el("p", { class: "muted" }, "Every embedding space registered here: its bundle, its index, its role, and the gate's verdict."), box);
+  let spaces;
+  try {
+    spaces = await api("/v1/spaces");
+  } catch (error) {
+    box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    return;
+  }
+  const ids = Object.keys(spaces);
+  if (!ids.length) { box.replaceChildren(el("p", {}, "No space registered yet (the worker registers its own).")); return; }
+  box.replaceChildren(...ids.map((id) => {
+    const sp = spaces[id];
+    const m = sp.manifest;
+    return el("section", { class: "card space", "data-space-id": id },
+      el("h2", {}, id, " ", sp.role ? el("span", { class: `chip role-${sp.role}` }, sp.role) : null),
+      el("table", { class: "facts" }, el("tbody", {},
+        el("tr", {}, el("th", { scope: "row" }, "index"), el("td", {}, `${sp.index} · ${sp.documents === null ? "no index" : `${sp.documents} documents`}`)),
+        el("tr", {}, el("th", { scope: "row" }, "registered"), el("td", {}, new Date(sp.registered_at * 1000).toLocaleString())),
+        el("tr", {}, el("th", { scope: "row" }, "bundle"), el("td", {}, sp.bundle)),
+        m ? [
+          el("tr", {}, el("th", { scope: "row" }, "spec"), el("td", { class: "spec" }, `${m.name} v${m.version} · ${m.dim} dims · OCR ${m.ocr ? "yes" : "no"} · manifest ${short(m.digest)}`)),
+          el("tr", {}, el("th", { scope: "row" }, "text encoder"), el("td", {}, Object.values(m.text).join(" "))),
+          el("tr", {}, el("th", { scope: "row" }, "image encoder"), el("td", {}, Object.values(m.image).join(" "))),
+          el("tr", {}, el("th", { scope: "row" }, "projection"), el("td", {}, m.projection
+            ? `weights ${short(m.projection.weights_sha256)} · training data ${short(m.projection.training_data_digest)}` : "none")),
+        ] : el("tr", {}, el("th", { scope: "row" }, "manifest"), el("td", { class: "error" }, sp.manifest_error || "unreadable")))),
+      el("h3", {}, "Gate"), gateCard(id, sp.gate));
+  }));
+}
+
 // -- shell -----------------------------------------------------------------------------------
 
 const PAGES = { route: routeView, search: searchView, queue: queueView, pipeline: pipelineView,
-                deadletters: deadLettersView };
+                deadletters: deadLettersView, models: modelsView };
 
 async function render() {
   if (pipelineTimer) { clearInterval(pipelineTimer); pipelineTimer = null; }
