@@ -350,8 +350,16 @@ def add_operations(
     def deadletters(
         request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 50
     ) -> list[DeadLetter]:
+        from confluent_kafka import KafkaException
+
+        from router.bounds import Rejected
+
         key: ApiKey | None = getattr(request.state, "api_key", None)
-        return letters.newest(key.tenant if key is not None else None, limit)
+        try:
+            return letters.newest(key.tenant if key is not None else None, limit)
+        except KafkaException as e:
+            log.warning("dead letters unavailable: %s", e)
+            raise Rejected(503, "Kafka is unavailable, retry later") from e
 
     @app.on_event("shutdown")
     def _stop() -> None:
