@@ -112,8 +112,13 @@ def check_image(source: bytes | Path, limits: ImageLimits, name: str) -> tuple[i
     return size
 
 
-def decode_image(source: ImageInput, spec: ImagePreprocess, name: str) -> Image.Image:
+def decode_image(
+    source: ImageInput, spec: ImagePreprocess, name: str, *, draft: int | None = None
+) -> Image.Image:
     """Decode one image safely and return it as RGB, oriented, alpha flattened.
+
+    With ``draft``, a JPEG is decoded at the smallest scale (1/2, 1/4, 1/8) that keeps both sides
+    at least ``draft`` pixels: much faster, for a thumbnail (never for the encoder's input).
 
     The header is read first and width x height checked against the pixel limit before any pixel is
     decoded (:func:`check_image`), so a decompression bomb costs nothing. Only the formats in
@@ -132,6 +137,8 @@ def decode_image(source: ImageInput, spec: ImagePreprocess, name: str) -> Image.
         data = read_image_bytes(source, limits, name)
         with _opening(limits, name):
             img = _open(data, limits, name)
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (draft, draft))
             img.load()
     if getattr(img, "n_frames", 1) > 1:
         img.seek(0)  # animated: the first frame

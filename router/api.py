@@ -125,6 +125,9 @@ class SearchHit(BaseModel):
     score: float
     title: str = ""
     parent: str | None = None
+    thumbnail: str | None = None
+    """A product's thumbnail, a ``data:image/jpeg;base64,`` URL (None: not a product, or no
+    image)."""
 
 
 class SearchResponse(BaseModel):
@@ -627,11 +630,13 @@ def create_app(
             live = serving.live  # one router for the query and the search: one space
             query = live.query_vector(body.text, image)
             hits = live.search(query, filters, body.k)
+            products = [h.id for h in hits if h.kind == "product"]
+            thumbs = live.index.thumbnails(body.tenant, products) if products else {}
             return SearchResponse(
                 space_id=live.space_id,
                 hits=[
                     SearchHit(id=h.id, kind=h.kind, score=round(h.score, 6), title=h.title,
-                              parent=h.parent)
+                              parent=h.parent, thumbnail=thumbs.get(h.id))
                     for h in hits
                 ],
             )  # fmt: skip

@@ -11,6 +11,9 @@ alone: it is returned as failed, with the typed error, for the caller to dead-le
 
 from __future__ import annotations
 
+import base64
+import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +24,12 @@ import numpy as np
 
 from models.embedder import Embedder
 from models.exceptions import ImageDecodeError, InputError
-from models.preprocess import ImageInput, title_and_text
+from models.preprocess import ImageInput, decode_image, title_and_text
 from models.projection import l2_normalize
 from router.index import (
     ANY_CATEGORY,
     HUMAN_QUEUE_PARENT,
+    THUMBNAIL_PREFIX,
     DocKind,
     IndexDoc,
     VectorIndex,
@@ -34,9 +38,12 @@ from router.index import (
 from router.schemas import Article, Exemplar, ImageRef, Media, Product, WarrantyPolicy
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from models.eval.dataset import CorpusDoc
 
 __all__ = [
+    "THUMBNAIL_PX",
     "Entity",
     "IndexOutcome",
     "Indexer",
@@ -45,7 +52,10 @@ __all__ = [
     "document_inputs",
     "entity_id",
     "resolve_image",
+    "thumbnail",
 ]
+
+log = logging.getLogger(__name__)
 
 Entity = Product | Article | WarrantyPolicy | Media | Exemplar
 
@@ -82,6 +92,20 @@ def corpus_document(row: CorpusDoc, tenant: str) -> Article | WarrantyPolicy | P
         category=category or "uncategorised",
         image=ImageRef(uri=row.image) if row.image else None,
     )
+
+
+THUMBNAIL_PX = 96
+"""The longer side of a product's thumbnail (search results show it)."""
+
+
+def thumbnail(img: Image.Image, size: int = THUMBNAIL_PX) -> str:
+    """A small JPEG of a decoded image, as a ``data:image/jpeg;base64,`` URL (a few KB), kept with
+    the product's document so that search results can show it without the original image."""
+    small = img.copy()
+    small.thumbnail((size, size))
+    buf = io.BytesIO()
+    small.convert("RGB").save(buf, "JPEG", quality=75, optimize=True)
+    return THUMBNAIL_PREFIX + base64.b64encode(buf.getvalue()).decode()
 
 
 def resolve_image(ref: ImageRef, name: str, media_root: Path | None) -> ImageInput:
@@ -252,11 +276,25 @@ class Indexer:
                     in_stock=entity.in_stock if isinstance(entity, Product) else None,
                     title=_title(entity),
                     parent=parent,
+                    thumbnail=self._thumbnail(entity),
                 )
             )
         if docs:
             outcome.result = self.index.upsert(docs)
         return outcome
+
+    def _thumbnail(self, entity: Entity) -> str | None:
+        """A product's thumbnail (:func:`thumbnail`); None for other documents, for a product
+        without an image, or one whose image cannot be read here any more."""
+        if not isinstance(entity, Product) or entity.image is None:
+            return None
+        spec = self.embedder.manifest.spec.image.preprocess
+        try:
+            source = resolve_image(entity.image, entity.id, self.media_root)
+            return thumbnail(decode_image(source, spec, entity.id, draft=THUMBNAIL_PX))
+        except InputError as e:  # it was embedded a moment ago: changed since, or unreadable
+            log.warning("no thumbnail for product %s/%s: %s", entity.tenant, entity.id, e)
+            return None
 
     def _target_categories(self, tenant: str, target_id: str) -> tuple[str, ...]:
         stored = self.index.get(tenant, target_id)

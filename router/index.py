@@ -41,6 +41,7 @@ __all__ = [
     "ANY_CATEGORY",
     "HUMAN_QUEUE_PARENT",
     "MAX_EXEMPLARS",
+    "THUMBNAIL_PREFIX",
     "DocKind",
     "Filters",
     "Hit",
@@ -105,6 +106,10 @@ return n
 """
 
 
+THUMBNAIL_PREFIX = "data:image/jpeg;base64,"
+"""How a stored product thumbnail starts (:meth:`VectorIndex.thumbnails` returns no other)."""
+
+
 def escape_tag(value: str) -> str:
     """Escape a TAG value for a RediSearch query (punctuation and spaces get a backslash)."""
     return value.translate(_TAG_ESCAPES)
@@ -158,6 +163,9 @@ class IndexDoc:
     parent: str | None = None
     """For a passage of a longer document: the id of the document it belongs to."""
     payload: Mapping[str, Any] = field(default_factory=dict)
+    thumbnail: str | None = None
+    """A product's small JPEG as a data URL (``router.documents.thumbnail``); kept in the hash,
+    not indexed, read only by :meth:`VectorIndex.thumbnails`."""
 
 
 @dataclass(frozen=True)
@@ -468,6 +476,8 @@ class VectorIndex:
         }
         if doc.parent is not None:
             fields["parent"] = doc.parent
+        if doc.thumbnail is not None:
+            fields["thumb"] = doc.thumbnail
         if doc.in_stock is not None:
             fields["in_stock"] = int(doc.in_stock)
         return [x for kv in fields.items() for x in kv]
@@ -588,6 +598,17 @@ class VectorIndex:
             if found
         }
 
+    def thumbnails(self, tenant: str, entity_ids: Sequence[str]) -> dict[str, str]:
+        """The thumbnail of each of ``entity_ids`` that has one (products with an image), in one
+        round trip; only ``data:image/jpeg;base64,`` URLs, as :class:`~router.documents.Indexer`
+        writes them."""
+        pipe = self.client.pipeline(transaction=False)
+        for ident in entity_ids:
+            pipe.hget(self.key(tenant, ident), "thumb")
+        replies = pipe.execute() if entity_ids else []
+        found = {ident: reply_text(t) for ident, t in zip(entity_ids, replies, strict=True) if t}
+        return {i: t for i, t in found.items() if t.startswith(THUMBNAIL_PREFIX)}
+
     def categories(self, tenant: str) -> list[str]:
         """The product categories of the tenant's documents, sorted."""
         from redis.commands.search.aggregation import AggregateRequest
@@ -659,11 +680,12 @@ class VectorIndex:
         return found.value
 
     def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
-        """The stored fields of one document (vector omitted), or None."""
+        """The stored fields of one document (vector and thumbnail omitted), or None."""
         raw = self.client.hgetall(self.key(tenant, entity_id))
         if not raw:
             return None
-        return {reply_text(k): reply_text(v) for k, v in raw.items() if reply_text(k) != "vector"}
+        return {reply_text(k): reply_text(v) for k, v in raw.items()
+                if reply_text(k) not in ("vector", "thumb")}  # fmt: skip
 
     def knn(
         self,

@@ -396,7 +396,9 @@ function searchView() {
               el("thead", {}, el("tr", {}, ...["#", "title", "kind", "score"].map((h) => el("th", { scope: "col" }, h)))),
               el("tbody", {}, found.hits.map((h, i) => el("tr", { "data-id": h.id },
                 el("td", {}, String(i + 1)),
-                el("td", {}, el("span", { class: "title" }, h.title || h.id),
+                el("td", {}, h.thumbnail && h.thumbnail.startsWith("data:image/jpeg;base64,")
+                    ? el("img", { class: "thumb", src: h.thumbnail, alt: "", width: 48, height: 48 }) : null,
+                  el("span", { class: "title" }, h.title || h.id),
                   el("div", { class: "muted" }, h.parent ? `${h.id} (of ${h.parent})` : h.id)),
                 el("td", {}, h.kind), el("td", {}, h.score.toFixed(3))))))
           : el("p", {}, "Nothing found.")));

@@ -30,7 +30,7 @@ from router.routing import Router
 from router.schemas import Ticket
 from router.settings import ApiSettings, RoutingSettings
 from tests.conftest import require_shared_data
-from tests.integration.router.conftest import api_client, screenshot
+from tests.integration.router.conftest import api_client, catalog_products, screenshot
 
 LIMITS = ApiSettings(
     max_body_bytes=200_000, max_image_bytes=100_000, max_image_pixels=250_000, max_text_chars=2_000
@@ -426,3 +426,20 @@ def test_an_explained_decision_is_shared_by_its_link_within_its_tenant(
     search_only = api_client(router, scopes=("search",))
     assert search_only.get(f"/v1/decisions/{share_id}").status_code == 403
     assert TestClient(client.app).get(f"/v1/decisions/{share_id}").status_code == 401
+
+
+def test_search_shows_product_thumbnails(client: TestClient, router: Router) -> None:
+    assert Indexer(router.embedder, router.index).upsert(catalog_products(), [1, 1]).failed == []
+    res = client.post("/v1/search", json={"tenant": "acme", "text": "laptop shoe", "k": 10,
+                                          "kinds": ["product"]})  # fmt: skip
+    assert res.status_code == 200, res.text
+    thumbs = {h["id"]: h["thumbnail"] for h in res.json()["hits"]}
+    assert thumbs["sku-1"] is None  # a product without an image
+    for sku in ("sku-laptop", "sku-boot"):
+        assert thumbs[sku].startswith("data:image/jpeg;base64,")
+        img = Image.open(io.BytesIO(base64.b64decode(thumbs[sku].split(",", 1)[1])))
+        assert img.format == "JPEG" and max(img.size) == 96  # from a 240 x 180 catalog shot
+    mixed = client.post("/v1/search", json={"tenant": "acme", "text": "password", "k": 20}).json()
+    assert {h["kind"] for h in mixed["hits"] if h["thumbnail"]} == {"product"}
+    stored = router.index.get("acme", "sku-laptop")
+    assert stored is not None and "thumb" not in stored  # the fields routing reads stay small

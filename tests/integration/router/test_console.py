@@ -123,6 +123,9 @@ def test_search_by_text_and_by_image_with_filters(
     wait(browser, "#hits")
     rows = browser.find_elements("css selector", "#hits tbody tr")
     assert rows[0].get_attribute("data-id") == "sku-laptop" and "14-inch laptop" in rows[0].text
+    thumb = rows[0].find_element("css selector", "img.thumb")  # the product's own thumbnail
+    assert thumb.get_attribute("src").startswith("data:image/jpeg;base64,")
+    assert browser.execute_script("return arguments[0].naturalWidth", thumb) == 96
     assert {r.find_elements("css selector", "td")[2].text for r in rows} == {"product"}
 
     # an image alone, filtered to the shoes category: the boot, nothing from another category

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from models.config import load_spec
 from models.eval.dataset import CorpusDoc
-from router.documents import corpus_document, entity_id
+from models.exceptions import ImageTooLargeError
+from models.preprocess import decode_image
+from router.documents import THUMBNAIL_PX, corpus_document, entity_id, thumbnail
+from router.index import THUMBNAIL_PREFIX
 from router.schemas import Article, Product, WarrantyPolicy
 
 
@@ -45,3 +55,22 @@ def test_everything_else_is_a_product() -> None:
     assert (photo.title, photo.description, photo.category) == ("A red dress", "", "uncategorised")
     bare = corpus_document(row(_id="d3", text="   "), "t")
     assert isinstance(bare, Product) and bare.title == "d3" and bare.image is None
+
+
+def test_a_thumbnail_is_a_small_jpeg_data_url_and_a_jpeg_is_decoded_in_draft() -> None:
+    spec = load_spec("default").image.preprocess
+    for fmt in ("PNG", "JPEG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (1600, 800), (200, 30, 30)).save(buf, fmt)
+        img = decode_image(buf.getvalue(), spec, "p", draft=THUMBNAIL_PX)
+        # a JPEG decodes at 1/8 scale (both sides still >= 96), a PNG whole
+        assert img.size == ((200, 100) if fmt == "JPEG" else (1600, 800))
+        url = thumbnail(img)
+        assert url.startswith(THUMBNAIL_PREFIX) and len(url) < 4000
+        small = Image.open(io.BytesIO(base64.b64decode(url.removeprefix(THUMBNAIL_PREFIX))))
+        assert small.format == "JPEG" and small.size == (96, 48)
+        assert small.getpixel((48, 24))[0] > 150  # the same picture
+    with pytest.raises(ImageTooLargeError):  # the limits hold in draft mode too
+        bomb = io.BytesIO()
+        Image.new("RGB", (12000, 12000)).save(bomb, "JPEG")
+        decode_image(bomb.getvalue(), spec, "bomb", draft=THUMBNAIL_PX)
