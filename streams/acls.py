@@ -10,6 +10,9 @@ group (``CROSSROUTE_WORKER__GROUP_ID``):
   groups named after it): read, describe.
 - ``publisher`` (catalog, knowledge base, ticket producers, ``crossroute publish``): write and
   describe on the topics only: it cannot read tickets, decisions or dead letters.
+- ``api`` (``crossroute api``): what a publisher may (it publishes the human queue's answers to
+  the feedback topic), and read on the dead-letter topic only (the console browses it without a
+  consumer group, so it needs no group ACL).
 
 ``crossroute topics acl USER --role ROLE`` prints them, ``--apply`` creates them through the
 configured (admin) connection.
@@ -30,8 +33,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 
 __all__ = ["ACL_ROLES", "AclRole", "acl_bindings", "apply_acls", "describe_acls"]
 
-AclRole = Literal["worker", "publisher"]
-ACL_ROLES: tuple[AclRole, ...] = ("worker", "publisher")
+AclRole = Literal["worker", "publisher", "api"]
+ACL_ROLES: tuple[AclRole, ...] = ("worker", "publisher", "api")
 
 _TOPIC_OPS: dict[AclRole, tuple[AclOperation, ...]] = {
     "worker": (
@@ -42,11 +45,12 @@ _TOPIC_OPS: dict[AclRole, tuple[AclOperation, ...]] = {
         AclOperation.CREATE,
     ),
     "publisher": (AclOperation.WRITE, AclOperation.DESCRIBE),
+    "api": (AclOperation.WRITE, AclOperation.DESCRIBE),
 }
 
 
 def _grants(
-    role: AclRole, topic_prefix: str, group_id: str
+    role: AclRole, topic_prefix: str, group_id: str, dead_letters: str | None = None
 ) -> list[tuple[ResourceType, str, AclOperation]]:
     if not topic_prefix:
         raise ValueError(
@@ -56,11 +60,17 @@ def _grants(
     if role == "worker":
         grants += [(ResourceType.GROUP, group_id, op)
                    for op in (AclOperation.READ, AclOperation.DESCRIBE)]  # fmt: skip
+    if role == "api":
+        grants.append((ResourceType.TOPIC, dead_letters or f"{topic_prefix}dead_letters",
+                       AclOperation.READ))  # fmt: skip
     return grants
 
 
-def acl_bindings(user: str, role: AclRole, topic_prefix: str, group_id: str) -> list[AclBinding]:
-    """The ALLOW bindings of ``role`` for ``User:user``, from any host, by resource prefix.
+def acl_bindings(
+    user: str, role: AclRole, topic_prefix: str, group_id: str, dead_letters: str | None = None
+) -> list[AclBinding]:
+    """The ALLOW bindings of ``role`` for ``User:user``, from any host, by resource prefix
+    (``dead_letters``: the dead-letter topic's name, for the api role; default the prefix's).
 
     Raises:
         ValueError: an empty topic prefix (it would grant every topic of the cluster).
@@ -75,15 +85,17 @@ def acl_bindings(user: str, role: AclRole, topic_prefix: str, group_id: str) -> 
             op,
             AclPermissionType.ALLOW,
         )
-        for kind, name, op in _grants(role, topic_prefix, group_id)
+        for kind, name, op in _grants(role, topic_prefix, group_id, dead_letters)
     ]
 
 
-def describe_acls(user: str, role: AclRole, topic_prefix: str, group_id: str) -> list[str]:
+def describe_acls(
+    user: str, role: AclRole, topic_prefix: str, group_id: str, dead_letters: str | None = None
+) -> list[str]:
     """One line per binding of :func:`acl_bindings`: ``ALLOW User:u READ TOPIC PREFIXED 'p.'``."""
     return [
         f"ALLOW User:{user} {op.name} {kind.name} PREFIXED {name!r}"
-        for kind, name, op in _grants(role, topic_prefix, group_id)
+        for kind, name, op in _grants(role, topic_prefix, group_id, dead_letters)
     ]
 
 

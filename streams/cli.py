@@ -283,10 +283,12 @@ def topics_acl(
         raise UsageError(f"unknown role {role!r}: choose from {', '.join(ACL_ROLES)}")
     settings = read_settings(WorkerSettings)
     try:
-        bindings = acl_bindings(user, role, settings.topics.prefix, settings.worker.group_id)
+        bindings = acl_bindings(user, role, settings.topics.prefix, settings.worker.group_id,
+                                settings.topics.name("dead_letters"))  # fmt: skip
     except ValueError as e:
         raise UsageError(str(e)) from e
-    for line in describe_acls(user, role, settings.topics.prefix, settings.worker.group_id):
+    for line in describe_acls(user, role, settings.topics.prefix, settings.worker.group_id,
+                              settings.topics.name("dead_letters")):  # fmt: skip
         out.print(line, highlight=False)
     if apply:
         try:

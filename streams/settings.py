@@ -265,7 +265,10 @@ class ConsumerSettings(BaseModel):
     media_root: Path | None = None
     """Folder image URIs (file paths) in events are read from; unset: only inline images."""
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
-    """Prometheus metrics on 127.0.0.1:PORT; 0: off."""
+    """Prometheus metrics on METRICS_HOST:PORT; 0: off."""
+    metrics_host: str = "127.0.0.1"
+    """Where the metrics listen: loopback by default; ``0.0.0.0`` only on a private network (the
+    compose file's, for the API's console)."""
     metrics_url: Annotated[str, Field(pattern=r"^https?://")] | None = None
     """Where the API's console reads the worker's metrics (its pipeline page); default
     ``http://127.0.0.1:{metrics_port}/metrics`` when ``metrics_port`` is set."""

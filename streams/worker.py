@@ -224,7 +224,9 @@ def run(
     if settings.worker.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.worker.metrics_port, "127.0.0.1", registry=metrics.registry)
+        start_http_server(
+            settings.worker.metrics_port, settings.worker.metrics_host, registry=metrics.registry
+        )
     ticket_log = TicketLog(client, settings.index.namespace, settings.worker.ticket_log_ttl_s)
     pipeline = Pipeline(
         Indexer(embedder, index, media_root=media_root), serving, kafka_config(settings),

@@ -14,7 +14,8 @@ if [ ! -f "$data/meta.properties" ]; then
   "$KAFKA_HOME/bin/kafka-storage.sh" format --ignore-formatted -t "$KAFKA_CLUSTER_ID" -c "$props" \
     --add-scram "$m=[name=$KAFKA_ADMIN_USER,password=$KAFKA_ADMIN_PASSWORD]" \
     --add-scram "$m=[name=$KAFKA_WORKER_USER,password=$KAFKA_WORKER_PASSWORD]" \
-    --add-scram "$m=[name=$KAFKA_PUBLISHER_USER,password=$KAFKA_PUBLISHER_PASSWORD]"
+    --add-scram "$m=[name=$KAFKA_PUBLISHER_USER,password=$KAFKA_PUBLISHER_PASSWORD]" \
+    --add-scram "$m=[name=$KAFKA_API_USER,password=$KAFKA_API_PASSWORD]"
 fi
-unset KAFKA_ADMIN_PASSWORD KAFKA_WORKER_PASSWORD KAFKA_PUBLISHER_PASSWORD
+unset KAFKA_ADMIN_PASSWORD KAFKA_WORKER_PASSWORD KAFKA_PUBLISHER_PASSWORD KAFKA_API_PASSWORD
 exec "$KAFKA_HOME/bin/kafka-server-start.sh" "$props"

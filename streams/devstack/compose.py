@@ -11,7 +11,7 @@ file                        what                                                
 ==========================  ==========================================================  =======
 ``kafka.env``               cluster id and the SCRAM passwords (the broker's start)     0600
 ``worker.env``              the worker's Redis URL and SASL user                        0600
-``api.env``                 the API's Redis URL (read-only user)                        0600
+``api.env``                 the API's Redis URL (read-only user) and SASL user          0600
 ``admin.env``               the operators' Redis and Kafka admin users                  0600
 ``publisher.env``           a SASL user that may only publish (producers, the demo)     0600
 ``ca.crt``                  the CA clients trust for the broker's TLS                   0644
@@ -49,6 +49,7 @@ __all__ = [
     "COMPOSE_USERS",
     "CONTAINER_SECRETS",
     "KAFKA_DATA",
+    "KAFKA_ROLES",
     "ComposeNames",
     "compose_server_properties",
     "write_compose_secrets",
@@ -58,6 +59,8 @@ CONTAINER_SECRETS = "/etc/crossroute"
 """Where the compose services mount what they need of the secrets folder (same layout)."""
 KAFKA_DATA = "/var/lib/kafka/data"
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+KAFKA_ROLES = ("admin", "worker", "publisher", "api")
+"""The compose users that are Kafka (SCRAM) users too: the API publishes the queue's answers."""
 COMPOSE_USERS = {"worker": "crossroute-worker", "api": "crossroute-api",
                  "publisher": "crossroute-publisher", "admin": "admin"}  # fmt: skip
 """The user each compose role runs as (Redis ACL users and Kafka SCRAM users share names)."""
@@ -195,17 +198,11 @@ def write_compose_secrets(
         "kafka.env": {
             "KAFKA_CLUSTER_ID": new_cluster_id(),
             "KAFKA_SCRAM_MECHANISM": SCRAM_MECHANISM,
-            **{
-                f"KAFKA_{role.upper()}_USER": users[role]
-                for role in ("admin", "worker", "publisher")
-            },
-            **{
-                f"KAFKA_{role.upper()}_PASSWORD": passwords[role]
-                for role in ("admin", "worker", "publisher")
-            },
+            **{f"KAFKA_{role.upper()}_USER": users[role] for role in KAFKA_ROLES},
+            **{f"KAFKA_{role.upper()}_PASSWORD": passwords[role] for role in KAFKA_ROLES},
         },
         "worker.env": {"CROSSROUTE_REDIS__URL": redis_url("worker"), **sasl("worker")},
-        "api.env": {"CROSSROUTE_REDIS__URL": redis_url("api")},
+        "api.env": {"CROSSROUTE_REDIS__URL": redis_url("api"), **sasl("api")},
         "admin.env": {"CROSSROUTE_REDIS__URL": redis_url("admin"), **sasl("admin")},
         "publisher.env": sasl("publisher"),
     }

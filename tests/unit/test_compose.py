@@ -19,7 +19,12 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from router.settings import RouterSettings
-from streams.devstack.compose import COMPOSE_USERS, CONTAINER_SECRETS, write_compose_secrets
+from streams.devstack.compose import (
+    COMPOSE_USERS,
+    CONTAINER_SECRETS,
+    KAFKA_ROLES,
+    write_compose_secrets,
+)
 from streams.devstack.envfile import read_env_file
 from streams.exceptions import StackError
 from streams.settings import WorkerSettings
@@ -109,7 +114,7 @@ def test_secured_by_default(compose: dict[str, Any], secrets_dir: Path) -> None:
         assert env.get("CROSSROUTE_API__AUTH", "on") == "on"
         user = urlsplit_user(env.get("CROSSROUTE_REDIS__URL"))
         assert user in (None, COMPOSE_USERS.get(name, "admin")), (name, user)
-    for name in ("worker", "kafka-acls", "admin"):
+    for name in ("worker", "kafka-acls", "admin", "api"):
         env = service_env(services[name], secrets_dir)
         assert env["CROSSROUTE_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
         assert env["CROSSROUTE_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9094"
@@ -123,7 +128,7 @@ def urlsplit_user(url: str | None) -> str | None:
 
 @pytest.mark.parametrize(
     ("service", "settings"),
-    [("worker", WorkerSettings), ("api", RouterSettings), ("admin", WorkerSettings),
+    [("worker", WorkerSettings), ("api", WorkerSettings), ("admin", WorkerSettings),
      ("kafka-acls", WorkerSettings)],
 )  # fmt: skip
 def test_env_names_match_settings(
@@ -146,6 +151,8 @@ def test_env_names_match_settings(
         for k, v in env.items():
             mp.setenv(k, v.replace(CONTAINER_SECRETS + "/", f"{secrets_dir}/"))
         parsed = settings()
+        if service == "api":  # `crossroute api` reads the router's settings from it too
+            assert RouterSettings().redis.url == parsed.redis.url
     assert parsed.redis.url is not None or service == "kafka-acls"
 
 
@@ -159,7 +166,9 @@ def test_compose_secrets_files_modes_and_hashes(secrets_dir: Path) -> None:
         v for name in ("kafka.env",) for k, v in read_env_file(secrets_dir / name).items()
         if k.endswith("_PASSWORD")
     }  # fmt: skip
-    assert len(passwords) == 3 and all(re.fullmatch("[0-9a-f]{48}", p) for p in passwords)
+    assert len(passwords) == len(KAFKA_ROLES) and all(
+        re.fullmatch("[0-9a-f]{48}", p) for p in passwords
+    )
     acl = (secrets_dir / "redis" / "users.acl").read_text()
     worker_url = read_env_file(secrets_dir / "worker.env")["CROSSROUTE_REDIS__URL"]
     redis_passwords = {urlsplit_password(read_env_file(secrets_dir / f)["CROSSROUTE_REDIS__URL"])

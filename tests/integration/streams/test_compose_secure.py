@@ -37,6 +37,8 @@ from streams.devstack.compose import (
 )
 from streams.devstack.envfile import read_env_file
 from streams.devstack.kafka import kafka_reachable
+from streams.events import FeedbackRecorded
+from streams.operations import DeadLetters
 from streams.producer import Publisher
 from streams.settings import KafkaSettings, StackSettings, TopicSettings
 from tests.conftest import REPO
@@ -177,6 +179,7 @@ def test_compose_secured_stack_runs_the_worker_and_refuses_the_rest(
                          timeout=180, check=False)  # fmt: skip
     assert job.returncode == 0, job.stdout + job.stderr
     assert "created 7 ACLs for User:crossroute-worker" in job.stderr
+    assert "created 3 ACLs for User:crossroute-api" in job.stderr
 
     # the worker as compose runs it: worker.env + its environment
     worker_kafka = c.kafka("worker")
@@ -208,6 +211,18 @@ def test_compose_secured_stack_runs_the_worker_and_refuses_the_rest(
         publisher_clients = DevStack(StackSettings(state_dir=tmp_path / "pub"), publisher,
                                      RedisSettings(url=SecretStr(c.redis_url("api.env"))))  # fmt: skip
         assert consume(publisher_clients, env.topics.name("tickets"), 1, timeout=5) == []
+
+        # the API's Kafka user (api.env): publishes the queue's answers, browses the dead letters,
+        # reads nothing else
+        api_kafka = c.kafka("api")
+        api_config = api_kafka.as_librdkafka(api_kafka.bootstrap_servers)
+        answered = FeedbackRecorded(tenant_id="acme", ticket_id="t1", space_id=embedder.space_id,
+                                    action="escalated")  # fmt: skip
+        assert Publisher(api_config, env.topics).publish([answered]).failed == []
+        DeadLetters(api_config, env.topics.name("dead_letters")).newest("acme")  # READ granted
+        api_clients = DevStack(StackSettings(state_dir=tmp_path / "api"), api_kafka,
+                               RedisSettings(url=SecretStr(c.redis_url("api.env"))))  # fmt: skip
+        assert consume(api_clients, env.topics.name("tickets"), 1, timeout=5) == []
 
         # a wrong password is refused
         bad = publisher.model_copy(update={"sasl_password": SecretStr("wrong")})

@@ -83,5 +83,10 @@ def test_acls_are_the_least_each_role_needs() -> None:
     assert all(b.restype == ResourceType.TOPIC for b in publisher)  # no group: cannot consume
     assert describe_acls("p", "publisher", "shop.", "g") == [
         "ALLOW User:p WRITE TOPIC PREFIXED 'shop.'", "ALLOW User:p DESCRIBE TOPIC PREFIXED 'shop.'"]  # fmt: skip
+    # the API publishes answers and reads the dead letters, nothing else, with no group
+    assert describe_acls("a", "api", "shop.", "g", "shop.dlq") == [
+        "ALLOW User:a WRITE TOPIC PREFIXED 'shop.'", "ALLOW User:a DESCRIBE TOPIC PREFIXED 'shop.'",
+        "ALLOW User:a READ TOPIC PREFIXED 'shop.dlq'"]  # fmt: skip
+    assert acl_bindings("a", "api", "shop.", "g")[-1].name == "shop.dead_letters"
     with pytest.raises(ValueError, match="every topic"):
         acl_bindings("w", "worker", "", "g")
