@@ -607,7 +607,26 @@ def eval_cmd(
         _write_json(json_out, result)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(render_html(result, comparison, other))
+        page = render_html(result, comparison, other)
+        report.write_text(page)
+        kept = keep_report(settings.model.reports_dir, result, page)
+        err.print(f"report kept for the console's models page: {kept}")
+
+
+def keep_report(reports_dir: Path, result: dict[str, Any], page: str) -> Path:
+    """Keep an eval report as its space's latest on its dataset: ``{space}/{dataset}.html`` and
+    the result as ``.json`` (written whole, then renamed: a reader never sees half a file)."""
+    import re
+
+    space = str(result["model"]["space_id"])
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(result["dataset"])).strip("._") or "dataset"
+    folder = reports_dir / space
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(result, indent=2) + "\n"), (".html", page)):
+        tmp = folder / f".{name}{suffix}.tmp"
+        tmp.write_text(text)
+        tmp.replace(folder / f"{name}{suffix}")
+    return folder / f"{name}.html"
 
 
 def _print_eval(result: dict[str, Any]) -> None:

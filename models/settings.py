@@ -65,6 +65,9 @@ class ModelSettings(BaseModel):
     """Intra-op threads per encoder session; unset lets onnxruntime use every core."""
     cache_dir: Path = Field(default_factory=lambda: xdg_dir("cache") / "features")
     """Encoder features ``crossroute train`` computes once per pair set and encoder."""
+    reports_dir: Path = Field(default_factory=lambda: xdg_dir("data") / "reports")
+    """Where ``crossroute eval --report`` also keeps each space's latest report per dataset
+    (``{space_id}/{dataset}.html`` and ``.json``), which the console's models page lists."""
 
     def resolved_bundle_dir(self, explicit: Path | None = None) -> Path:
         """``explicit`` (a ``--model``/``--bundle`` flag) if given, else ``bundle_dir``, else the

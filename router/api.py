@@ -678,7 +678,8 @@ _SCOPES: dict[str, KeyScope | Literal["any"]] = {
     "/v1/pipeline": "admin", "/v1/deadletters": "admin", "/v1/spaces": "admin",
 }  # fmt: skip
 _PREFIX_SCOPES: tuple[tuple[str, KeyScope | Literal["any"]], ...] = (
-    ("/v1/queue/", "queue"), ("/v1/decisions/", "route"), ("/v1/", "any"),
+    ("/v1/queue/", "queue"), ("/v1/decisions/", "route"), ("/v1/spaces/", "admin"),
+    ("/v1/", "any"),
 )  # fmt: skip
 """What each guarded path needs (``any``: a valid key), exactly or by prefix (any other ``/v1/``
 path needs a valid key too); every other path (``/healthz``, the OpenAPI pages, the console's

@@ -20,15 +20,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request
+from fastapi.responses import Response
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
@@ -38,13 +41,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PAYLOAD_PREVIEW",
+    "REPORT_CSP",
     "DeadLetter",
     "DeadLetters",
     "MetricsHistory",
     "Sample",
     "add_operations",
     "dead_letter",
+    "kept_reports",
     "parse_metrics",
+    "report_path",
     "spaces_overview",
 ]
 
@@ -329,6 +335,7 @@ def add_operations(
     history: MetricsHistory,
     letters: DeadLetters,
     documents: Callable[[], dict[str, Any]],
+    reports_dir: Path | None = None,
 ) -> None:
     """Serve ``GET /v1/pipeline`` (``history`` and ``documents()``, the spaces overview),
     ``GET /v1/spaces`` and ``GET /v1/deadletters`` on the API's app (``crossroute api`` does it)."""
@@ -341,6 +348,21 @@ def add_operations(
     @app.get("/v1/spaces", summary="Every registered space: role, documents, manifest, gate")
     def spaces() -> dict[str, Any]:
         return documents()
+
+    @app.get(
+        "/v1/spaces/{space_id}/reports/{name}",
+        summary="An eval report kept for a space (HTML, as an attachment)",
+        response_class=Response,
+    )
+    def report(space_id: str, name: str) -> Response:
+        from router.bounds import Rejected
+
+        path = report_path(reports_dir, space_id, name)
+        if path is None:
+            raise Rejected(404, "no such report")
+        return Response(path.read_bytes(), media_type="text/html; charset=utf-8", headers={
+            "Content-Security-Policy": REPORT_CSP, "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'attachment; filename="{space_id}-{name}.html"'})  # fmt: skip
 
     @app.get(
         "/v1/deadletters",
@@ -366,14 +388,55 @@ def add_operations(
         history.stop()
 
 
+REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+"""An eval report is served inert: no script, no request, whatever its text holds."""
+_SPACE_ID = re.compile(r"^sp-[0-9a-f]{20}$")
+_REPORT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def report_path(reports_dir: Path | None, space_id: str, name: str) -> Path | None:
+    """The HTML file of a kept report, or None (a bad space id or name never reaches the disk)."""
+    if reports_dir is None or not _SPACE_ID.match(space_id) or not _REPORT_NAME.match(name):
+        return None
+    path = reports_dir / space_id / f"{name}.html"
+    return path if path.is_file() else None
+
+
+def kept_reports(reports_dir: Path | None, space_id: str) -> list[dict[str, Any]]:
+    """The eval reports ``crossroute eval --report`` kept for a space (``models.cli.keep_report``):
+    dataset, when, query count and headline metrics, newest first."""
+    import json
+
+    folder = reports_dir / space_id if reports_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    out = []
+    for path in folder.glob("*.json"):
+        try:
+            result = json.loads(path.read_text())
+            metrics = {k: float(v) for k, v in result.get("metrics", {}).items()
+                       if isinstance(v, int | float)}  # fmt: skip
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("skipping unreadable eval report %s: %s", path, e)
+            continue
+        out.append({
+            "name": path.stem, "dataset": str(result.get("dataset", path.stem)),
+            "created_at": path.stat().st_mtime, "queries": result.get("n_queries"),
+            "metrics": metrics, "html": path.with_suffix(".html").is_file(),
+        })  # fmt: skip
+    return sorted(out, key=lambda r: r["created_at"], reverse=True)
+
+
 def spaces_overview(
     deployments: Deployments,
     index_of: Callable[[str], VectorIndex],
     gates: GateRecords | None = None,
+    reports_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Each registered space: its role (live, canary, previous), index and documents (None: no
     index), when it was registered, a summary of its bundle's manifest (when this host can read
-    the bundle) and its latest gate report (when ``crossroute gate`` judged it)."""
+    the bundle), its latest gate report (when ``crossroute gate`` judged it) and the eval reports
+    kept for it."""
     from models.bundle import load_manifest
 
     state = deployments.state()
@@ -390,6 +453,7 @@ def spaces_overview(
             "role": roles.get(space_id), "index": record.index, "documents": count,
             "registered_at": record.registered_at, "bundle": str(record.bundle),
             "manifest": None, "gate": gated.get(space_id),
+            "reports": kept_reports(reports_dir, space_id),
         }  # fmt: skip
         try:
             m = load_manifest(record.bundle, verify=False)

@@ -569,8 +569,37 @@ async function modelsView() {
           el("tr", {}, el("th", { scope: "row" }, "projection"), el("td", {}, m.projection
             ? `weights ${short(m.projection.weights_sha256)} · training data ${short(m.projection.training_data_digest)}` : "none")),
         ] : el("tr", {}, el("th", { scope: "row" }, "manifest"), el("td", { class: "error" }, sp.manifest_error || "unreadable")))),
-      el("h3", {}, "Gate"), gateCard(id, sp.gate));
+      el("h3", {}, "Gate"), gateCard(id, sp.gate),
+      el("h3", {}, "Eval reports"), reportsTable(id, sp.reports || []));
   }));
+}
+
+function reportsTable(spaceId, reports) {
+  if (!reports.length) {
+    return el("p", { class: "muted" }, "None kept (crossroute eval DATASET --model BUNDLE --report FILE keeps the latest per dataset).");
+  }
+  const shown = ["recall@10", "mrr@10", "ndcg@10"];
+  return el("table", { class: "reports", id: `reports-${spaceId}` },
+    el("thead", {}, el("tr", {}, ...["dataset", "when", "queries", ...shown, ""].map((h) => el("th", { scope: "col" }, h)))),
+    el("tbody", {}, reports.map((r) => el("tr", { "data-report": r.name },
+      el("td", {}, r.dataset), el("td", {}, new Date(r.created_at * 1000).toLocaleString()),
+      el("td", {}, r.queries === null || r.queries === undefined ? "" : String(r.queries)),
+      shown.map((m) => el("td", {}, m in r.metrics ? r.metrics[m].toFixed(3) : "–")),
+      el("td", {}, r.html ? el("button", { type: "button", class: "download",
+        onclick: () => downloadReport(spaceId, r.name) }, "Download HTML") : null)))));
+}
+
+/** Fetch a kept report with the key and save it (it opens from the disk, outside the console). */
+async function downloadReport(spaceId, name) {
+  const res = await fetch(`/v1/spaces/${encodeURIComponent(spaceId)}/reports/${encodeURIComponent(name)}`,
+    { headers: { Authorization: `Bearer ${sessionStorage.getItem(KEY) || ""}` } });
+  if (!res.ok) return;
+  const url = URL.createObjectURL(await res.blob());
+  const link = el("a", { href: url, download: `${spaceId}-${name}.html` });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
 // -- shell -----------------------------------------------------------------------------------

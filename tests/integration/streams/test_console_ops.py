@@ -23,6 +23,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
+from models.cli import keep_report
 from router.auth import KeyStore
 from router.deploy import Deployments
 from router.feedback import TicketLog
@@ -71,6 +72,7 @@ def ops(
         "CROSSROUTE_ROUTING__THRESHOLD": "0.3",  # the zipper tickets score about 0.26 at best
         "CROSSROUTE_WORKER__METRICS_PORT": str(free_port()),
         "CROSSROUTE_API__PORT": str(port),
+        "CROSSROUTE_MODEL__REPORTS_DIR": str(env.tmp / "reports"),
     })  # fmt: skip
     env.start()
     articles = [
@@ -262,4 +264,23 @@ def test_models_and_spaces(browser: Any, ops: Ops) -> None:
     assert [r.find_elements("css selector", "td")[1].text for r in rows] == ["all", "kind=photo"]
     assert rows[1].find_elements("css selector", "td.worse")  # the slice that got worse stands out
     assert "slice kind=photo lost" in browser.find_element("css selector", "#spaces").text
+
+    # an eval report kept by `crossroute eval --report` (models.cli.keep_report): listed, and
+    # served only as an inert attachment
+    result = {"dataset": "myntra-dev", "model": {"space_id": space_id}, "n_queries": 300,
+              "metrics": {"recall@10": 0.61, "mrr@10": 0.42, "ndcg@10": 0.47}}  # fmt: skip
+    keep_report(Path(ops.env.env["CROSSROUTE_MODEL__REPORTS_DIR"]), result,
+                "<html><script>window.__pwned=5</script>report</html>")  # fmt: skip
+    browser.refresh()
+    row = wait(browser, f'[id="reports-{space_id}"] tr[data-report="myntra-dev"]')
+    assert "myntra-dev" in row.text and "0.610" in row.text and "300" in row.text
+    assert row.find_element("css selector", "button.download").text == "Download HTML"
+    headers = {"Authorization": f"Bearer {ops.token}"}
+    page = httpx.get(f"{ops.base}/v1/spaces/{space_id}/reports/myntra-dev", headers=headers)
+    assert page.status_code == 200 and "window.__pwned=5" in page.text
+    assert page.headers["content-security-policy"].startswith("sandbox;")
+    assert page.headers["content-disposition"].startswith("attachment;")
+    for bad in (f"{space_id}/reports/..%2F..%2Fsecret", "sp-x/reports/myntra-dev"):
+        assert httpx.get(f"{ops.base}/v1/spaces/{bad}", headers=headers).status_code == 404
+    assert httpx.get(f"{ops.base}/v1/spaces/{space_id}/reports/myntra-dev").status_code == 401
     shot(browser, "models")

@@ -3,7 +3,18 @@ records turned into what the page shows (the real scrape and topic: test_console
 
 from __future__ import annotations
 
-from streams.operations import PAYLOAD_PREVIEW, MetricsHistory, dead_letter, parse_metrics
+import time
+from pathlib import Path
+
+from models.cli import keep_report
+from streams.operations import (
+    PAYLOAD_PREVIEW,
+    MetricsHistory,
+    dead_letter,
+    kept_reports,
+    parse_metrics,
+    report_path,
+)
 
 EXPOSITION = """\
 # TYPE crossroute_consumer_lag gauge
@@ -75,3 +86,25 @@ def test_a_dead_letter_keeps_its_reason_source_and_payload_as_text() -> None:
     assert bare.tenant is None and bare.reason == "unknown" and bare.source_offset is None
     assert bare.payload == "" and not bare.truncated
     assert dead_letter(0, 0, None, b"no-slash", b"{}", []).tenant is None
+
+
+def test_kept_eval_reports_are_listed_newest_first_and_served_only_by_safe_names(
+    tmp_path: Path,
+) -> None:
+    space = "sp-0123456789abcdef0123"
+    for dataset, recall in (("myntra/dev", 0.6), ("banking77", 0.8)):
+        result = {"dataset": dataset, "model": {"space_id": space}, "n_queries": 10,
+                  "metrics": {"recall@10": recall, "note": "x"}}  # fmt: skip
+        kept = keep_report(tmp_path, result, f"<html>{dataset}</html>")
+        assert kept.parent == tmp_path / space and kept.read_text() == f"<html>{dataset}</html>"
+        time.sleep(0.01)
+    reports = kept_reports(tmp_path, space)
+    assert [r["name"] for r in reports] == ["banking77", "myntra_dev"]  # newest first
+    assert reports[1]["dataset"] == "myntra/dev" and reports[1]["metrics"] == {"recall@10": 0.6}
+    assert kept_reports(tmp_path, "sp-ffffffffffffffffffff") == [] == kept_reports(None, space)
+    (tmp_path / space / "broken.json").write_text("{not json")
+    assert len(kept_reports(tmp_path, space)) == 2  # an unreadable one is skipped
+    assert report_path(tmp_path, space, "banking77") == tmp_path / space / "banking77.html"
+    for space_id, name in ((space, "../banking77"), (space, "nope"), ("sp-../x", "banking77"),
+                           (space, ".hidden"), (space, "a/b")):  # fmt: skip
+        assert report_path(tmp_path, space_id, name) is None
