@@ -187,6 +187,7 @@ class TicketLog:
         self.prefix = f"{namespace}:ticketlog:"
         self.queue_prefix = f"{namespace}:humanqueue:"
         self.ttl_s = ttl_s
+        self._enqueue = client.register_script(_ENQUEUE)
 
     def key(self, tenant: str, ticket_id: str) -> str:
         """The Redis key of one ticket (tenant ids have no ``:``, so keys never collide)."""
@@ -195,6 +196,10 @@ class TicketLog:
     def queue_key(self, tenant: str) -> str:
         """The Redis key of a tenant's human queue."""
         return f"{self.queue_prefix}{tenant}"
+
+    def answered_key(self, tenant: str, ticket_id: str) -> str:
+        """The marker of an answered ticket (a redelivered ticket event does not queue it again)."""
+        return f"{self.queue_prefix}{tenant}:answered:{ticket_id}"
 
     def record(self, entries: Sequence[LoggedTicket]) -> None:
         """Keep ``entries`` (one pipeline); a ticket routed again replaces its entry and its TTL.
@@ -214,7 +219,11 @@ class TicketLog:
             )
             if entry.queue == "human":
                 queue = self.queue_key(entry.tenant)
-                pipe.zadd(queue, {entry.ticket_id: _ms(entry.decided_at)})
+                self._enqueue(
+                    keys=[queue, self.answered_key(entry.tenant, entry.ticket_id)],
+                    args=[_ms(entry.decided_at), entry.ticket_id],
+                    client=pipe,
+                )
                 queued.add(queue)
         oldest = int(time.time() * 1000) - self.ttl_s * 1000
         for queue in sorted(queued):
@@ -225,13 +234,15 @@ class TicketLog:
 
     def answered(self, refs: Sequence[tuple[str, str]]) -> int:
         """Take ``(tenant, ticket_id)`` tickets out of their human queues (an agent answered
-        them); returns how many were there."""
+        them), for good: the ticket event redelivered later does not queue them again. Returns
+        how many were there."""
         if not refs:
             return 0
         pipe = self.client.pipeline(transaction=False)
         for tenant, ticket in refs:
             pipe.zrem(self.queue_key(tenant), ticket)
-        return sum(int(n) for n in pipe.execute())
+            pipe.set(self.answered_key(tenant, ticket), 1, ex=self.ttl_s)
+        return sum(int(n) for n in pipe.execute()[::2])
 
     def queue(self, tenant: str, limit: int = 50, before_ms: int | None = None) -> QueuePage:
         """The tenant's human queue, newest first: at most ``limit`` tickets decided before
@@ -262,6 +273,13 @@ class TicketLog:
                     log.warning("ignoring unreadable ticket log entry %s/%s: %s", tenant, ticket, e)
             out.append(entry)
         return out
+
+
+# KEYS[1] the tenant's queue, KEYS[2] the ticket's answered marker; ARGV: decided_at ms, ticket id
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return redis.call('ZADD', KEYS[1], ARGV[1], ARGV[2])
+"""
 
 
 def _ms(at: datetime) -> int:

@@ -383,10 +383,6 @@ def add_operations(
             log.warning("dead letters unavailable: %s", e)
             raise Rejected(503, "Kafka is unavailable, retry later") from e
 
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        history.stop()
-
 
 REPORT_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:"
 """An eval report is served inert: no script, no request, whatever its text holds."""

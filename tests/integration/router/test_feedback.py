@@ -73,6 +73,8 @@ def test_the_human_queue_lists_abstained_tickets_newest_first_per_tenant(
         # answered tickets leave their own tenant's queue only
         assert log.answered([("acme", "t-mid"), ("globex", "t-new"), ("acme", "nope")]) == 1
         assert [t.ticket_id for t in log.queue("acme").tickets] == ["t-new", "t-old"]
+        log.record([queued("acme", "t-mid", 10)])  # its ticket event redelivered: stays answered
+        assert [t.ticket_id for t in log.queue("acme").tickets] == ["t-new", "t-old"]
         # a ticket whose log entry expired is not listed; one older than the TTL is shed
         redis_client.delete(log.key("acme", "t-old"))
         assert [t.ticket_id for t in log.queue("acme").tickets] == ["t-new"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import redis
 from pydantic import ValidationError
 
 from router.feedback import LoggedTicket, Suggestion, TicketLog, exemplar_id, feedback_exemplar
@@ -66,9 +67,9 @@ def test_a_logged_ticket_keeps_its_text_and_its_decision() -> None:
 
 
 def test_ticket_log_keys_carry_the_tenant() -> None:
-    log = TicketLog(None, "ns", 60)  # type: ignore[arg-type]  # keys need no connection
+    log = TicketLog(redis.Redis(), "ns", 60)  # keys need no connection (none is made)
     assert log.key("acme", "t-1") == "ns:ticketlog:acme:t-1"
     assert log.key("acme", "t-1") != log.key("globex", "t-1")
     assert log.queue_key("acme") == "ns:humanqueue:acme"
     with pytest.raises(ValueError, match="ttl_s"):
-        TicketLog(None, "ns", 0)  # type: ignore[arg-type]
+        TicketLog(redis.Redis(), "ns", 0)
