@@ -47,6 +47,7 @@ ARTICLES = {
 }  # fmt: skip
 ZIPPER = "The zipper on my winter jacket broke off after two days"
 SIMILAR = "The zipper of my winter coat broke after two days"
+DOG = 'Can I bring my dog <img src=x onerror="window.__pwned=6"> into the store?'  # hostile text
 HOSTILE = b'<img src=x onerror="window.__pwned=3">{"type": <script>window.__pwned=4</script>'
 
 
@@ -148,7 +149,7 @@ def test_an_answer_from_the_queue_routes_the_next_similar_ticket(browser: Any, o
     from selenium.webdriver.common.keys import Keys
 
     assert ops.route("zip-1", ZIPPER).queue == "human"
-    assert ops.route("dog-1", "Can I bring my dog into the store?").queue == "human"
+    assert ops.route("dog-1", DOG).queue == "human"
     sign_in(browser, ops.base, ops.token)
     browser.get(f"{ops.base}/console/#/queue")
     wait(browser, 'li.ticket[data-ticket-id="zip-1"]')
@@ -157,6 +158,10 @@ def test_an_answer_from_the_queue_routes_the_next_similar_ticket(browser: Any, o
     listed = [li.get_attribute("data-ticket-id") for li in
               browser.find_elements("css selector", "li.ticket")]  # fmt: skip
     assert listed == ["dog-1", "zip-1"]  # newest first
+    dog = browser.find_element("css selector", 'li[data-ticket-id="dog-1"] .ticket-text')
+    assert dog.text == DOG  # shown as the text it is: no element, no script
+    assert browser.find_elements("css selector", "#queue-list img") == []
+    assert browser.execute_script("return window.__pwned") is None
     shot(browser, "queue")
 
     # keyboard only: Tab to the queue, ↓ to the zipper ticket, Enter, type the article, send
