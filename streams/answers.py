@@ -32,8 +32,11 @@ class KafkaAnswers:
     """
 
     def __init__(self, config: dict[str, Any], topics: TopicSettings, timeout_s: float = 15.0):
-        self.publisher = Publisher(config, topics)
+        self.config = config
+        self.topics = topics
         self.timeout_s = timeout_s
+        self._publisher: Publisher | None = None  # made at the first answer: an API that is
+        # never asked one does not connect to Kafka (nor log about a broker it cannot reach)
         self._lock = threading.Lock()
 
     def answer(self, ticket: LoggedTicket, doc_id: str | None) -> str:
@@ -47,7 +50,9 @@ class KafkaAnswers:
             occurred_at=datetime.now(UTC),
         )
         with self._lock:
-            report = self.publisher.publish([event], timeout_s=self.timeout_s)
+            if self._publisher is None:
+                self._publisher = Publisher(self.config, self.topics)
+            report = self._publisher.publish([event], timeout_s=self.timeout_s)
         if report.failed or report.delivered != 1:
             reasons = "; ".join(error for _, error in report.failed) or "not confirmed"
             raise FeedbackError(f"feedback for {ticket.tenant}/{ticket.ticket_id}: {reasons}")
