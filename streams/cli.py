@@ -83,6 +83,10 @@ def up_cmd(
     with progress("starting the deployment") as step:
         states = supervisor.up(settings, progress=step, timeout_s=timeout)
     _print_states(states, as_json, settings.stack.state_dir)
+    if not as_json:
+        api = settings.api
+        err.print(f"web console: http://{api.host}:{api.port}/console/ (a key: crossroute keys "
+                  "create --tenant T --scope admin)")  # fmt: skip
 
 
 @app.command("down", rich_help_panel=PANEL)
@@ -590,7 +594,7 @@ def demo_cmd(
     model: ModelOpt = None,
 ) -> None:
     """Publish a small synthetic shop (articles, warranty policies, products with drawn photos) and
-    five tickets (text, an error screenshot, a product photo, one the shop cannot answer), wait for
+    seven tickets (text, an error screenshot, product photos, ones the shop cannot answer), wait for
     a running `crossroute worker` to index and route them, and print the routing decisions. Exits 1
     if any ticket is not routed where the demo expects it."""
     from streams.demo import decisions_table, run_demo

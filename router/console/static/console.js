@@ -36,6 +36,13 @@ class ApiError extends Error {
   }
 }
 
+/** The message of a refusal, with how to get the scope a page needs. */
+function refusal(error, scope) {
+  return error.status === 403 && error.message.includes("scope")
+    ? `${error.message}. Make a key with it: crossroute keys create --tenant ${who && who.tenant ? who.tenant : "T"} --scope ${scope} (or --scope admin).`
+    : error.message;
+}
+
 /** fetch() with the API key; JSON in and out; 401 sends the user back to the key form. */
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
@@ -66,6 +73,7 @@ async function whoami() {
 function signOut() {
   sessionStorage.removeItem(KEY);
   who = null;
+  signedIn = false;
   document.getElementById("who").replaceChildren();
   location.hash = "#/route";
   render();
@@ -77,12 +85,17 @@ function keyForm(message) {
   const form = el("form", { class: "card", id: "key-form" },
     el("h1", {}, "Sign in with an API key"),
     el("p", { id: "key-help", class: "muted" },
-      "Make one with: crossroute keys create --tenant YOUR_TENANT. It stays in this tab only."),
+      "Make one with: crossroute keys create --tenant YOUR_TENANT --scope admin (every page; "
+      + "without --scope: route and search only). It stays in this tab only."),
     message ? el("p", { class: "error", role: "alert" }, message) : null,
     el("label", { for: "api-key" }, "API key"), input,
     el("button", { type: "submit" }, "Sign in"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
+    if (!input.value.trim()) {
+      keyForm("Paste an API key first.");
+      return;
+    }
     sessionStorage.setItem(KEY, input.value.trim());
     who = null;
     signedIn = true;
@@ -96,12 +109,12 @@ function keyForm(message) {
 
 function imageField(name, label) {
   const input = el("input", { type: "file", id: name, name, accept: "image/png,image/jpeg,image/webp" });
-  const preview = el("div", { class: "muted", id: `${name}-preview` }, "none");
+  const preview = el("div", { class: "muted", id: `${name}-preview` });
   const update = () => {
     const file = input.files && input.files[0];
     preview.replaceChildren(file
       ? el("img", { class: "preview", alt: `${label}: ${file.name}`, src: URL.createObjectURL(file) })
-      : "none");
+      : "");
   };
   input.addEventListener("change", update);
   const zone = el("div", { class: "drop" }, el("label", { for: name }, label), input, preview);
@@ -119,8 +132,8 @@ function imageField(name, label) {
 }
 
 function routeView() {
-  const text = el("textarea", { id: "ticket-text", name: "text", required: true,
-                                placeholder: "What does the customer say?" });
+  const text = el("textarea", { id: "ticket-text", name: "text",
+                                placeholder: "What does the customer say? (or attach a photo or screenshot)" });
   const result = el("section", { id: "result", "aria-live": "polite" });
   const form = el("form", { class: "card", id: "route-form" },
     el("h1", {}, "Route a ticket"),
@@ -131,6 +144,11 @@ function routeView() {
     el("button", { type: "submit", id: "route-submit" }, "Route"));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
+    const images = ["photo", "screenshot"].filter((n) => form.querySelector(`#${n}`).files.length);
+    if (!text.value.trim() && !images.length) {
+      result.replaceChildren(el("p", { class: "error", role: "alert" }, "Type the ticket's text, or attach a photo or a screenshot."));
+      return;
+    }
     const data = new FormData();
     const ticket = { id: `console-${Date.now().toString(36)}`, tenant: who.tenant, text: text.value };
     data.append("ticket", JSON.stringify(ticket));
@@ -165,7 +183,8 @@ function renderExplained(into, explained) {
   into.replaceChildren(
     el("section", { class: "card" },
       el("p", { class: `decision ${d.queue}`, id: "decision" },
-        auto ? "Routed automatically" : "Sent to the human queue (nothing fits well enough)"),
+        auto ? "Routed automatically" : "Would go to the human queue (nothing fits well enough)"),
+      auto ? null : el("p", { class: "muted" }, "Tickets routed here are not queued; the queue holds the tickets the worker routes from Kafka."),
       el("p", { class: "muted" },
         `threshold ${d.threshold.toFixed(3)} · space ${d.space_id} · ticket ${d.ticket_id}`),
       rows.length
@@ -188,9 +207,10 @@ async function decisionView(shareId) {
   show(el("h1", {}, "A shared decision"), result);
   try {
     const explained = await api(`/v1/decisions/${encodeURIComponent(shareId)}`);
-    renderExplained(result, { ...explained, share_id: shareId });
+    renderExplained(result, { ...explained, share_id: null });
     result.prepend(el("section", { class: "card" }, el("h2", {}, "Ticket"),
-      el("p", { id: "shared-text" }, explained.text || "(no text: images only)")));
+      el("p", { id: "shared-text" }, explained.text || "(no text: images only)"),
+      el("p", { class: "muted" }, "Shared decisions keep the text, not the images.")));
   } catch (error) {
     result.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
   }
@@ -218,7 +238,7 @@ export function chart(id, label, values, titles, max) {
     const h = v === null ? 0 : Math.max(1, (v / top) * (height - 4));
     return svg("rect", { x: (i * w).toFixed(2), y: (height - h).toFixed(2),
                          width: Math.max(1, w - 1).toFixed(2), height: h.toFixed(2),
-                         class: v === null ? "col none" : "col" },
+                         class: v === null ? "col none" : "col", "aria-hidden": "true" },
       svg("title", {}, titles[i]));
   });
   return svg("svg", { id, class: "chart", viewBox: `0 0 ${width} ${height}`, role: "img",
@@ -250,14 +270,14 @@ function abstentionCard(q) {
 function answerForm(t, onAnswered) {
   const name = `answer-${t.ticket_id}`;
   const options = t.suggestions.map((s, i) => el("label", { class: "option" },
-    el("input", { type: "radio", name, value: s.doc_id, checked: i === 0 }),
+    el("input", { type: "radio", name, value: s.doc_id }),
     ` ${s.title || s.doc_id} `, el("span", { class: "muted" }, `${s.kind} ${s.doc_id} · ${s.score.toFixed(3)}`)));
   const other = el("input", { type: "text", class: "other-id", "aria-label": "Another article or policy id" });
   const status = el("p", { class: "status", "aria-live": "polite" });
   const form = el("form", { class: "answer" },
     el("fieldset", {}, el("legend", {}, "Answer with"),
       options,
-      el("label", { class: "option" }, el("input", { type: "radio", name, value: "__other__", checked: !options.length }),
+      el("label", { class: "option" }, el("input", { type: "radio", name, value: "__other__" }),
         " Another article or policy: "), other,
       el("label", { class: "option" }, el("input", { type: "radio", name, value: "__none__" }),
         " No answer fits (keep similar tickets with people)")),
@@ -266,7 +286,8 @@ function answerForm(t, onAnswered) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const picked = form.querySelector(`input[name="${CSS.escape(name)}"]:checked`);
-    let docId = picked ? picked.value : "__none__";
+    if (!picked) { status.textContent = "Pick an answer first (or “No answer fits”)."; return; }
+    let docId = picked.value;
     if (docId === "__none__") docId = null;
     else if (docId === "__other__") docId = other.value.trim();
     if (docId === "") { status.textContent = "Type the id of an article or policy."; return; }
@@ -293,11 +314,12 @@ async function queueView() {
   try {
     q = await api("/v1/queue?limit=50");
   } catch (error) {
-    head.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    head.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "queue")));
     return;
   }
+  const openCount = el("p", { id: "queue-open" }, `${q.open} open`);
   head.replaceChildren(
-    el("p", { id: "queue-open" }, `${q.open} open`), abstentionCard(q),
+    openCount, abstentionCard(q),
     el("p", { class: "muted" }, "Keys: ↑/↓ or j/k move between tickets, Enter answers the current one."));
   if (!q.tickets.length) {
     list.replaceChildren(el("li", { class: "empty" }, "Nothing waits for an answer."));
@@ -320,7 +342,9 @@ async function queueView() {
         t.images.length ? ` · with ${t.images.join(" and ")}` : ""));
     const item = { node, form: null };
     item.form = answerForm(t, (done) => {
-      const what = done.action === "resolved" ? `resolved with ${done.doc_id}` : "escalated (no answer fits)";
+      const what = done.action === "resolved" ? `resolved with ${done.doc_id}` : "marked: no answer fits";
+      q.open = Math.max(0, q.open - 1);
+      openCount.textContent = `${q.open} open`;
       announce.textContent = `Ticket ${t.ticket_id} ${what}. The worker learns from it within seconds.`;
       const at = items.indexOf(item);
       items.splice(at, 1);
@@ -347,7 +371,7 @@ async function queueView() {
       if (first) first.focus();
     }
   });
-  select(0, false);
+  select(0, true); // the keys work at once
 }
 
 
@@ -425,7 +449,7 @@ async function pipelineView() {
     try {
       p = await api("/v1/pipeline");
     } catch (error) {
-      box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+      box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
       return;
     }
     // one slot per scrape over the last hour, so the charts' x axis is always that hour
@@ -494,7 +518,7 @@ async function deadLettersView() {
   try {
     letters = await api("/v1/deadletters?limit=100");
   } catch (error) {
-    box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
     return;
   }
   if (!letters.length) {
@@ -548,7 +572,7 @@ async function modelsView() {
   try {
     spaces = await api("/v1/spaces");
   } catch (error) {
-    box.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
+    box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
     return;
   }
   const ids = Object.keys(spaces);

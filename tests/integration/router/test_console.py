@@ -19,7 +19,7 @@ from router.documents import Indexer
 from router.routing import Router
 from router.schemas import Article
 from tests.integration.browser import browser, serve_app, shot, sign_in, wait
-from tests.integration.router.conftest import catalog_products, drawn
+from tests.integration.router.conftest import catalog_products, drawn, screenshot
 
 __all__ = ["browser"]  # the module's browser fixture
 HOSTILE = '<img src=x onerror="window.__pwned=1">Screen <script>window.__pwned=2</script>repair'
@@ -141,3 +141,21 @@ def test_search_by_text_and_by_image_with_filters(
     ]
     assert ids[0] == "sku-boot" and "sku-laptop" not in ids
     shot(browser, "search")
+
+
+def test_a_screenshot_alone_is_a_ticket_and_nothing_at_all_is_refused_on_the_page(
+    browser: Any, served: tuple[str, str], tmp_path: Path
+) -> None:
+    base, token = served
+    sign_in(browser, base, token)
+    browser.find_element("css selector", "#route-submit").click()  # no text, no image
+    alert = wait(browser, "#result [role=alert]")
+    assert alert.text == "Type the ticket's text, or attach a photo or a screenshot."
+    shot_file = tmp_path / "error.png"
+    shot_file.write_bytes(screenshot("Payment failed: gateway timeout"))
+    browser.find_element("css selector", "#screenshot").send_keys(str(shot_file))
+    browser.find_element("css selector", "#route-submit").click()
+    wait(browser, "#decision")
+    top = browser.find_element("css selector", "#targets tbody tr")
+    assert top.get_attribute("data-doc-id") == "acme-payment-failed"
+    assert "payment" in browser.find_element("css selector", "#ocr-text").text.lower()
