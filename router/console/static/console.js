@@ -246,6 +246,7 @@ export function chart(id, label, values, titles, max) {
     svg("title", {}, label), ...bars);
 }
 
+const axis = (from, to) => el("div", { class: "axis muted", "aria-hidden": "true" }, el("span", {}, from), el("span", {}, to));
 const pct = (num, den) => (den ? `${Math.round((100 * num) / den)}%` : "–");
 const time = (iso) => new Date(iso).toLocaleString();
 
@@ -264,6 +265,7 @@ function abstentionCard(q) {
       `Last hour: ${sum(hour, "human")} of ${sum(hour, "decisions")} tickets (${pct(sum(hour, "human"), sum(hour, "decisions"))}). `,
       `Last 24 hours: ${sum(buckets, "human")} of ${sum(buckets, "decisions")} (${pct(sum(buckets, "human"), sum(buckets, "decisions"))}).`),
     buckets.length ? chart("abstention-chart", "Abstention rate per 10 minutes, last 24 hours", rate, titles, 1) : null,
+    buckets.length ? axis("24 hours ago", "now (bar height: share sent to people)") : null,
     el("p", { class: "muted" }, "Each answer you give teaches the router: similar tickets are then routed automatically."));
 }
 
@@ -488,11 +490,12 @@ async function pipelineView() {
         metricCard("rate", "Events/s",
           el("div", {}, el("p", { class: "big", id: "events-now" }, fmt(latest && latest.events_per_s, "/s")),
             chart("events-chart", "events per second, last hour", series((x) => x.events_per_s),
-              labels((x) => fmt(x.events_per_s, "/s"))))),
+              labels((x) => fmt(x.events_per_s, "/s"))), axis("an hour ago", "now"))),
         metricCard("freshness", "Freshness (event to searchable, mean s)",
           el("div", {}, el("p", { class: "big", id: "freshness-now" }, fmt(latest && latest.freshness_s, " s")),
             chart("freshness-chart", "mean freshness, last hour", series((x) => x.freshness_s),
-              labels((x) => fmt(x.freshness_s, " s"))))),
+              labels((x) => fmt(x.freshness_s, " s"))), axis("an hour ago", "now"),
+            el("p", { class: "muted" }, "Measured when documents are indexed; none indexed: –"))),
         metricCard("dead", "Dead letters by reason",
           el("div", {}, reasons.length
             ? el("table", { id: "dead-reasons" }, el("tbody", {}, reasons.map(([r, n]) =>
