@@ -43,6 +43,16 @@ function refusal(error, scope) {
     : error.message;
 }
 
+/** GET `path`; on a refusal, say it in `into` (with the scope the page needs) and return null. */
+async function load(path, into, scope) {
+  try {
+    return await api(path);
+  } catch (error) {
+    into.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, scope)));
+    return null;
+  }
+}
+
 /** fetch() with the API key; JSON in and out; 401 sends the user back to the key form. */
 async function api(path, options = {}) {
   const headers = new Headers(options.headers || {});
@@ -205,15 +215,12 @@ function renderExplained(into, explained) {
 async function decisionView(shareId) {
   const result = el("section", { id: "result", "aria-live": "polite" });
   show(el("h1", {}, "A shared decision"), result);
-  try {
-    const explained = await api(`/v1/decisions/${encodeURIComponent(shareId)}`);
-    renderExplained(result, { ...explained, share_id: null });
-    result.prepend(el("section", { class: "card" }, el("h2", {}, "Ticket"),
-      el("p", { id: "shared-text" }, explained.text || "(no text: images only)"),
-      el("p", { class: "muted" }, "Shared decisions keep the text, not the images.")));
-  } catch (error) {
-    result.replaceChildren(el("p", { class: "error", role: "alert" }, error.message));
-  }
+  const explained = await load(`/v1/decisions/${encodeURIComponent(shareId)}`, result, "route");
+  if (!explained) return;
+  renderExplained(result, { ...explained, share_id: null });
+  result.prepend(el("section", { class: "card" }, el("h2", {}, "Ticket"),
+    el("p", { id: "shared-text" }, explained.text || "(no text: images only)"),
+    el("p", { class: "muted" }, "Shared decisions keep the text, not the images.")));
 }
 
 // -- charts: inline SVG built with the DOM API -----------------------------------------------
@@ -312,13 +319,8 @@ async function queueView() {
   const head = el("div", {});
   const announce = el("p", { id: "queue-status", class: "muted", "aria-live": "polite" });
   show(el("h1", {}, "Human queue"), head, announce, list);
-  let q;
-  try {
-    q = await api("/v1/queue?limit=50");
-  } catch (error) {
-    head.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "queue")));
-    return;
-  }
+  const q = await load("/v1/queue?limit=50", head, "queue");
+  if (!q) return;
   const openCount = el("p", { id: "queue-open" }, `${q.open} open`);
   head.replaceChildren(
     openCount, abstentionCard(q),
@@ -447,13 +449,8 @@ async function pipelineView() {
   const box = el("div", { id: "pipeline" });
   show(el("h1", {}, "Pipeline health"), box);
   const draw = async () => {
-    let p;
-    try {
-      p = await api("/v1/pipeline");
-    } catch (error) {
-      box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
-      return;
-    }
+    const p = await load("/v1/pipeline", box, "admin");
+    if (!p) return;
     // one slot per scrape over the last hour, so the charts' x axis is always that hour
     const slots = Math.max(2, Math.round(3600 / p.every_s));
     const end = p.scraped_at || 0;
@@ -517,13 +514,8 @@ async function deadLettersView() {
   const detail = el("section", { id: "dead-detail", class: "card", "aria-live": "polite", hidden: true });
   const box = el("div", {});
   show(el("h1", {}, "Dead letters"), el("p", { class: "muted" }, "The newest first; open one to see why and what it held. Payloads are shown as text."), box, detail);
-  let letters;
-  try {
-    letters = await api("/v1/deadletters?limit=100");
-  } catch (error) {
-    box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
-    return;
-  }
+  const letters = await load("/v1/deadletters?limit=100", box, "admin");
+  if (!letters) return;
   if (!letters.length) {
     box.replaceChildren(el("p", {}, "No dead letters."));
     return;
@@ -571,13 +563,8 @@ async function modelsView() {
   const box = el("div", { id: "spaces" });
   show(el("h1", {}, "Models and spaces"),
     el("p", { class: "muted" }, "Every embedding space registered here: its bundle, its index, its role, and the gate's verdict."), box);
-  let spaces;
-  try {
-    spaces = await api("/v1/spaces");
-  } catch (error) {
-    box.replaceChildren(el("p", { class: "error", role: "alert" }, refusal(error, "admin")));
-    return;
-  }
+  const spaces = await load("/v1/spaces", box, "admin");
+  if (!spaces) return;
   const ids = Object.keys(spaces);
   if (!ids.length) { box.replaceChildren(el("p", {}, "No space registered yet (the worker registers its own).")); return; }
   box.replaceChildren(...ids.map((id) => {
