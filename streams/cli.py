@@ -404,9 +404,9 @@ def api_cmd(
         letters = DeadLetters(kafka_config(settings), settings.topics.name("dead_letters"))
         gates = GateRecords(client, settings.index.namespace)
         reports = settings.model.reports_dir
-        add_operations(app_, history, letters, lambda: spaces_overview(
+        add_operations(app_, history, letters, lambda detail: spaces_overview(
             deployments, lambda name: VectorIndex.open(client, name, settings.index), gates,
-            reports), reports)  # fmt: skip
+            reports, detail=detail), reports)  # fmt: skip
 
     serve_api(
         read_settings(RouterSettings),

@@ -334,20 +334,21 @@ def add_operations(
     app: FastAPI,
     history: MetricsHistory,
     letters: DeadLetters,
-    documents: Callable[[], dict[str, Any]],
+    documents: Callable[[bool], dict[str, Any]],
     reports_dir: Path | None = None,
 ) -> None:
-    """Serve ``GET /v1/pipeline`` (``history`` and ``documents()``, the spaces overview),
+    """Serve ``GET /v1/pipeline`` (``history`` and ``documents(False)``, the spaces' roles and
+    documents), ``GET /v1/spaces`` (``documents(True)``, with manifests, gates and reports),
     ``GET /v1/spaces`` and ``GET /v1/deadletters`` on the API's app (``crossroute api`` does it)."""
     from router.auth import ApiKey
 
     @app.get("/v1/pipeline", summary="Pipeline health: the worker's metrics over the last hour")
     def pipeline() -> dict[str, Any]:
-        return {**history.series(), "spaces": documents()}
+        return {**history.series(), "spaces": documents(False)}  # polled: roles and counts only
 
     @app.get("/v1/spaces", summary="Every registered space: role, documents, manifest, gate")
     def spaces() -> dict[str, Any]:
-        return documents()
+        return documents(True)
 
     @app.get(
         "/v1/spaces/{space_id}/reports/{name}",
@@ -428,17 +429,19 @@ def spaces_overview(
     index_of: Callable[[str], VectorIndex],
     gates: GateRecords | None = None,
     reports_dir: Path | None = None,
+    *,
+    detail: bool = True,
 ) -> dict[str, Any]:
     """Each registered space: its role (live, canary, previous), index and documents (None: no
-    index), when it was registered, a summary of its bundle's manifest (when this host can read
-    the bundle), its latest gate report (when ``crossroute gate`` judged it) and the eval reports
-    kept for it."""
+    index), when it was registered; with ``detail``, also a summary of its bundle's manifest (when
+    this host can read the bundle), its latest gate report (when ``crossroute gate`` judged it) and
+    the eval reports kept for it."""
     from models.bundle import load_manifest
 
     state = deployments.state()
     roles = {state.live: "live", state.canary: "canary", state.previous: "previous"}
     records = deployments.spaces()
-    gated = gates.latest(sorted(records)) if gates is not None else {}
+    gated = gates.latest(sorted(records)) if gates is not None and detail else {}
     out: dict[str, Any] = {}
     for space_id, record in sorted(records.items()):
         try:
@@ -448,9 +451,12 @@ def spaces_overview(
         entry: dict[str, Any] = {
             "role": roles.get(space_id), "index": record.index, "documents": count,
             "registered_at": record.registered_at, "bundle": str(record.bundle),
-            "manifest": None, "gate": gated.get(space_id),
-            "reports": kept_reports(reports_dir, space_id),
         }  # fmt: skip
+        out[space_id] = entry
+        if not detail:
+            continue
+        entry |= {"manifest": None, "gate": gated.get(space_id),
+                  "reports": kept_reports(reports_dir, space_id)}  # fmt: skip
         try:
             m = load_manifest(record.bundle, verify=False)
         except Exception as e:  # the bundle lives on another host, or is gone
@@ -464,5 +470,4 @@ def spaces_overview(
                     "training_data_digest": m.projection.training_data_digest,
                 },
             }  # fmt: skip
-        out[space_id] = entry
     return out
