@@ -551,8 +551,7 @@ def create_app(
         if ticket is None:
             raise Rejected(404, f"ticket {ticket_id!r} is not in the ticket log of {who!r}")
         if body.doc_id is not None:
-            stored = serving.live.index.get(who, body.doc_id)
-            if stored is None or stored.get("kind") not in ("article", "warranty_policy"):
+            if serving.live.index.kind_of(who, body.doc_id) not in ("article", "warranty_policy"):
                 raise Rejected(
                     422, f"{body.doc_id!r} is not an article or warranty policy of {who!r}"
                 )

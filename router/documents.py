@@ -17,7 +17,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -305,9 +305,7 @@ class Indexer:
     def kind_of(self, tenant: str, entity_id: str) -> DocKind | None:
         """The kind of a document of ``tenant`` in the index (``article``, …), or None when the
         tenant has no such document."""
-        stored = self.index.get(tenant, entity_id)
-        # the index writes only DocKind values (IndexDoc.kind)
-        return None if stored is None else cast("DocKind", stored["kind"])
+        return self.index.kind_of(tenant, entity_id)
 
     def delete(self, refs: Sequence[tuple[str, str, int]]) -> WriteResult:
         """Delete ``(tenant, id, source_version)`` documents."""

@@ -679,6 +679,12 @@ class VectorIndex:
         reads.run()
         return found.value
 
+    def kind_of(self, tenant: str, entity_id: str) -> DocKind | None:
+        """The kind of a document of ``tenant`` (``article``, …), or None when it has none."""
+        kind = self.client.hget(self.key(tenant, entity_id), "kind")
+        # the index writes only DocKind values (IndexDoc.kind)
+        return None if kind is None else cast("DocKind", reply_text(kind))
+
     def get(self, tenant: str, entity_id: str) -> dict[str, str] | None:
         """The stored fields of one document (vector and thumbnail omitted), or None."""
         raw = self.client.hgetall(self.key(tenant, entity_id))
